@@ -1,0 +1,170 @@
+// Elementwise, normalisation, RoPE, loss and optimizer kernels (CPU, OpenMP).
+// Reductions that feed the loss or the gradient norm run in a fixed order so
+// that results do not depend on scheduling: same inputs, same bits.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+namespace mor::kern {
+
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int n, int d, float eps) {
+#pragma omp parallel for schedule(static) if (n >= 64)
+  for (int i = 0; i < n; ++i) {
+    const float* xi = x + (int64_t)i * d;
+    float* yi = y + (int64_t)i * d;
+    float ss = 0.f;
+    for (int j = 0; j < d; ++j) ss += xi[j] * xi[j];
+    float r = 1.f / std::sqrt(ss / d + eps);
+    rstd[i] = r;
+    for (int j = 0; j < d; ++j) yi[j] = xi[j] * r * w[j];
+  }
+}
+
+void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w,
+                      const float* rstd, int n, int d) {
+  // dx = r*(w*dy) - r^3/d * x * sum(w*dy*x);  dw += dy * x * r (rows summed in order).
+#pragma omp parallel for schedule(static) if (n >= 64)
+  for (int i = 0; i < n; ++i) {
+    const float* xi = x + (int64_t)i * d;
+    const float* gi = dy + (int64_t)i * d;
+    float* dxi = dx + (int64_t)i * d;
+    float r = rstd[i], dot = 0.f;
+    for (int j = 0; j < d; ++j) dot += w[j] * gi[j] * xi[j];
+    float c = r * r * r * dot / d;
+    for (int j = 0; j < d; ++j) dxi[j] += r * w[j] * gi[j] - c * xi[j];
+  }
+  // dw: parallel over columns, rows in order -> deterministic.
+#pragma omp parallel for schedule(static) if (n * d >= 65536)
+  for (int j = 0; j < d; ++j) {
+    float acc = 0.f;
+    for (int i = 0; i < n; ++i) acc += dy[(int64_t)i * d + j] * x[(int64_t)i * d + j] * rstd[i];
+    dw[j] += acc;
+  }
+}
+
+RopeTable::RopeTable(int hd, int mp, double theta) : head_dim(hd), max_pos(mp) {
+  int half = hd / 2;
+  cos.resize((size_t)mp * half);
+  sin.resize((size_t)mp * half);
+  for (int p = 0; p < mp; ++p)
+    for (int i = 0; i < half; ++i) {
+      double inv_freq = std::pow(theta, -2.0 * i / hd);
+      double a = p * inv_freq;
+      cos[(size_t)p * half + i] = (float)std::cos(a);
+      sin[(size_t)p * half + i] = (float)std::sin(a);
+    }
+}
+
+static void rope_apply(float* x, const int* pos, int n, int n_heads, const RopeTable& t, float sign) {
+  const int hd = t.head_dim, half = hd / 2;
+#pragma omp parallel for schedule(static) if (n >= 64)
+  for (int i = 0; i < n; ++i) {
+    const float* c = t.cos.data() + (size_t)pos[i] * half;
+    const float* s = t.sin.data() + (size_t)pos[i] * half;
+    for (int h = 0; h < n_heads; ++h) {
+      float* v = x + ((int64_t)i * n_heads + h) * hd;
+      for (int j = 0; j < half; ++j) {
+        float a = v[j], b = v[j + half], sj = sign * s[j];
+        v[j] = a * c[j] - b * sj;
+        v[j + half] = b * c[j] + a * sj;
+      }
+    }
+  }
+}
+
+void rope_forward(float* x, const int* pos, int n, int n_heads, const RopeTable& t) {
+  rope_apply(x, pos, n, n_heads, t, 1.f);
+}
+// The rotation is orthogonal: its transpose (rotation by -angle) maps the gradient back.
+void rope_backward(float* dx, const int* pos, int n, int n_heads, const RopeTable& t) {
+  rope_apply(dx, pos, n, n_heads, t, -1.f);
+}
+
+void swiglu_forward(float* h, const float* g, const float* u, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    float s = g[i] / (1.f + std::exp(-g[i]));
+    h[i] = s * u[i];
+  }
+}
+
+void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    float sig = 1.f / (1.f + std::exp(-g[i]));
+    float silu = g[i] * sig;
+    du[i] = dh[i] * silu;
+    dg[i] = dh[i] * u[i] * sig * (1.f + g[i] * (1.f - sig));
+  }
+}
+
+double softmax_xent(float* logits, const int32_t* targets, int n, int V, float scale) {
+  std::vector<double> row_loss(n);
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; ++i) {
+    float* l = logits + (int64_t)i * V;
+    float mx = l[0];
+    for (int j = 1; j < V; ++j) mx = l[j] > mx ? l[j] : mx;
+    const int tgt = targets[i];
+    const float target_logit = l[tgt];
+    float sum = 0.f;
+    for (int j = 0; j < V; ++j) {
+      l[j] = std::exp(l[j] - mx);
+      sum += l[j];
+    }
+    row_loss[i] = std::log((double)sum) + mx - target_logit;
+    float inv = scale / sum;
+    for (int j = 0; j < V; ++j) l[j] *= inv;
+    l[tgt] -= scale;
+  }
+  double total = 0;
+  for (int i = 0; i < n; ++i) total += row_loss[i];
+  return total;
+}
+
+void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& p) {
+  const float bc1 = 1.f - (float)std::pow((double)p.beta1, (double)p.step);
+  const float bc2 = 1.f - (float)std::pow((double)p.beta2, (double)p.step);
+  const float decay = 1.f - p.lr * p.weight_decay;
+  const float step_size = p.lr / bc1;
+  const float inv_sqrt_bc2 = 1.f / std::sqrt(bc2);
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    float g = grad[i];
+    m[i] = p.beta1 * m[i] + (1.f - p.beta1) * g;
+    v[i] = p.beta2 * v[i] + (1.f - p.beta2) * g * g;
+    float denom = std::sqrt(v[i]) * inv_sqrt_bc2 + p.eps;  // PyTorch's AdamW formula
+    param[i] = param[i] * decay - step_size * m[i] / denom;
+  }
+}
+
+double sum_squares(const float* x, int64_t n) {
+  // Fixed blocks summed in order: the result does not depend on the thread count.
+  const int64_t blk = 4096;
+  int64_t nb = (n + blk - 1) / blk;
+  std::vector<double> part(nb);
+#pragma omp parallel for schedule(static) if (n >= 65536)
+  for (int64_t b = 0; b < nb; ++b) {
+    double acc = 0;
+    int64_t e = std::min(n, (b + 1) * blk);
+    for (int64_t i = b * blk; i < e; ++i) acc += (double)x[i] * x[i];
+    part[b] = acc;
+  }
+  double s = 0;
+  for (double p : part) s += p;
+  return s;
+}
+
+void scale_inplace(float* x, float s, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+  for (int64_t i = 0; i < n; ++i) x[i] *= s;
+}
+
+void add_inplace(float* y, const float* x, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+}  // namespace mor::kern

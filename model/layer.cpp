@@ -1,0 +1,165 @@
+#include "model/layer.h"
+
+#include <algorithm>
+#include <numeric>
+
+namespace mor {
+
+using namespace kern;
+
+TokenSet TokenSet::all(int n_seq, int T) {
+  TokenSet ts;
+  ts.off.resize(n_seq + 1);
+  ts.pos.resize((size_t)n_seq * T);
+  for (int b = 0; b <= n_seq; ++b) ts.off[b] = b * T;
+  for (int b = 0; b < n_seq; ++b) std::iota(ts.pos.begin() + (size_t)b * T, ts.pos.begin() + (size_t)(b + 1) * T, 0);
+  return ts;
+}
+
+namespace {
+struct Dims {
+  int D, F, H, Hkv, hd, Hd, KVd, T;
+  explicit Dims(const ModelConfig& c)
+      : D(c.d_model), F(c.d_ff), H(c.n_heads), Hkv(c.n_kv_heads), hd(c.head_dim()), Hd(c.n_heads * c.head_dim()),
+        KVd(c.n_kv_heads * c.head_dim()), T(c.seq_len) {}
+};
+
+// Positions 0..T-1: the keys of a kv-share source cover every token.
+const int* iota_positions(int T) {
+  static thread_local std::vector<int> p;
+  if ((int)p.size() < T) {
+    p.resize(T);
+    std::iota(p.begin(), p.end(), 0);
+  }
+  return p.data();
+}
+}  // namespace
+
+void layer_forward(const LayerView& w, const ModelConfig& c, const RopeTable& rope, const TokenSet& ts,
+                   const float* x, float* y, LayerActs& A, const LayerActs* kv_src) {
+  const Dims d(c);
+  const int n = ts.n();
+  A.x.assign(x, x + (size_t)n * d.D);
+  A.a.resize((size_t)n * d.D);
+  A.rstd1.resize(n);
+  A.q.resize((size_t)n * d.Hd);
+  A.o.resize((size_t)n * d.Hd);
+  A.lse.resize((size_t)n * d.H);
+  A.h.resize((size_t)n * d.D);
+  A.m.resize((size_t)n * d.D);
+  A.rstd2.resize(n);
+  A.g.resize((size_t)n * d.F);
+  A.u.resize((size_t)n * d.F);
+  A.act.resize((size_t)n * d.F);
+
+  // Attention block.
+  rmsnorm_forward(A.a.data(), A.rstd1.data(), x, w.attn_norm, n, d.D, c.rms_eps);
+  linear_forward(A.q.data(), A.a.data(), w.wq, n, d.D, d.Hd);
+  rope_forward(A.q.data(), ts.pos.data(), n, d.H, rope);
+  if (!kv_src) {
+    A.k.resize((size_t)n * d.KVd);
+    A.v.resize((size_t)n * d.KVd);
+    linear_forward(A.k.data(), A.a.data(), w.wk, n, d.D, d.KVd);
+    linear_forward(A.v.data(), A.a.data(), w.wv, n, d.D, d.KVd);
+    rope_forward(A.k.data(), ts.pos.data(), n, d.Hkv, rope);
+    // Zeroed here: later recursions sharing these keys/values add to them
+    // during backward before this visit's own backward runs.
+    A.dk.assign((size_t)n * d.KVd, 0.f);
+    A.dv.assign((size_t)n * d.KVd, 0.f);
+  } else {
+    A.k.clear();
+    A.v.clear();
+  }
+  for (int b = 0; b < ts.n_seq(); ++b) {
+    const int r0 = ts.off[b], nq = ts.off[b + 1] - r0;
+    if (nq == 0) continue;
+    const float *k, *v;
+    const int* kpos;
+    int nk;
+    if (kv_src) {  // recursion-0 keys/values of every token of sequence b
+      k = kv_src->k.data() + (size_t)b * d.T * d.KVd;
+      v = kv_src->v.data() + (size_t)b * d.T * d.KVd;
+      kpos = iota_positions(d.T);
+      nk = d.T;
+    } else {
+      k = A.k.data() + (size_t)r0 * d.KVd;
+      v = A.v.data() + (size_t)r0 * d.KVd;
+      kpos = ts.pos.data() + r0;
+      nk = nq;
+    }
+    attention_forward(A.o.data() + (size_t)r0 * d.Hd, A.lse.data() + (size_t)r0 * d.H, A.q.data() + (size_t)r0 * d.Hd,
+                      k, v, ts.pos.data() + r0, kpos, {nq, nk, d.H, d.Hkv, d.hd});
+  }
+  // h = x + o Wo^T
+  linear_forward(A.h.data(), A.o.data(), w.wo, n, d.Hd, d.D);
+  add_inplace(A.h.data(), x, (int64_t)n * d.D);
+
+  // MLP block.
+  rmsnorm_forward(A.m.data(), A.rstd2.data(), A.h.data(), w.mlp_norm, n, d.D, c.rms_eps);
+  linear_forward(A.g.data(), A.m.data(), w.wg, n, d.D, d.F);
+  linear_forward(A.u.data(), A.m.data(), w.wu, n, d.D, d.F);
+  swiglu_forward(A.act.data(), A.g.data(), A.u.data(), (int64_t)n * d.F);
+  linear_forward(y, A.act.data(), w.wd, n, d.F, d.D);
+  add_inplace(y, A.h.data(), (int64_t)n * d.D);
+}
+
+void layer_backward(const LayerView& w, const LayerView& gw, const ModelConfig& c, const RopeTable& rope,
+                    const TokenSet& ts, const float* dy, float* dx, LayerActs& A, LayerActs* kv_src, LayerScratch& s) {
+  const Dims d(c);
+  const int n = ts.n();
+  s.dh.assign(dy, dy + (size_t)n * d.D);  // residual: dL/dh starts as dL/dy
+  s.dact.resize((size_t)n * d.F);
+  s.dg.resize((size_t)n * d.F);
+  s.du.resize((size_t)n * d.F);
+  s.dm.resize((size_t)n * d.D);
+  s.dao.resize((size_t)n * d.Hd);
+  s.dq.resize((size_t)n * d.Hd);
+  s.da.resize((size_t)n * d.D);
+
+  // MLP block.
+  linear_backward(s.dact.data(), gw.wd, dy, A.act.data(), w.wd, n, d.F, d.D, false);
+  swiglu_backward(s.dg.data(), s.du.data(), s.dact.data(), A.g.data(), A.u.data(), (int64_t)n * d.F);
+  linear_backward(s.dm.data(), gw.wg, s.dg.data(), A.m.data(), w.wg, n, d.D, d.F, false);
+  linear_backward(s.dm.data(), gw.wu, s.du.data(), A.m.data(), w.wu, n, d.D, d.F, true);
+  rmsnorm_backward(s.dh.data(), gw.mlp_norm, s.dm.data(), A.h.data(), w.mlp_norm, A.rstd2.data(), n, d.D);
+
+  // Attention block.
+  linear_backward(s.dao.data(), gw.wo, s.dh.data(), A.o.data(), w.wo, n, d.Hd, d.D, false);
+  for (int b = 0; b < ts.n_seq(); ++b) {
+    const int r0 = ts.off[b], nq = ts.off[b + 1] - r0;
+    if (nq == 0) continue;
+    const float *k, *v;
+    float *dk, *dv;
+    const int* kpos;
+    int nk;
+    if (kv_src) {
+      k = kv_src->k.data() + (size_t)b * d.T * d.KVd;
+      v = kv_src->v.data() + (size_t)b * d.T * d.KVd;
+      dk = kv_src->dk.data() + (size_t)b * d.T * d.KVd;
+      dv = kv_src->dv.data() + (size_t)b * d.T * d.KVd;
+      kpos = iota_positions(d.T);
+      nk = d.T;
+    } else {
+      k = A.k.data() + (size_t)r0 * d.KVd;
+      v = A.v.data() + (size_t)r0 * d.KVd;
+      dk = A.dk.data() + (size_t)r0 * d.KVd;
+      dv = A.dv.data() + (size_t)r0 * d.KVd;
+      kpos = ts.pos.data() + r0;
+      nk = nq;
+    }
+    attention_backward(s.dq.data() + (size_t)r0 * d.Hd, dk, dv, s.dao.data() + (size_t)r0 * d.Hd,
+                       A.o.data() + (size_t)r0 * d.Hd, A.lse.data() + (size_t)r0 * d.H, A.q.data() + (size_t)r0 * d.Hd,
+                       k, v, ts.pos.data() + r0, kpos, {nq, nk, d.H, d.Hkv, d.hd});
+  }
+  rope_backward(s.dq.data(), ts.pos.data(), n, d.H, rope);
+  linear_backward(s.da.data(), gw.wq, s.dq.data(), A.a.data(), w.wq, n, d.D, d.Hd, false);
+  if (!kv_src) {
+    rope_backward(A.dk.data(), ts.pos.data(), n, d.Hkv, rope);
+    linear_backward(s.da.data(), gw.wk, A.dk.data(), A.a.data(), w.wk, n, d.D, d.KVd, true);
+    linear_backward(s.da.data(), gw.wv, A.dv.data(), A.a.data(), w.wv, n, d.D, d.KVd, true);
+  }
+  std::copy(s.dh.begin(), s.dh.end(), dx);  // residual
+  rmsnorm_backward(dx, gw.attn_norm, s.da.data(), A.x.data(), w.attn_norm, A.rstd1.data(), n, d.D);
+}
+
+}  // namespace mor

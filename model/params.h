@@ -1,0 +1,59 @@
+// Parameter layout: every tensor of the model lives in one fp32 arena, in a
+// fixed order (docs/MODEL.md "Order in the parameter arena"). Gradients and the
+// AdamW moments use arenas of the same layout, so a tensor is "offset + shape"
+// everywhere, and sharding (dist/) slices the same table.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+
+namespace mor {
+
+struct TensorInfo {
+  std::string name;
+  int64_t rows = 0, cols = 0;  // 1-D tensors have cols = 1 (norm weights: rows = d)
+  int64_t offset = 0;          // in floats, into the arena
+  bool decay = true;           // AdamW weight decay applies (norm weights excluded)
+  bool is_1d = false;
+  int64_t numel() const { return rows * cols; }
+};
+
+// Pointers to one unique layer's tensors inside an arena (params or grads).
+struct LayerView {
+  float *attn_norm, *wq, *wk, *wv, *wo, *mlp_norm, *wg, *wu, *wd;
+};
+
+// Which unique layers exist and how the unrolled depth maps onto them.
+struct ParamLayout {
+  std::vector<TensorInfo> tensors;
+  int64_t total = 0;  // floats
+  int n_unique_layers = 0;
+  int prelude = -1, coda = -1;      // unique-layer index of the unique first/last layer, or -1
+  int block_first = 0;              // unique index of shared layer 0
+  int block_size = 0;               // B
+  int64_t embed = 0, final_norm = 0, routers = 0;  // offsets
+  std::vector<int64_t> layer_offset;               // per unique layer, start of its tensors
+
+  explicit ParamLayout(const ModelConfig& c);
+  LayerView layer(float* arena, int u, const ModelConfig& c) const;
+  const TensorInfo* find(const std::string& name) const;
+  // Unique layer used by unrolled layer l of the recursion section (fixed-depth path).
+  int section_layer(int l, const ModelConfig& c) const;
+
+  // Parameter counts for the banner: all, per kind.
+  int64_t count_embedding() const;
+  int64_t count_shared() const;   // the shared block, counted once
+  int64_t count_unique_layers() const;
+  int64_t count_other() const;    // final norm + routers
+  int64_t layer_numel_at(int u) const;
+};
+
+// Analytic parameter count from the config alone (independent of ParamLayout).
+int64_t analytic_param_count(const ModelConfig& c);
+
+// N(0, init_std) for matrices, 1 for norm weights; deterministic in seed.
+void init_params(float* arena, const ParamLayout& lay, const ModelConfig& c, uint64_t seed);
+
+}  // namespace mor

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set-up + build for mor-dist on Debian 12: installs every Debian package the
+# project needs (skipped when all are present), then configures and builds.
+#   scripts/setup.sh                 # Release, -O3 -march=native
+#   MOR_CUDA=ON scripts/setup.sh     # also build the CUDA backend (needs nvcc)
+#   BUILD_DIR=build-dbg BUILD_TYPE=Debug scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(
+  build-essential cmake pkg-config git
+  libopenblas-openmp-dev            # OpenMP build: shares our OpenMP threads
+  libopenmpi-dev openmpi-bin        # MPI communicator, mpirun for multi-rank tests
+  libhdf5-dev hdf5-tools            # serial HDF5 per rank (checkpoints), h5dump
+  libboost-program-options-dev      # CLI + INI configs
+  libgtest-dev googletest           # unit tests
+  libzstd-dev zlib1g-dev            # compressed JSONL input for `prepare`
+  python3 python3-numpy python3-torch python3-h5py   # reference + parity tests
+  fortunes                          # real English text for the learning test
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+BUILD_DIR=${BUILD_DIR:-build}
+BUILD_TYPE=${BUILD_TYPE:-Release}
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DMOR_CUDA="${MOR_CUDA:-OFF}" ${CMAKE_ARGS:-}
+cmake --build "$BUILD_DIR" -j "$(nproc)"
+echo "setup: built into $BUILD_DIR/ (binary: $BUILD_DIR/mor-dist)"
