@@ -27,6 +27,13 @@ void Model::zero_grads() { std::fill(grads.begin(), grads.end(), 0.f); }
 
 void Model::run_visit(int visit, int u, const TokenSet& ts, const float* x, float* y, const LayerActs* kv_src) {
   layer_forward(pw(u), cfg, rope_, ts, x, y, acts_[visit], kv_src);
+  // FLOPs: 2 per weight per token, plus q.k and p.v over the visible pairs.
+  const double D = cfg.d_model, F = cfg.d_ff, Hd = cfg.n_heads * cfg.head_dim(), KVd = cfg.n_kv_heads * cfg.head_dim();
+  const double w = D * Hd * 2 + 3 * D * F + (kv_src ? 0 : 2 * D * KVd);
+  double pairs = 0;
+  for (int b = 0; b < ts.n_seq(); ++b)
+    for (int i = ts.off[b]; i < ts.off[b + 1]; ++i) pairs += kv_src ? ts.pos[i] + 1 : i - ts.off[b] + 1;
+  fwd_flops += 2 * w * ts.n() + 4 * Hd * pairs;
 }
 void Model::back_visit(int visit, int u, const TokenSet& ts, const float* dy, float* dx, LayerActs* kv_src) {
   layer_backward(pw(u), gw(u), cfg, rope_, ts, dy, dx, acts_[visit], kv_src, scratch_);
@@ -323,7 +330,7 @@ void Model::token_backward(int n_seq, int global_batch) {
 }
 
 // ---- head: final norm, tied LM head, cross-entropy -------------------------------
-double Model::head(const int32_t* tokens, int n_seq, int global_batch, bool backward) {
+double Model::head(int n_seq, int global_batch, bool backward) {
   const int D = cfg.d_model, V = cfg.vocab_size, N = n_seq * cfg.seq_len;
   const float* E = params.data() + layout.embed;
   hn_.resize((size_t)N * D);
@@ -355,6 +362,7 @@ double Model::head(const int32_t* tokens, int n_seq, int global_batch, bool back
 LossParts Model::step(const int32_t* tokens, int n_seq, int global_batch, bool backward) {
   const int D = cfg.d_model, T = cfg.seq_len, N = n_seq * T;
   LossParts loss;
+  fwd_flops = 2.0 * N * D * cfg.vocab_size;  // the tied LM head
   all_ = TokenSet::all(n_seq, T);
   inputs_.resize(N);
   targets_.resize(N);
@@ -378,7 +386,7 @@ LossParts Model::step(const int32_t* tokens, int n_seq, int global_batch, bool b
   else if (cfg.router == RouterKind::Token) token_forward(n_seq, global_batch, loss);
   else section_fixed_forward(n_seq);
   if (layout.coda >= 0) unique_layer(layout.coda, cfg.n_layers - 1);
-  loss.ce = head(tokens, n_seq, global_batch, backward);
+  loss.ce = head(n_seq, global_batch, backward);
   if (!backward) return loss;
 
   // Backward, in reverse (head() already produced dL/dH at the top).

@@ -36,6 +36,7 @@ class Model {
   std::vector<float> params;  // the parameter arena
   std::vector<float> grads;   // same layout; forward_backward accumulates into it
   RouterStats stats;
+  double fwd_flops = 0;  // forward FLOPs of the last step(): matmuls + attention + head
 
   void init(uint64_t seed) { init_params(params.data(), layout, cfg, seed); }
   void zero_grads();
@@ -81,7 +82,7 @@ class Model {
   void expert_backward(int n_seq, int global_batch);
   void token_forward(int n_seq, int global_batch, LossParts& loss);
   void token_backward(int n_seq, int global_batch);
-  double head(const int32_t* tokens, int n_seq, int global_batch, bool backward);
+  double head(int n_seq, int global_batch, bool backward);
 
   kern::RopeTable rope_;
   std::vector<LayerActs> acts_;  // one per unrolled layer visit

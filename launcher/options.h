@@ -1,0 +1,57 @@
+// Every option of `mor-dist train` / `eval`, one table (Boost.Program_options)
+// shared by the command line and the INI config: `--model.d_model 64` on the
+// command line is `d_model = 64` under `[model]` in the file; the command line wins.
+#pragma once
+#include <boost/program_options.hpp>
+#include <string>
+
+#include "model/config.h"
+#include "model/optimizer.h"
+
+namespace mor {
+
+struct TrainConfig {
+  int64_t steps = 1000;
+  int global_batch = 8;        // sequences per optimizer step, over all ranks
+  int micro_batch = 0;         // sequences per forward/backward; 0 = global_batch / world
+  uint64_t seed = 42;
+  int log_every = 10;
+  int eval_every = 0;          // 0 = only at the end (if data.val is set)
+  int eval_samples = 64;       // validation windows per evaluation (0 = all)
+  int threads = 0;             // 0 = all cores
+  double peak_gflops = 0;      // for MFU; 0 = measure sgemm at start-up
+  std::string metrics;         // JSON-lines file ("" = none)
+  std::string save_params;     // write final parameters (.mort) here ("" = no)
+  std::string init_params;     // start from these parameters (.mort) instead of random init
+};
+
+struct DataConfig {
+  std::string train;   // glob of training shards
+  std::string val;     // glob of validation shards
+  bool shuffle = true;
+};
+
+struct RunConfig {
+  ModelConfig model;
+  OptimConfig optim;
+  TrainConfig train;
+  DataConfig data;
+  std::string config_path;
+};
+
+// Option table; string-typed options are converted by finish_config().
+struct OptionTable {
+  boost::program_options::options_description desc{"mor-dist options (INI: [section] key = value)"};
+  std::string sharing = "middle_cycle", router = "none", kv_mode = "recursion", capacity, schedule = "wsd";
+  explicit OptionTable(RunConfig& rc);
+};
+
+// Parses argv (after the subcommand) plus --config FILE; throws ConfigError
+// (status 2) naming the option on unknown options, bad values or inconsistency.
+// Returns false if --help was printed.
+bool parse_run_config(int argc, char** argv, RunConfig& rc, const char* usage);
+
+// Loads only the model/optimizer sections of an INI file (tests, tools).
+RunConfig load_config_file(const std::string& path);
+
+}  // namespace mor

@@ -1,0 +1,216 @@
+// `mor-dist train` and `mor-dist eval`: one training step reads top to bottom
+// in train_loop(): read the micro-batches of this step, forward/backward each,
+// clip, AdamW, log.
+#include "launcher/train.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+#include "io/loader.h"
+#include "kernels/kernels.h"
+#include "launcher/options.h"
+#include "launcher/params_io.h"
+#include "model/model.h"
+#include "model/optimizer.h"
+
+namespace mor {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Best of a few 1024^3 sgemm runs: the machine's practical fp32 peak, for MFU.
+double measure_sgemm_gflops() {
+  const int n = 1024;
+  std::vector<float> a((size_t)n * n, 0.5f), b((size_t)n * n, 0.25f), c((size_t)n * n);
+  double best = 1e30;
+  for (int i = 0; i < 4; ++i) {
+    auto t = Clock::now();
+    kern::gemm(false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
+    best = std::min(best, seconds_since(t));
+  }
+  return 2.0 * n * n * n / best / 1e9;
+}
+
+std::string depth_histogram(const RouterStats& s) {
+  int64_t tot = 0;
+  for (auto v : s.tokens_at_depth) tot += v;
+  std::ostringstream o;
+  for (size_t d = 0; d < s.tokens_at_depth.size(); ++d) {
+    if (d == 0 && s.tokens_at_depth[0] == 0) continue;  // depth 0 only exists with c_0 < 1
+    o << (o.tellp() ? " " : "") << d << ":" << std::fixed;
+    o.precision(1);
+    o << (tot ? 100.0 * s.tokens_at_depth[d] / tot : 0.0) << "%";
+  }
+  return o.str();
+}
+
+std::string depth_json(const RouterStats& s) {
+  std::ostringstream o;
+  o << "[";
+  for (size_t d = 0; d < s.tokens_at_depth.size(); ++d) o << (d ? "," : "") << s.tokens_at_depth[d];
+  return o.str() + "]";
+}
+
+void print_banner(const RunConfig& rc, const Model& m, int world, int micro, int accum) {
+  const ModelConfig& c = rc.model;
+  const ParamLayout& L = m.layout;
+  std::printf("mor-dist %s | config %s\n", MOR_VERSION, rc.config_path.empty() ? "(defaults)" : rc.config_path.c_str());
+  std::printf("model: V=%d D=%d heads=%d/%d ff=%d layers=%d T=%d | sharing=%s N_r=%d B=%d router=%s kv=%s\n",
+              c.vocab_size, c.d_model, c.n_heads, c.n_kv_heads, c.d_ff, c.n_layers, c.seq_len, to_string(c.sharing),
+              c.n_recursions, L.block_size, to_string(c.router), to_string(c.kv_mode));
+  if (c.router == RouterKind::Expert) {
+    std::printf("expert capacities:");
+    for (int r = 0; r < c.n_recursions; ++r) std::printf(" %.4g (k=%d)", c.capacity_of(r), c.expert_k(r));
+    std::printf("\n");
+  }
+  std::printf("params: total %lld (analytic %lld) = embedding %lld + shared block %lld + unique layers %lld + norm/routers %lld\n",
+              (long long)L.total, (long long)analytic_param_count(c), (long long)L.count_embedding(),
+              (long long)L.count_shared(), (long long)L.count_unique_layers(), (long long)L.count_other());
+  std::printf("batch: global %d = world %d x micro %d x accum %d sequences (%lld tokens/step) | threads %d\n",
+              rc.train.global_batch, world, micro, accum, (long long)rc.train.global_batch * c.seq_len,
+              kern::num_threads());
+  std::fflush(stdout);
+}
+
+// Mean validation cross-entropy over the first n windows (all if n = 0).
+double evaluate(Model& m, io::ValLoader& val, int n, int micro) {
+  const int total = n > 0 ? std::min(n, val.num_samples()) : val.num_samples();
+  std::vector<int32_t> buf((size_t)micro * val.sample_len());
+  double ce = 0;
+  for (int first = 0; first < total; first += micro) {
+    const int k = std::min(micro, total - first);
+    val.read_samples(first, k, buf.data());
+    ce += m.step(buf.data(), k, total, false).ce;
+  }
+  return ce;
+}
+
+}  // namespace
+
+int cmd_train(int argc, char** argv) {
+  RunConfig rc;
+  if (!parse_run_config(argc, argv, rc, "usage: mor-dist train --config FILE [--section.key value ...]")) return 0;
+  const TrainConfig& tc = rc.train;
+  const int world = 1, rank = 0;
+  const int micro = tc.micro_batch > 0 ? tc.micro_batch : tc.global_batch / world;
+  if (micro < 1 || tc.global_batch % (world * micro) != 0)
+    throw ConfigError("train.micro_batch", "global_batch " + std::to_string(tc.global_batch) + " is not divisible by world " +
+                                               std::to_string(world) + " x micro_batch " + std::to_string(micro));
+  const int accum = tc.global_batch / (world * micro);
+  if (rc.data.train.empty()) throw ConfigError("data.train", "is required (a glob of token shards)");
+  kern::set_num_threads(tc.threads);
+
+  Model model(rc.model);
+  if (!tc.init_params.empty()) import_params(model, io::read_mort(tc.init_params), tc.init_params);
+  else model.init(tc.seed);
+  print_banner(rc, model, world, micro, accum);
+
+  io::DataLoader loader({rc.data.train, rc.model.seq_len, (uint32_t)rc.model.vocab_size, tc.seed, rc.data.shuffle});
+  std::unique_ptr<io::ValLoader> val;
+  if (!rc.data.val.empty()) val = std::make_unique<io::ValLoader>(rc.data.val, rc.model.seq_len, rc.model.vocab_size);
+  std::printf("data: %llu training windows in %zu shards (%llu tokens)%s\n",
+              (unsigned long long)loader.num_samples(), loader.dataset().num_shards(),
+              (unsigned long long)loader.dataset().num_tokens(),
+              val ? (", " + std::to_string(val->num_samples()) + " validation windows").c_str() : "");
+
+  AdamW opt(rc.optim, model.layout.total, decay_mask(model.layout, rc.optim.no_decay, 0, model.layout.total));
+  const double peak = tc.peak_gflops > 0 ? tc.peak_gflops : measure_sgemm_gflops();
+  std::printf("MFU against %.0f GFLOP/s (%s)\n", peak, tc.peak_gflops > 0 ? "train.peak_gflops" : "measured sgemm");
+  std::ofstream metrics;
+  if (!tc.metrics.empty()) {
+    metrics.open(tc.metrics, std::ios::app);
+    if (!metrics) throw ConfigError("train.metrics", "cannot open '" + tc.metrics + "' for writing");
+  }
+
+  std::vector<int32_t> batch((size_t)micro * loader.sample_len());
+  double window_time = 0, window_flops = 0;
+  int64_t window_tokens = 0;
+  model.stats.reset(rc.model.n_recursions + 1);
+  for (int64_t step = 0; step < tc.steps; ++step) {
+    const auto t0 = Clock::now();
+    // 1. forward/backward over this rank's micro-batches of the step
+    model.zero_grads();
+    LossParts loss;
+    double flops = 0;
+    const io::SampleRange slice = io::rank_slice(step, tc.global_batch, rank, world);
+    for (int mb = 0; mb < accum; ++mb) {
+      const uint64_t first = slice.first + (uint64_t)mb * micro;
+      loader.read_samples(first, micro, batch.data());
+      loader.prefetch(mb + 1 < accum ? first + micro : io::rank_slice(step + 1, tc.global_batch, rank, world).first, micro);
+      loss += model.step(batch.data(), micro, tc.global_batch, true);
+      flops += 3 * model.fwd_flops;  // backward ~ 2x forward
+    }
+    // 2. clip the global gradient norm
+    const double gnorm = std::sqrt(kern::sum_squares(model.grads.data(), model.layout.total));
+    const float scale = clip_scale(gnorm, rc.optim.grad_clip);
+    if (scale != 1.f) kern::scale_inplace(model.grads.data(), scale, model.layout.total);
+    // 3. AdamW
+    const double lr = lr_at(rc.optim, step);
+    opt.update(model.params.data(), model.grads.data(), lr);
+
+    window_time += seconds_since(t0);
+    window_flops += flops;
+    window_tokens += (int64_t)micro * accum * rc.model.seq_len;
+    const bool last = step + 1 == tc.steps;
+    // 4. log
+    if ((step + 1) % tc.log_every == 0 || step == 0 || last) {
+      const double tps = window_tokens / window_time, gflops = window_flops / window_time / 1e9;
+      const double total = loss.total(rc.model);
+      std::printf("step %6lld | loss %.6f | ce %.6f | lr %.3e | gnorm %.4f | %.0f tok/s | %.1f GFLOP/s | MFU %.1f%%",
+                  (long long)step + 1, total, loss.ce, lr, gnorm, tps, gflops, 100 * gflops / peak);
+      if (rc.model.router != RouterKind::None) std::printf(" | depth %s", depth_histogram(model.stats).c_str());
+      std::printf("\n");
+      std::fflush(stdout);
+      if (metrics) {
+        char line[512];
+        std::snprintf(line, sizeof line,
+                      "{\"step\":%lld,\"loss\":%.9g,\"ce\":%.9g,\"aux\":%.9g,\"bal\":%.9g,\"z\":%.9g,\"lr\":%.9g,"
+                      "\"grad_norm\":%.9g,\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"mfu\":%.4f,\"depth_tokens\":",
+                      (long long)step + 1, total, loss.ce, loss.aux, loss.bal, loss.z + loss.ec_z, lr, gnorm, tps, gflops,
+                      gflops / peak);
+        metrics << line << depth_json(model.stats) << "}\n" << std::flush;
+      }
+      window_time = window_flops = 0;
+      window_tokens = 0;
+      model.stats.reset(rc.model.n_recursions + 1);
+    }
+    if (val && ((tc.eval_every > 0 && (step + 1) % tc.eval_every == 0) || last)) {
+      const double vl = evaluate(model, *val, tc.eval_samples, micro);
+      std::printf("eval  %6lld | val_loss %.6f\n", (long long)step + 1, vl);
+      std::fflush(stdout);
+      if (metrics) metrics << "{\"step\":" << step + 1 << ",\"val_loss\":" << vl << "}\n" << std::flush;
+    }
+  }
+  if (!tc.save_params.empty()) {
+    io::write_mort(tc.save_params, export_params(model, model.params));
+    std::printf("saved parameters to %s\n", tc.save_params.c_str());
+  }
+  return 0;
+}
+
+int cmd_eval(int argc, char** argv) {
+  RunConfig rc;
+  if (!parse_run_config(argc, argv, rc, "usage: mor-dist eval --config FILE --train.init_params P.mort --data.val GLOB"))
+    return 0;
+  if (rc.train.init_params.empty()) throw ConfigError("train.init_params", "is required: the parameters to evaluate");
+  if (rc.data.val.empty()) throw ConfigError("data.val", "is required: the validation shards");
+  kern::set_num_threads(rc.train.threads);
+  Model model(rc.model);
+  import_params(model, io::read_mort(rc.train.init_params), rc.train.init_params);
+  io::ValLoader val(rc.data.val, rc.model.seq_len, rc.model.vocab_size);
+  const int micro = rc.train.micro_batch > 0 ? rc.train.micro_batch : 8;
+  const double vl = evaluate(model, val, rc.train.eval_samples, micro);
+  std::printf("val_loss %.6f over %d windows of %d tokens\n", vl,
+              rc.train.eval_samples > 0 ? std::min(rc.train.eval_samples, val.num_samples()) : val.num_samples(),
+              rc.model.seq_len);
+  return 0;
+}
+
+}  // namespace mor
