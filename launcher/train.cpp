@@ -171,7 +171,7 @@ int cmd_train(int argc, char** argv) {
       if (metrics) {
         char line[512];
         std::snprintf(line, sizeof line,
-                      "{\"step\":%lld,\"loss\":%.9g,\"ce\":%.9g,\"aux\":%.9g,\"bal\":%.9g,\"z\":%.9g,\"lr\":%.9g,"
+                      "{\"step\":%lld,\"loss\":%.17g,\"ce\":%.17g,\"aux\":%.9g,\"bal\":%.9g,\"z\":%.9g,\"lr\":%.9g,"
                       "\"grad_norm\":%.9g,\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"mfu\":%.4f,\"depth_tokens\":",
                       (long long)step + 1, total, loss.ce, loss.aux, loss.bal, loss.z + loss.ec_z, lr, gnorm, tps, gflops,
                       gflops / peak);
