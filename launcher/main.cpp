@@ -1,4 +1,7 @@
 // mor-dist: pretraining Mixture-of-Recursions language models.
+#include <malloc.h>
+
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -15,6 +18,11 @@ static const char* kUsage =
     "exit status: 0 ok, 1 runtime error, 2 bad option or config\n";
 
 int main(int argc, char** argv) {
+  // Keep freed memory in the heap instead of returning it to the kernel: the
+  // step's large temporaries would otherwise be mmap'ed and page-faulted anew
+  // every step (measured: ~25% of a 135M-model step).
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, INT_MAX);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;

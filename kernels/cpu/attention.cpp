@@ -21,6 +21,13 @@ std::vector<int> visible_counts(const int* qpos, const int* kpos, int nq, int nk
   }
   return vis;
 }
+// Per-thread scratch that lives across calls: a fresh multi-MB vector per call
+// would be mmap'ed, page-faulted and unmapped every layer visit.
+std::vector<float>& thread_buffer(int slot, size_t n) {
+  static thread_local std::vector<float> bufs[4];
+  if (bufs[slot].size() < n) bufs[slot].resize(n);
+  return bufs[slot];
+}
 }  // namespace
 
 void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v,
@@ -31,7 +38,7 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
   const std::vector<int> vis = visible_counts(qpos, kpos, nq, nk);
 #pragma omp parallel
   {
-    std::vector<float> P((size_t)nq * nk);
+    std::vector<float>& P = thread_buffer(0, (size_t)nq * nk);
 #pragma omp for schedule(dynamic, 1)
     for (int h = 0; h < H; ++h) {
       const int g = h / group;
@@ -68,10 +75,12 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   const std::vector<int> vis = visible_counts(qpos, kpos, nq, nk);
   // Per-query-head dk/dv, reduced over each kv group in head order afterwards:
   // no races, and the same bits whatever the thread count.
-  std::vector<float> dk_h((size_t)H * nk * hd), dv_h((size_t)H * nk * hd);
+  std::vector<float>& dk_h = thread_buffer(2, (size_t)H * nk * hd);
+  std::vector<float>& dv_h = thread_buffer(3, (size_t)H * nk * hd);
 #pragma omp parallel
   {
-    std::vector<float> P((size_t)nq * nk), dP((size_t)nq * nk);
+    std::vector<float>& P = thread_buffer(0, (size_t)nq * nk);
+    std::vector<float>& dP = thread_buffer(1, (size_t)nq * nk);
 #pragma omp for schedule(dynamic, 1)
     for (int h = 0; h < H; ++h) {
       const int g = h / group;
