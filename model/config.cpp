@@ -83,6 +83,8 @@ void ModelConfig::validate() const {
                           str(n_recursions) + "; the nearest valid layer counts are " + str(below) + " and " + str(above) +
                           " (mor-dist never drops layers silently)");
   }
+  if (router != RouterKind::None && n_recursions < 2)
+    throw ConfigError("mor.router", std::string(to_string(router)) + " routing needs mor.n_recursions >= 2 (N_r = 1 is the plain decoder)");
   if (router != RouterKind::None || kv_mode == KvMode::Share) {
     const char* what = router != RouterKind::None ? "mor.router" : "mor.kv_mode";
     require(cyclic(), what, std::string("needs sharing = cycle or middle_cycle, got ") + to_string(sharing));
