@@ -5,7 +5,10 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <string>
+
+#include "dist/communicator.h"
 
 #include "launcher/train.h"
 #include "model/config.h"
@@ -28,16 +31,26 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
+  // Under mpirun/srun with several tasks, ranks come from the MPI runtime.
+  std::unique_ptr<mor::dist::Communicator> comm =
+      mor::dist::launched_multi_process() ? mor::dist::make_mpi_comm(&argc, &argv) : mor::dist::make_single_process_comm();
+  const std::string who = comm->size() > 1 ? " [rank " + std::to_string(comm->rank()) + "/" + std::to_string(comm->size()) + "]" : "";
+  int rc = 0;
   try {
-    if (cmd == "train") return mor::cmd_train(argc - 1, argv + 1);
-    if (cmd == "eval") return mor::cmd_eval(argc - 1, argv + 1);
-    std::fprintf(stderr, "mor-dist: unknown command '%s'\n%s", cmd.c_str(), kUsage);
-    return 2;
+    if (cmd == "train") rc = mor::cmd_train(argc - 1, argv + 1, *comm);
+    else if (cmd == "eval") rc = mor::cmd_eval(argc - 1, argv + 1);
+    else {
+      std::fprintf(stderr, "mor-dist: unknown command '%s'\n%s", cmd.c_str(), kUsage);
+      rc = 2;
+    }
   } catch (const mor::ConfigError& e) {
-    std::fprintf(stderr, "mor-dist %s: error: %s\n", cmd.c_str(), e.what());
-    return 2;
+    std::fprintf(stderr, "mor-dist %s%s: error: %s\n", cmd.c_str(), who.c_str(), e.what());
+    rc = 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "mor-dist %s: error: %s\n", cmd.c_str(), e.what());
-    return 1;
+    std::fprintf(stderr, "mor-dist %s%s: error: %s\n", cmd.c_str(), who.c_str(), e.what());
+    rc = 1;
   }
+  // A rank that fails alone must not leave the others waiting in a collective.
+  if (rc != 0 && comm->size() > 1) comm->abort(rc);
+  return rc;
 }

@@ -13,6 +13,7 @@ OptionTable::OptionTable(RunConfig& rc) {
   OptimConfig& o = rc.optim;
   TrainConfig& t = rc.train;
   DataConfig& d = rc.data;
+  DistConfig& x = rc.dist;
   desc.add_options()
     // [model]
     ("model.vocab_size", po::value(&m.vocab_size)->default_value(m.vocab_size), "vocabulary size V")
@@ -65,7 +66,14 @@ OptionTable::OptionTable(RunConfig& rc) {
     // [data]
     ("data.train", po::value(&d.train)->default_value(d.train), "glob of training shards (llm.c .bin)")
     ("data.val", po::value(&d.val)->default_value(d.val), "glob of validation shards")
-    ("data.shuffle", po::value(&d.shuffle)->default_value(d.shuffle), "shuffle training samples (seeded)");
+    ("data.shuffle", po::value(&d.shuffle)->default_value(d.shuffle), "shuffle training samples (seeded)")
+    // [dist]
+    ("dist.regather_per_recursion", po::value(&x.regather_per_recursion)->default_value(x.regather_per_recursion),
+     "all-gather the shared block for every recursion (comparison mode; default: once per pass)")
+    ("dist.keep_shared_gathered", po::value(&x.keep_shared_gathered)->default_value(x.keep_shared_gathered),
+     "keep the shared block gathered from forward to backward (saves one all-gather, costs memory)")
+    ("dist.overlap", po::value(&x.overlap)->default_value(x.overlap),
+     "prefetch the next unit's all-gather while the current unit computes");
 }
 
 static std::vector<double> parse_list(const std::string& s) {

@@ -31,11 +31,18 @@ struct DataConfig {
   bool shuffle = true;
 };
 
+struct DistConfig {
+  bool regather_per_recursion = false;  // comparison mode: all-gather the shared block for every recursion
+  bool keep_shared_gathered = false;    // keep the shared block gathered from forward to backward
+  bool overlap = true;                  // prefetch the next unit's all-gather while the current computes
+};
+
 struct RunConfig {
   ModelConfig model;
   OptimConfig optim;
   TrainConfig train;
   DataConfig data;
+  DistConfig dist;
   std::string config_path;
 };
 

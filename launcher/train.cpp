@@ -4,6 +4,8 @@
 #include "launcher/train.h"
 
 #include <chrono>
+#include <cstdlib>
+#include <thread>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -13,6 +15,8 @@
 
 #include "io/loader.h"
 #include "kernels/kernels.h"
+#include "dist/communicator.h"
+#include "dist/sharded_params.h"
 #include "launcher/options.h"
 #include "launcher/params_io.h"
 #include "model/model.h"
@@ -36,6 +40,17 @@ double measure_sgemm_gflops() {
     best = std::min(best, seconds_since(t));
   }
   return 2.0 * n * n * n / best / 1e9;
+}
+
+// All cores, split between the ranks that share this node.
+int default_threads() {
+  int local = 1;
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "MPI_LOCALNRANKS"})
+    if (const char* s = std::getenv(v)) {
+      local = std::max(1, std::atoi(s));
+      break;
+    }
+  return std::max(1, (int)std::thread::hardware_concurrency() / local);
 }
 
 std::string depth_histogram(const RouterStats& s) {
@@ -79,62 +94,99 @@ void print_banner(const RunConfig& rc, const Model& m, int world, int micro, int
   std::fflush(stdout);
 }
 
-// Mean validation cross-entropy over the first n windows (all if n = 0).
-double evaluate(Model& m, io::ValLoader& val, int n, int micro) {
+// Mean validation cross-entropy over the first n windows (all if n = 0); each
+// rank scores a contiguous slice and the sums are added over ranks. Every rank
+// runs the same number of forward passes (sharded units are gathered collectively).
+double evaluate(Model& m, io::ValLoader& val, int n, int micro, dist::Communicator& comm) {
   const int total = n > 0 ? std::min(n, val.num_samples()) : val.num_samples();
+  const io::SampleRange mine = io::even_slice(total, comm.rank(), comm.size());
+  const int passes = (int)((total + comm.size() - 1) / comm.size() + micro - 1) / micro;
   std::vector<int32_t> buf((size_t)micro * val.sample_len());
   double ce = 0;
-  for (int first = 0; first < total; first += micro) {
-    const int k = std::min(micro, total - first);
-    val.read_samples(first, k, buf.data());
-    ce += m.step(buf.data(), k, total, false).ce;
+  for (int p = 0; p < passes; ++p) {
+    const int64_t first = (int64_t)mine.first + (int64_t)p * micro;
+    const int k = (int)std::max<int64_t>(0, std::min<int64_t>(micro, (int64_t)(mine.first + mine.count) - first));
+    if (k > 0) {
+      val.read_samples(first, k, buf.data());
+      ce += m.step(buf.data(), k, total, false).ce;
+    } else {  // nothing left here, but the collective gathers must still be matched
+      val.read_samples(0, 1, buf.data());
+      m.step(buf.data(), 1, total, false);
+    }
   }
+  comm.all_reduce_sum(&ce, 1, "allreduce/eval");
   return ce;
 }
 
 }  // namespace
 
-int cmd_train(int argc, char** argv) {
+int cmd_train(int argc, char** argv, dist::Communicator& comm) {
   RunConfig rc;
-  if (!parse_run_config(argc, argv, rc, "usage: mor-dist train --config FILE [--section.key value ...]")) return 0;
+  if (!parse_run_config(argc, argv, rc, "usage: [mpirun -np N | srun] mor-dist train --config FILE [--section.key value ...]"))
+    return 0;
   const TrainConfig& tc = rc.train;
-  const int world = 1, rank = 0;
+  const int world = comm.size(), rank = comm.rank();
+  const bool lead = rank == 0;  // only rank 0 prints progress
+  if (tc.global_batch % world != 0)
+    throw ConfigError("train.global_batch", std::to_string(tc.global_batch) + " is not divisible by the world size " +
+                                                std::to_string(world));
   const int micro = tc.micro_batch > 0 ? tc.micro_batch : tc.global_batch / world;
-  if (micro < 1 || tc.global_batch % (world * micro) != 0)
+  if (tc.global_batch % (world * micro) != 0)
     throw ConfigError("train.micro_batch", "global_batch " + std::to_string(tc.global_batch) + " is not divisible by world " +
                                                std::to_string(world) + " x micro_batch " + std::to_string(micro));
   const int accum = tc.global_batch / (world * micro);
   if (rc.data.train.empty()) throw ConfigError("data.train", "is required (a glob of token shards)");
-  kern::set_num_threads(tc.threads);
+  kern::set_num_threads(tc.threads > 0 ? tc.threads : default_threads());
 
+  // Every rank builds the same full model (seeded init or a .mort file), then
+  // keeps only its shards when sharded (W > 1).
   Model model(rc.model);
   if (!tc.init_params.empty()) import_params(model, io::read_mort(tc.init_params), tc.init_params);
   else model.init(tc.seed);
-  print_banner(rc, model, world, micro, accum);
+  std::unique_ptr<dist::ShardedParams> sharded;
+  if (world > 1) {
+    sharded = std::make_unique<dist::ShardedParams>(
+        model, comm,
+        dist::ShardOptions{rc.dist.regather_per_recursion, rc.dist.keep_shared_gathered, rc.dist.overlap});
+    sharded->shard_from_full();
+    model.hooks = sharded.get();
+  }
+  float* const params = sharded ? sharded->param.data() : model.params.data();  // what the optimizer owns
+  float* const grads = sharded ? sharded->grad.data() : model.grads.data();
+  const int64_t n_local = sharded ? sharded->shard_size() : model.layout.total;
+  if (lead) print_banner(rc, model, world, micro, accum);
 
   io::DataLoader loader({rc.data.train, rc.model.seq_len, (uint32_t)rc.model.vocab_size, tc.seed, rc.data.shuffle});
   std::unique_ptr<io::ValLoader> val;
   if (!rc.data.val.empty()) val = std::make_unique<io::ValLoader>(rc.data.val, rc.model.seq_len, rc.model.vocab_size);
-  std::printf("data: %llu training windows in %zu shards (%llu tokens)%s\n",
-              (unsigned long long)loader.num_samples(), loader.dataset().num_shards(),
-              (unsigned long long)loader.dataset().num_tokens(),
-              val ? (", " + std::to_string(val->num_samples()) + " validation windows").c_str() : "");
-
-  AdamW opt(rc.optim, model.layout.total, decay_mask(model.layout, rc.optim.no_decay, 0, model.layout.total));
+  AdamW opt(rc.optim, n_local,
+            sharded ? sharded->decay_mask(rc.optim.no_decay) : decay_mask(model.layout, rc.optim.no_decay, 0, n_local));
   const double peak = tc.peak_gflops > 0 ? tc.peak_gflops : measure_sgemm_gflops();
-  std::printf("MFU against %.0f GFLOP/s (%s)\n", peak, tc.peak_gflops > 0 ? "train.peak_gflops" : "measured sgemm");
+  // Resident parameter + gradient + AdamW bytes on this rank (the engine's own accounting).
+  const double resident_mb = 4.0 * n_local * sizeof(float) / 1e6;
+  if (lead) {
+    std::printf("data: %llu training windows in %zu shards (%llu tokens)%s\n",
+                (unsigned long long)loader.num_samples(), loader.dataset().num_shards(),
+                (unsigned long long)loader.dataset().num_tokens(),
+                val ? (", " + std::to_string(val->num_samples()) + " validation windows").c_str() : "");
+    std::printf("dist: %s, world %d | resident params+grads+adam %.1f MB per rank%s\n", comm.backend(), world,
+                resident_mb, sharded ? " (sharded on dim 0)" : "");
+    std::printf("MFU against %.0f GFLOP/s (%s)\n", peak, tc.peak_gflops > 0 ? "train.peak_gflops" : "measured sgemm");
+  }
   std::ofstream metrics;
-  if (!tc.metrics.empty()) {
+  if (lead && !tc.metrics.empty()) {
     metrics.open(tc.metrics, std::ios::app);
     if (!metrics) throw ConfigError("train.metrics", "cannot open '" + tc.metrics + "' for writing");
   }
 
   std::vector<int32_t> batch((size_t)micro * loader.sample_len());
-  double window_time = 0, window_flops = 0;
+  double window_time = 0, window_flops = 0, window_wait = 0;
   int64_t window_tokens = 0;
   model.stats.reset(rc.model.n_recursions + 1);
+  comm.stats.clear();
   for (int64_t step = 0; step < tc.steps; ++step) {
     const auto t0 = Clock::now();
+    const double wait0 = comm.stats.wait_seconds;
     // 1. forward/backward over this rank's micro-batches of the step
     model.zero_grads();
     LossParts loss;
@@ -144,53 +196,82 @@ int cmd_train(int argc, char** argv) {
       const uint64_t first = slice.first + (uint64_t)mb * micro;
       loader.read_samples(first, micro, batch.data());
       loader.prefetch(mb + 1 < accum ? first + micro : io::rank_slice(step + 1, tc.global_batch, rank, world).first, micro);
+      if (sharded) sharded->set_last_micro(mb + 1 == accum);
       loss += model.step(batch.data(), micro, tc.global_batch, true);
       flops += 3 * model.fwd_flops;  // backward ~ 2x forward
     }
-    // 2. clip the global gradient norm
-    const double gnorm = std::sqrt(kern::sum_squares(model.grads.data(), model.layout.total));
+    if (sharded) sharded->finish_backward();  // gradient shards are summed over ranks now
+    // 2. global loss and gradient norm (sums over ranks), clip
+    double red[6] = {loss.ce, loss.aux, loss.ec_z, loss.bal, loss.z, kern::sum_squares(grads, n_local)};
+    if (world > 1) comm.all_reduce_sum(red, 6, "allreduce/loss_norm");
+    loss = LossParts{red[0], red[1], red[2], red[3], red[4]};
+    const double gnorm = std::sqrt(red[5]);
     const float scale = clip_scale(gnorm, rc.optim.grad_clip);
-    if (scale != 1.f) kern::scale_inplace(model.grads.data(), scale, model.layout.total);
-    // 3. AdamW
+    if (scale != 1.f) kern::scale_inplace(grads, scale, n_local);
+    // 3. AdamW on this rank's parameters (its shards when sharded)
     const double lr = lr_at(rc.optim, step);
-    opt.update(model.params.data(), model.grads.data(), lr);
+    opt.update(params, grads, lr);
 
     window_time += seconds_since(t0);
+    window_wait += comm.stats.wait_seconds - wait0;
     window_flops += flops;
     window_tokens += (int64_t)micro * accum * rc.model.seq_len;
     const bool last = step + 1 == tc.steps;
     // 4. log
     if ((step + 1) % tc.log_every == 0 || step == 0 || last) {
-      const double tps = window_tokens / window_time, gflops = window_flops / window_time / 1e9;
+      std::vector<double> depth(model.stats.tokens_at_depth.begin(), model.stats.tokens_at_depth.end());
+      double agg[2] = {window_flops, (double)window_tokens};
+      if (world > 1) {
+        comm.all_reduce_sum(depth.data(), depth.size(), "allreduce/stats");
+        comm.all_reduce_sum(agg, 2, "allreduce/stats");
+      }
+      for (size_t d = 0; d < depth.size(); ++d) model.stats.tokens_at_depth[d] = (int64_t)depth[d];
+      const double tps = agg[1] / window_time, gflops = agg[0] / window_time / 1e9;
       const double total = loss.total(rc.model);
-      std::printf("step %6lld | loss %.6f | ce %.6f | lr %.3e | gnorm %.4f | %.0f tok/s | %.1f GFLOP/s | MFU %.1f%%",
-                  (long long)step + 1, total, loss.ce, lr, gnorm, tps, gflops, 100 * gflops / peak);
-      if (rc.model.router != RouterKind::None) std::printf(" | depth %s", depth_histogram(model.stats).c_str());
-      std::printf("\n");
-      std::fflush(stdout);
+      const double comm_mb = comm.stats.total_bytes() / 1e6 / std::max<int64_t>(1, step + 1);
+      if (lead) {
+        std::printf("step %6lld | loss %.6f | ce %.6f | lr %.3e | gnorm %.4f | %.0f tok/s | %.1f GFLOP/s | MFU %.1f%%",
+                    (long long)step + 1, total, loss.ce, lr, gnorm, tps, gflops, 100 * gflops / (peak * world));
+        if (world > 1) std::printf(" | comm %.2f MB/step, wait %.0f%%", comm_mb, 100 * window_wait / window_time);
+        if (rc.model.router != RouterKind::None) std::printf(" | depth %s", depth_histogram(model.stats).c_str());
+        std::printf("\n");
+        std::fflush(stdout);
+      }
       if (metrics) {
-        char line[512];
+        char line[640];
         std::snprintf(line, sizeof line,
                       "{\"step\":%lld,\"loss\":%.17g,\"ce\":%.17g,\"aux\":%.9g,\"bal\":%.9g,\"z\":%.9g,\"lr\":%.9g,"
-                      "\"grad_norm\":%.9g,\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"mfu\":%.4f,\"depth_tokens\":",
+                      "\"grad_norm\":%.9g,\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"mfu\":%.4f,\"world\":%d,"
+                      "\"comm_bytes_per_rank\":%llu,\"comm_wait_s\":%.4f,\"step_time_s\":%.4f,\"depth_tokens\":",
                       (long long)step + 1, total, loss.ce, loss.aux, loss.bal, loss.z + loss.ec_z, lr, gnorm, tps, gflops,
-                      gflops / peak);
+                      gflops / (peak * world), world, (unsigned long long)comm.stats.total_bytes(), window_wait,
+                      window_time);
         metrics << line << depth_json(model.stats) << "}\n" << std::flush;
       }
-      window_time = window_flops = 0;
+      window_time = window_flops = window_wait = 0;
       window_tokens = 0;
       model.stats.reset(rc.model.n_recursions + 1);
     }
     if (val && ((tc.eval_every > 0 && (step + 1) % tc.eval_every == 0) || last)) {
-      const double vl = evaluate(model, *val, tc.eval_samples, micro);
-      std::printf("eval  %6lld | val_loss %.6f\n", (long long)step + 1, vl);
+      const double vl = evaluate(model, *val, tc.eval_samples, micro, comm);
+      if (lead) std::printf("eval  %6lld | val_loss %.6f\n", (long long)step + 1, vl);
       std::fflush(stdout);
       if (metrics) metrics << "{\"step\":" << step + 1 << ",\"val_loss\":" << vl << "}\n" << std::flush;
     }
   }
+  if (lead && world == 1) std::printf("resident: params+grads+adam %lld bytes per rank\n", (long long)(4 * n_local * sizeof(float)));
+  if (lead && world > 1) {
+    std::printf("comm bytes sent by rank 0 over %lld steps:", (long long)tc.steps);
+    for (const auto& [tag, b] : comm.stats.bytes) std::printf(" %s=%llu", tag.c_str(), (unsigned long long)b);
+    std::printf("\nresident: params+grads+adam %lld bytes per rank, peak gathered units %lld bytes\n",
+                (long long)(4 * n_local * sizeof(float)), (long long)sharded->gathered_peak_bytes);
+  }
   if (!tc.save_params.empty()) {
-    io::write_mort(tc.save_params, export_params(model, model.params));
-    std::printf("saved parameters to %s\n", tc.save_params.c_str());
+    if (sharded) sharded->gather_full();
+    if (lead) {
+      io::write_mort(tc.save_params, export_params(model, model.params));
+      std::printf("saved parameters to %s\n", tc.save_params.c_str());
+    }
   }
   return 0;
 }
@@ -206,7 +287,8 @@ int cmd_eval(int argc, char** argv) {
   import_params(model, io::read_mort(rc.train.init_params), rc.train.init_params);
   io::ValLoader val(rc.data.val, rc.model.seq_len, rc.model.vocab_size);
   const int micro = rc.train.micro_batch > 0 ? rc.train.micro_batch : 8;
-  const double vl = evaluate(model, val, rc.train.eval_samples, micro);
+  auto single = dist::make_single_process_comm();
+  const double vl = evaluate(model, val, rc.train.eval_samples, micro, *single);
   std::printf("val_loss %.6f over %d windows of %d tokens\n", vl,
               rc.train.eval_samples > 0 ? std::min(rc.train.eval_samples, val.num_samples()) : val.num_samples(),
               rc.model.seq_len);

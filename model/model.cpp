@@ -69,14 +69,34 @@ void Model::block_backward(int r, const TokenSet& ts, const float* dy, float* dx
 }
 
 // ---- fixed depth: every unrolled layer on every token ---------------------------
+// Unit boundaries inside the section: a unit is needed when the previous visit
+// used another unit (or a new recursion of the shared block starts) and done
+// when the next one does; last_use when no later visit uses it.
+static bool unit_starts(const ParamLayout& L, const ModelConfig& c, int l) {
+  if (l == 0) return true;
+  const int u = L.unit_of_layer[L.section_layer(l, c)];
+  return u != L.unit_of_layer[L.section_layer(l - 1, c)] || (u == L.shared_unit && l % L.block_size == 0);
+}
+static bool unit_ends(const ParamLayout& L, const ModelConfig& c, int l) {
+  return l + 1 == c.section_layers() || unit_starts(L, c, l + 1);
+}
+static bool unit_last_use(const ParamLayout& L, const ModelConfig& c, int l) {
+  const int u = L.unit_of_layer[L.section_layer(l, c)];
+  for (int k = l + 1; k < c.section_layers(); ++k)
+    if (L.unit_of_layer[L.section_layer(k, c)] == u) return false;
+  return true;
+}
+
 void Model::section_fixed_forward(int n_seq) {
   const int S = cfg.section_layers(), B = layout.block_size;
   for (int l = 0; l < S; ++l) {
-    const int r = l / B, j = l % B;
+    const int r = l / B, j = l % B, u = layout.section_layer(l, cfg);
+    if (unit_starts(layout, cfg, l)) need(layout.unit_of_layer[u], false);
     buf_a_.resize(hid_.size());
     const LayerActs* kv = cfg.cyclic() ? kv_source(r, j) : nullptr;
-    run_visit(visit_id(0, 0) + l, layout.section_layer(l, cfg), all_, hid_.data(), buf_a_.data(), kv);
+    run_visit(visit_id(0, 0) + l, u, all_, hid_.data(), buf_a_.data(), kv);
     hid_.swap(buf_a_);
+    if (unit_ends(layout, cfg, l)) done(layout.unit_of_layer[u], false, unit_last_use(layout, cfg, l));
   }
   stats.tokens_at_depth[cfg.n_recursions] += (int64_t)n_seq * cfg.seq_len;
 }
@@ -84,11 +104,18 @@ void Model::section_fixed_forward(int n_seq) {
 void Model::section_fixed_backward(int n_seq) {
   const int S = cfg.section_layers(), B = layout.block_size;
   for (int l = S - 1; l >= 0; --l) {
-    const int r = l / B, j = l % B;
+    const int r = l / B, j = l % B, u = layout.section_layer(l, cfg), unit = layout.unit_of_layer[u];
+    if (unit_ends(layout, cfg, l)) need(unit, true);
     gbuf_a_.resize(dhid_.size());
     LayerActs* kv = cfg.cyclic() ? const_cast<LayerActs*>(kv_source(r, j)) : nullptr;
-    back_visit(visit_id(0, 0) + l, layout.section_layer(l, cfg), all_, dhid_.data(), gbuf_a_.data(), kv);
+    back_visit(visit_id(0, 0) + l, u, all_, dhid_.data(), gbuf_a_.data(), kv);
     dhid_.swap(gbuf_a_);
+    if (unit_starts(layout, cfg, l)) {  // last use in backward = first use in forward
+      bool first = true;
+      for (int k = 0; k < l; ++k)
+        if (layout.unit_of_layer[layout.section_layer(k, cfg)] == unit) first = false;
+      done(unit, true, first);
+    }
   }
 }
 
@@ -101,6 +128,7 @@ void Model::expert_forward(int n_seq, int global_batch, LossParts& loss) {
   std::vector<float> xin;
   for (int r = 0; r < R; ++r) {
     ExpertRec& E = erec_[r];
+    need(layout.shared_unit, false);  // the shared block and the routers
     E.cand = r == 0 ? all_ : erec_[r - 1].sel;
     const int nc = E.cand.n();
     // Router logits on the candidates' current hidden state.
@@ -156,6 +184,7 @@ void Model::expert_forward(int n_seq, int global_batch, LossParts& loss) {
         for (int d = 0; d < D; ++d) h[d] += g * y[d];
       }
     stats.tokens_at_depth[r] += E.cand.n() - ns;
+    done(layout.shared_unit, false, r == R - 1);
   }
   stats.tokens_at_depth[R] += erec_[R - 1].sel.n();
 }
@@ -165,6 +194,7 @@ void Model::expert_backward(int n_seq, int global_batch) {
   std::vector<float> dy, dxin, ds, dxc;
   for (int r = R - 1; r >= 0; --r) {
     ExpertRec& E = erec_[r];
+    need(layout.shared_unit, true);
     const int ns = E.sel.n(), nc = E.cand.n();
     dy.resize((size_t)ns * D);
     ds.assign(nc, 0.f);
@@ -206,6 +236,7 @@ void Model::expert_backward(int n_seq, int global_batch) {
         float* dh = &dhid_[(size_t)E.cand.full_row(i, b, T) * D];
         for (int d = 0; d < D; ++d) dh[d] += dxc[(size_t)i * D + d];
       }
+    done(layout.shared_unit, true, r == 0);
   }
 }
 
@@ -213,6 +244,7 @@ void Model::expert_backward(int n_seq, int global_batch) {
 void Model::token_forward(int n_seq, int global_batch, LossParts& loss) {
   const int D = cfg.d_model, T = cfg.seq_len, R = cfg.n_recursions, N = n_seq * T;
   TokenRoute& S = tr_;
+  need(layout.shared_unit, false);  // recursion 0's window also covers the router
   S.x0 = hid_;
   S.xcur = hid_;
   S.logits.resize((size_t)N * R);
@@ -246,6 +278,7 @@ void Model::token_forward(int n_seq, int global_batch, LossParts& loss) {
   S.y.resize(R);
   std::vector<float> xin;
   for (int r = 0; r < R; ++r) {
+    if (r > 0) need(layout.shared_unit, false);
     TokenSet& A = S.active[r];
     for (int b = 0; b < n_seq; ++b) {
       for (int p = 0; p < T; ++p)
@@ -270,6 +303,7 @@ void Model::token_forward(int n_seq, int global_batch, LossParts& loss) {
           std::memcpy(&S.xcur[(size_t)t * D], y, D * sizeof(float));
         }
       }
+    done(layout.shared_unit, false, r == R - 1);
   }
 }
 
@@ -278,6 +312,7 @@ void Model::token_backward(int n_seq, int global_batch) {
   TokenRoute& S = tr_;
   std::vector<float> dxcur((size_t)N * D, 0.f), dy, dxin, dp((size_t)N * R, 0.f);
   for (int r = R - 1; r >= 0; --r) {
+    need(layout.shared_unit, true);
     const TokenSet& A = S.active[r];
     const int na = A.n();
     dy.resize((size_t)na * D);
@@ -304,6 +339,7 @@ void Model::token_backward(int n_seq, int global_batch) {
     for (int b = 0; b < n_seq; ++b)
       for (int i = A.off[b]; i < A.off[b + 1]; ++i)
         std::memcpy(&dxcur[(size_t)A.full_row(i, b, T) * D], &dxin[(size_t)i * D], D * sizeof(float));
+    if (r > 0) done(layout.shared_unit, true, false);
   }
   // H_out = H1 + gated updates: dH1 = dOut + (gradient into recursion 0's input).
   add_inplace(dhid_.data(), dxcur.data(), (int64_t)N * D);
@@ -327,6 +363,7 @@ void Model::token_backward(int n_seq, int global_batch) {
   linear_backward(dx0.data(), grads.data() + layout.routers, dl.data(), S.x0.data(), params.data() + layout.routers,
                   N, D, R, false);
   add_inplace(dhid_.data(), dx0.data(), (int64_t)N * D);
+  done(layout.shared_unit, true, true);
 }
 
 // ---- head: final norm, tied LM head, cross-entropy -------------------------------
@@ -373,13 +410,16 @@ LossParts Model::step(const int32_t* tokens, int n_seq, int global_batch, bool b
     }
 
   // Forward.
+  need(0, false);  // embedding + final norm: kept for the whole step (tied head)
   hid_.resize((size_t)N * D);
   for (int i = 0; i < N; ++i)
     std::memcpy(&hid_[(size_t)i * D], &params[layout.embed + (size_t)inputs_[i] * D], D * sizeof(float));
   auto unique_layer = [&](int u, int visit) {
+    need(layout.unit_of_layer[u], false);
     buf_a_.resize(hid_.size());
     run_visit(visit, u, all_, hid_.data(), buf_a_.data(), nullptr);
     hid_.swap(buf_a_);
+    done(layout.unit_of_layer[u], false, true);
   };
   if (layout.prelude >= 0) unique_layer(layout.prelude, 0);
   if (cfg.router == RouterKind::Expert) expert_forward(n_seq, global_batch, loss);
@@ -387,13 +427,18 @@ LossParts Model::step(const int32_t* tokens, int n_seq, int global_batch, bool b
   else section_fixed_forward(n_seq);
   if (layout.coda >= 0) unique_layer(layout.coda, cfg.n_layers - 1);
   loss.ce = head(n_seq, global_batch, backward);
-  if (!backward) return loss;
+  if (!backward) {
+    done(0, false, true);
+    return loss;
+  }
 
   // Backward, in reverse (head() already produced dL/dH at the top).
   auto unique_layer_back = [&](int u, int visit) {
+    need(layout.unit_of_layer[u], true);
     gbuf_a_.resize(dhid_.size());
     back_visit(visit, u, all_, dhid_.data(), gbuf_a_.data(), nullptr);
     dhid_.swap(gbuf_a_);
+    done(layout.unit_of_layer[u], true, true);
   };
   if (layout.coda >= 0) unique_layer_back(layout.coda, cfg.n_layers - 1);
   if (cfg.router == RouterKind::Expert) expert_backward(n_seq, global_batch);
@@ -403,6 +448,7 @@ LossParts Model::step(const int32_t* tokens, int n_seq, int global_batch, bool b
   float* dE = grads.data() + layout.embed;
   for (int i = 0; i < N; ++i)  // serial: several rows may share a token id
     add_inplace(dE + (size_t)inputs_[i] * D, &dhid_[(size_t)i * D], D);
+  done(0, true, true);
   return loss;
 }
 

@@ -27,6 +27,16 @@ struct RouterStats {
   void reset(int n_rec) { tokens_at_depth.assign(n_rec, 0); }
 };
 
+// Called around every use of a parameter unit (ParamLayout::units), so a
+// sharded runtime (dist/ShardedParams) can all-gather the unit just before and
+// free it / reduce-scatter its gradient just after. need() precedes each use;
+// done() follows it, with last_use = no further use in this pass.
+struct UnitHooks {
+  virtual ~UnitHooks() = default;
+  virtual void need(int unit, bool backward) = 0;
+  virtual void done(int unit, bool backward, bool last_use) = 0;
+};
+
 class Model {
  public:
   explicit Model(const ModelConfig& cfg);
@@ -36,7 +46,8 @@ class Model {
   std::vector<float> params;  // the parameter arena
   std::vector<float> grads;   // same layout; forward_backward accumulates into it
   RouterStats stats;
-  double fwd_flops = 0;  // forward FLOPs of the last step(): matmuls + attention + head
+  double fwd_flops = 0;
+  UnitHooks* hooks = nullptr;  // null: every parameter is always present (single process)  // forward FLOPs of the last step(): matmuls + attention + head
 
   void init(uint64_t seed) { init_params(params.data(), layout, cfg, seed); }
   void zero_grads();
@@ -65,6 +76,8 @@ class Model {
     std::vector<std::vector<float>> y;  // block output per recursion
   };
 
+  void need(int unit, bool bwd) { if (hooks && unit >= 0) hooks->need(unit, bwd); }
+  void done(int unit, bool bwd, bool last) { if (hooks && unit >= 0) hooks->done(unit, bwd, last); }
   int visit_id(int r, int j) const { return (layout.prelude >= 0 ? 1 : 0) + r * layout.block_size + j; }
   LayerView pw(int u) { return layout.layer(params.data(), u, cfg); }
   LayerView gw(int u) { return layout.layer(grads.data(), u, cfg); }

@@ -48,6 +48,27 @@ ParamLayout::ParamLayout(const ModelConfig& c) {
   if (c.router == RouterKind::Expert)
     for (int r = 0; r < c.n_recursions; ++r) add("model.routers." + std::to_string(r) + ".weight", 1, D, true, false);
   if (c.router == RouterKind::Token) add("model.router.weight", c.n_recursions, D, true, false);
+
+  // Units, in forward order: embedding (+ final norm), prelude, section layers / shared block, coda.
+  const int n_layer_tensors = 9;
+  const int final_norm_idx = 1 + n_layer_tensors * n_unique_layers;
+  units.push_back({"embed", {0, final_norm_idx}});
+  unit_of_layer.assign(n_unique_layers, -1);
+  const bool shared = c.cyclic() && c.n_recursions > 1;
+  for (int u = 0; u < n_unique_layers; ++u) {
+    const bool in_block = u >= block_first && u < block_first + block_size;
+    if (in_block && shared) {
+      if (shared_unit < 0) {
+        shared_unit = (int)units.size();
+        units.push_back({"shared_block", {}});
+      }
+    } else {
+      units.push_back({prefixes[u], {}});
+    }
+    unit_of_layer[u] = in_block && shared ? shared_unit : (int)units.size() - 1;
+    for (int t = 0; t < n_layer_tensors; ++t) units[unit_of_layer[u]].tensors.push_back(1 + n_layer_tensors * u + t);
+  }
+  for (int t = final_norm_idx + 1; t < (int)tensors.size(); ++t) units[shared_unit].tensors.push_back(t);  // routers
 }
 
 LayerView ParamLayout::layer(float* a, int u, const ModelConfig& c) const {

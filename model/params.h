@@ -25,6 +25,14 @@ struct LayerView {
   float *attn_norm, *wq, *wk, *wv, *wo, *mlp_norm, *wg, *wu, *wd;
 };
 
+// A group of tensors gathered and reduced together (FSDP "unit"): the embedding
+// with the final norm; each unique layer used once; the shared recursion block
+// (all B layers + routers) as ONE unit, so it is gathered once per N_r uses.
+struct ParamUnit {
+  std::string name;
+  std::vector<int> tensors;  // indices into ParamLayout::tensors
+};
+
 // Which unique layers exist and how the unrolled depth maps onto them.
 struct ParamLayout {
   std::vector<TensorInfo> tensors;
@@ -35,6 +43,9 @@ struct ParamLayout {
   int block_size = 0;               // B
   int64_t embed = 0, final_norm = 0, routers = 0;  // offsets
   std::vector<int64_t> layer_offset;               // per unique layer, start of its tensors
+  std::vector<ParamUnit> units;                    // units[0] = embedding + final norm
+  std::vector<int> unit_of_layer;                  // per unique layer
+  int shared_unit = -1;                            // the shared block's unit (cyclic, N_r > 1), else -1
 
   explicit ParamLayout(const ModelConfig& c);
   LayerView layer(float* arena, int u, const ModelConfig& c) const;

@@ -1,0 +1,177 @@
+#include "dist/sharded_params.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "model/optimizer.h"
+
+namespace mor::dist {
+
+namespace {
+// Returns the whole pages inside [p, p + n floats) to the OS; they read back as
+// zeros. This is what "frees" a gathered unit while the arena stays mapped.
+void release_pages(float* p, int64_t n) {
+  static const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t a = ((uintptr_t)p + page - 1) / page * page, b = ((uintptr_t)(p + n)) / page * page;
+  if (b > a) madvise((void*)a, b - a, MADV_DONTNEED);
+}
+}  // namespace
+
+ShardedParams::ShardedParams(Model& m, Communicator& comm, ShardOptions opt) : m_(m), comm_(comm), opt_(opt) {
+  const int W = comm.size();
+  const ParamLayout& L = m.layout;
+  int64_t off = 0;
+  units_.resize(L.units.size());
+  for (size_t u = 0; u < L.units.size(); ++u) {
+    Unit& U = units_[u];
+    U.off = off;
+    for (int t : L.units[u].tensors) {
+      const TensorInfo& ti = L.tensors[t];
+      const int64_t rpr = (ti.rows + W - 1) / W;
+      U.slices.push_back({t, ti.rows, ti.cols, rpr, U.len});
+      U.len += rpr * ti.cols;
+    }
+    off += U.len;
+    fwd_order_.push_back((int)u);
+  }
+  param.assign(off, 0.f);
+  grad.assign(off, 0.f);
+}
+
+ShardedParams::~ShardedParams() {
+  for (auto& U : units_)
+    if (U.gather) U.gather->wait();
+  for (auto& r : reductions_) r->wait();
+}
+
+std::string ShardedParams::tag(const char* op, int u) const { return std::string(op) + "/" + m_.layout.units[u].name; }
+
+int64_t ShardedParams::unit_bytes(int u) const { return units_[u].len * comm_.size() * (int64_t)sizeof(float); }
+
+void ShardedParams::shard_from_full() {
+  const int r = comm_.rank();
+  for (size_t u = 0; u < units_.size(); ++u) {
+    Unit& U = units_[u];
+    for (const Slice& s : U.slices) {
+      const TensorInfo& ti = m_.layout.tensors[s.tensor];
+      const int64_t r0 = std::min(s.rows, r * s.rows_per_rank), r1 = std::min(s.rows, (r + 1) * s.rows_per_rank);
+      std::memcpy(&param[U.off + s.shard_off], &m_.params[ti.offset + r0 * s.cols], (r1 - r0) * s.cols * sizeof(float));
+    }
+    release_params((int)u);
+  }
+}
+
+void ShardedParams::start_gather(int u) {
+  Unit& U = units_[u];
+  U.recv.resize((size_t)U.len * comm_.size());
+  U.gather = comm_.iall_gather(&param[U.off], U.recv.data(), U.len, tag("allgather", u));
+}
+
+void ShardedParams::finish_gather(int u) {
+  Unit& U = units_[u];
+  U.gather->wait();
+  U.gather.reset();
+  for (int q = 0; q < comm_.size(); ++q)
+    for (const Slice& s : U.slices) {
+      const TensorInfo& ti = m_.layout.tensors[s.tensor];
+      const int64_t r0 = std::min(s.rows, q * s.rows_per_rank), r1 = std::min(s.rows, (q + 1) * s.rows_per_rank);
+      std::memcpy(&m_.params[ti.offset + r0 * s.cols], &U.recv[(size_t)q * U.len + s.shard_off],
+                  (r1 - r0) * s.cols * sizeof(float));
+    }
+  U.present = true;
+  gathered_bytes += unit_bytes(u);
+  gathered_peak_bytes = std::max(gathered_peak_bytes, gathered_bytes);
+}
+
+void ShardedParams::release_params(int u) {
+  Unit& U = units_[u];
+  for (const Slice& s : U.slices) {
+    const TensorInfo& ti = m_.layout.tensors[s.tensor];
+    release_pages(&m_.params[ti.offset], ti.numel());
+  }
+  std::vector<float>().swap(U.recv);
+  if (U.present) gathered_bytes -= unit_bytes(u);
+  U.present = false;
+}
+
+void ShardedParams::release_grads(int u) {
+  for (const Slice& s : units_[u].slices) {
+    const TensorInfo& ti = m_.layout.tensors[s.tensor];
+    release_pages(&m_.grads[ti.offset], ti.numel());
+  }
+}
+
+void ShardedParams::prefetch_after(int u, bool backward) {
+  if (!opt_.overlap) return;
+  auto it = std::find(fwd_order_.begin(), fwd_order_.end(), u);
+  int next = -1;
+  if (!backward && it + 1 != fwd_order_.end()) next = *(it + 1);
+  if (backward && it != fwd_order_.begin() && *(it - 1) != 0) next = *(it - 1);  // the embedding stays gathered
+  if (next < 0 || units_[next].present || units_[next].gather) return;
+  start_gather(next);
+}
+
+void ShardedParams::need(int u, bool backward) {
+  Unit& U = units_[u];
+  if (!U.present) {
+    if (!U.gather) start_gather(u);
+    finish_gather(u);
+  }
+  prefetch_after(u, backward);
+}
+
+void ShardedParams::done(int u, bool backward, bool last_use) {
+  const bool shared = u == m_.layout.shared_unit;
+  if (backward && last_use && last_micro_) {
+    // This unit's gradient is complete: pack every rank's rows and reduce-scatter into our shard.
+    Unit& U = units_[u];
+    const int W = comm_.size();
+    U.send.assign((size_t)U.len * W, 0.f);
+    for (int q = 0; q < W; ++q)
+      for (const Slice& s : U.slices) {
+        const TensorInfo& ti = m_.layout.tensors[s.tensor];
+        const int64_t r0 = std::min(s.rows, q * s.rows_per_rank), r1 = std::min(s.rows, (q + 1) * s.rows_per_rank);
+        std::memcpy(&U.send[(size_t)q * U.len + s.shard_off], &m_.grads[ti.offset + r0 * s.cols],
+                    (r1 - r0) * s.cols * sizeof(float));
+      }
+    reductions_.push_back(comm_.ireduce_scatter(U.send.data(), &grad[U.off], U.len, tag("reducescatter", u)));
+    release_grads(u);
+  }
+  bool free_params = last_use;
+  if (shared && opt_.regather_per_recursion) free_params = true;
+  if (shared && !backward && opt_.keep_shared_gathered && !opt_.regather_per_recursion) free_params = false;
+  if (free_params && units_[u].present) release_params(u);
+}
+
+
+void ShardedParams::finish_backward() {
+  for (auto& r : reductions_) r->wait();
+  reductions_.clear();
+  for (auto& U : units_) std::vector<float>().swap(U.send);
+}
+
+void ShardedParams::gather_full() {
+  for (size_t u = 0; u < units_.size(); ++u)
+    if (!units_[u].present) {
+      start_gather((int)u);
+      finish_gather((int)u);
+    }
+}
+
+std::vector<uint8_t> ShardedParams::decay_mask(const std::string& no_decay) const {
+  const std::vector<uint8_t> full = mor::decay_mask(m_.layout, no_decay, 0, m_.layout.total);
+  std::vector<uint8_t> mask(param.size(), 0);
+  const int r = comm_.rank();
+  for (const Unit& U : units_)
+    for (const Slice& s : U.slices) {
+      const TensorInfo& ti = m_.layout.tensors[s.tensor];
+      const int64_t r0 = std::min(s.rows, r * s.rows_per_rank), r1 = std::min(s.rows, (r + 1) * s.rows_per_rank);
+      for (int64_t i = 0; i < (r1 - r0) * s.cols; ++i) mask[U.off + s.shard_off + i] = full[ti.offset + r0 * s.cols + i];
+    }
+  return mask;
+}
+
+}  // namespace mor::dist
