@@ -62,6 +62,9 @@ double loss_at(Model& m, const std::vector<int32_t>& tok, int n_seq, Routing* r)
   return l.total(m.cfg);
 }
 
+// gtest prints parameters in test listings; keep them readable.
+void PrintTo(const Combo& c, std::ostream* os) { *os << name(c); }
+
 class ModelGrad : public ::testing::TestWithParam<Combo> {};
 
 TEST_P(ModelGrad, MatchesFiniteDifferences) {

@@ -47,6 +47,8 @@ double rel_l2(const float* a, const std::vector<float>& ref, int64_t n) {
   return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
 }
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
 class Parity : public ::testing::TestWithParam<Case> {};
 
 TEST_P(Parity, LossGradientsAndRoutingMatchPyTorch) {

@@ -30,5 +30,6 @@ out=$("$MOR_BIN" train --config "$cfg" --data.train "$WORK/edu_fineweb_train_*.b
 set -e
 [ "$rc" -eq 1 ] || fail "bad shard: exit $rc"
 grep -qF "$WORK/edu_fineweb_train_000001.bin" <<<"$out" || fail "bad shard message lacks the file: $out"
-"$MOR_BIN" train --help | grep -q -- "--mor.kv_mode" || fail "--help does not document mor.kv_mode"
+help=$("$MOR_BIN" train --help)
+grep -q -- "--mor.kv_mode" <<<"$help" || fail "--help does not document mor.kv_mode"
 echo "cli_errors: all checks passed"
