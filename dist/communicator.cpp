@@ -33,6 +33,7 @@ class TimedRequest : public Request {
     *acc_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
     r_.reset();
   }
+  bool test() override { return !r_ || r_->test(); }
   ~TimedRequest() override { wait(); }
 
  private:
@@ -43,6 +44,7 @@ class TimedRequest : public Request {
 class DoneRequest : public Request {
  public:
   void wait() override {}
+  bool test() override { return true; }
 };
 
 // World of one: collectives are copies; nothing is sent.

@@ -29,6 +29,9 @@ class Request {
  public:
   virtual ~Request() = default;
   virtual void wait() = 0;
+  // Drives progress without blocking (MPI progresses non-blocking collectives
+  // only inside MPI calls); true once complete.
+  virtual bool test() { return false; }
 };
 
 class Communicator {

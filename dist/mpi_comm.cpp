@@ -27,6 +27,11 @@ class MpiRequest : public Request {
   void wait() override {
     if (req != MPI_REQUEST_NULL) check(MPI_Wait(&req, MPI_STATUS_IGNORE), "MPI_Wait");
   }
+  bool test() override {
+    int done = 1;
+    if (req != MPI_REQUEST_NULL) check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    return done != 0;
+  }
   ~MpiRequest() override {
     if (req != MPI_REQUEST_NULL) MPI_Wait(&req, MPI_STATUS_IGNORE);
   }

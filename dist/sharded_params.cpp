@@ -114,7 +114,14 @@ void ShardedParams::prefetch_after(int u, bool backward) {
   start_gather(next);
 }
 
+void ShardedParams::poke() {
+  for (auto& U : units_)
+    if (U.gather) U.gather->test();
+  for (auto& r : reductions_) r->test();
+}
+
 void ShardedParams::need(int u, bool backward) {
+  poke();  // let the prefetches and reductions in flight advance
   Unit& U = units_[u];
   if (!U.present) {
     if (!U.gather) start_gather(u);
@@ -124,6 +131,7 @@ void ShardedParams::need(int u, bool backward) {
 }
 
 void ShardedParams::done(int u, bool backward, bool last_use) {
+  poke();
   const bool shared = u == m_.layout.shared_unit;
   if (backward && last_use && last_micro_) {
     // This unit's gradient is complete: pack every rank's rows and reduce-scatter into our shard.

@@ -66,6 +66,7 @@ class ShardedParams : public UnitHooks {
   void release_params(int u);
   void release_grads(int u);
   void prefetch_after(int u, bool backward);
+  void poke();
   std::string tag(const char* op, int u) const;
 
   Model& m_;

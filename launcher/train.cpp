@@ -246,7 +246,13 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
                       (long long)step + 1, total, loss.ce, loss.aux, loss.bal, loss.z + loss.ec_z, lr, gnorm, tps, gflops,
                       gflops / (peak * world), world, (unsigned long long)comm.stats.total_bytes(), window_wait,
                       window_time);
-        metrics << line << depth_json(model.stats) << "}\n" << std::flush;
+        metrics << line << depth_json(model.stats) << ",\"comm\":{";
+        bool first = true;  // cumulative bytes sent by this rank, per collective and unit
+        for (const auto& [tag, b] : comm.stats.bytes) {
+          metrics << (first ? "" : ",") << "\"" << tag << "\":" << b;
+          first = false;
+        }
+        metrics << "}}\n" << std::flush;
       }
       window_time = window_flops = window_wait = 0;
       window_tokens = 0;
