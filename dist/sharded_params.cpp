@@ -169,6 +169,19 @@ void ShardedParams::gather_full() {
     }
 }
 
+void ShardedParams::local_rows(int tensor, int64_t& row0, int64_t& row1, int64_t& offset) const {
+  const int r = comm_.rank();
+  for (const Unit& U : units_)
+    for (const Slice& s : U.slices)
+      if (s.tensor == tensor) {
+        row0 = std::min(s.rows, r * s.rows_per_rank);
+        row1 = std::min(s.rows, (r + 1) * s.rows_per_rank);
+        offset = U.off + s.shard_off;
+        return;
+      }
+  throw std::logic_error("local_rows: unknown tensor");
+}
+
 std::vector<uint8_t> ShardedParams::decay_mask(const std::string& no_decay) const {
   const std::vector<uint8_t> full = mor::decay_mask(m_.layout, no_decay, 0, m_.layout.total);
   std::vector<uint8_t> mask(param.size(), 0);

@@ -44,6 +44,8 @@ class ShardedParams : public UnitHooks {
   int64_t shard_size() const { return (int64_t)param.size(); }
   std::vector<uint8_t> decay_mask(const std::string& no_decay) const;  // per shard element (padding: 0)
   int64_t unit_bytes(int unit) const;  // full (unsharded) bytes of a unit, padding included
+  // This rank's rows [row0, row1) of tensor t and where they start in param/grad (and the AdamW moments).
+  void local_rows(int tensor, int64_t& row0, int64_t& row1, int64_t& offset) const;
 
   std::vector<float> param, grad;  // this rank's packed shards of every unit, unit after unit
   int64_t gathered_bytes = 0, gathered_peak_bytes = 0;  // full-unit bytes materialised now / at most

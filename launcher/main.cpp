@@ -18,7 +18,9 @@ static const char* kUsage =
     "commands:\n"
     "  train   train a model (mor-dist train --help)\n"
     "  eval    validation loss of saved parameters (mor-dist eval --help)\n"
-    "exit status: 0 ok, 1 runtime error, 2 bad option or config\n";
+    "  convert rewrite a checkpoint for another number of shards (mor-dist convert --help)\n"
+    "  inspect list and verify a checkpoint (mor-dist inspect CKPT)\n"
+    "exit status: 0 ok, 1 runtime error, 2 bad option or config, 85 saved a checkpoint on SIGUSR1/SIGTERM\n";
 
 int main(int argc, char** argv) {
   // Keep freed memory in the heap instead of returning it to the kernel: the
@@ -39,6 +41,8 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "train") rc = mor::cmd_train(argc - 1, argv + 1, *comm);
     else if (cmd == "eval") rc = mor::cmd_eval(argc - 1, argv + 1);
+    else if (cmd == "convert") rc = mor::cmd_convert(argc - 1, argv + 1, *comm);
+    else if (cmd == "inspect") rc = mor::cmd_inspect(argc - 1, argv + 1);
     else {
       std::fprintf(stderr, "mor-dist: unknown command '%s'\n%s", cmd.c_str(), kUsage);
       rc = 2;

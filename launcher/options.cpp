@@ -14,6 +14,7 @@ OptionTable::OptionTable(RunConfig& rc) {
   TrainConfig& t = rc.train;
   DataConfig& d = rc.data;
   DistConfig& x = rc.dist;
+  CkptConfig& k = rc.ckpt;
   desc.add_options()
     // [model]
     ("model.vocab_size", po::value(&m.vocab_size)->default_value(m.vocab_size), "vocabulary size V")
@@ -73,7 +74,12 @@ OptionTable::OptionTable(RunConfig& rc) {
     ("dist.keep_shared_gathered", po::value(&x.keep_shared_gathered)->default_value(x.keep_shared_gathered),
      "keep the shared block gathered from forward to backward (saves one all-gather, costs memory)")
     ("dist.overlap", po::value(&x.overlap)->default_value(x.overlap),
-     "prefetch the next unit's all-gather while the current unit computes");
+     "prefetch the next unit's all-gather while the current unit computes")
+    // [ckpt]
+    ("ckpt.dir", po::value(&k.dir)->default_value(k.dir), "checkpoint root directory (HDF5 sharded checkpoints)")
+    ("ckpt.save_every", po::value(&k.save_every)->default_value(k.save_every), "steps between checkpoints (0 = at the end / on signal only)")
+    ("ckpt.keep_last", po::value(&k.keep_last)->default_value(k.keep_last), "complete checkpoints to keep (>= 2)")
+    ("ckpt.resume", po::value(&k.resume)->default_value(k.resume), "auto | CHECKPOINT_DIR | empty (fresh start)");
 }
 
 static std::vector<double> parse_list(const std::string& s) {
@@ -109,6 +115,9 @@ static void finish(OptionTable& tab, RunConfig& rc) {
   if (t.eval_every < 0) throw ConfigError("train.eval_every", "must be >= 0");
   if (t.eval_samples < 0) throw ConfigError("train.eval_samples", "must be >= 0");
   if (t.threads < 0) throw ConfigError("train.threads", "must be >= 0");
+  if (rc.ckpt.save_every < 0) throw ConfigError("ckpt.save_every", "must be >= 0");
+  if (rc.ckpt.keep_last < 2) throw ConfigError("ckpt.keep_last", "must be >= 2 (a crash while pruning must leave one good checkpoint)");
+  if (rc.ckpt.resume == "auto" && rc.ckpt.dir.empty()) throw ConfigError("ckpt.resume", "auto needs --ckpt.dir");
 }
 
 // Boost reports errors with the option name; rethrow as ConfigError (status 2).
@@ -128,7 +137,11 @@ static void as_config_error(F&& f) {
 bool parse_run_config(int argc, char** argv, RunConfig& rc, const char* usage) {
   OptionTable tab(rc);
   po::options_description cli("command line");
-  cli.add_options()("help,h", "show this help")("config,c", po::value(&rc.config_path), "INI config file");
+  std::string resume, save_every, keep_last;
+  cli.add_options()("help,h", "show this help")("config,c", po::value(&rc.config_path), "INI config file")
+    ("resume", po::value(&resume), "shorthand for --ckpt.resume")
+    ("save-every", po::value(&save_every), "shorthand for --ckpt.save_every")
+    ("keep-last", po::value(&keep_last), "shorthand for --ckpt.keep_last");
   po::options_description all;
   all.add(cli).add(tab.desc);
   po::variables_map vm;
@@ -147,6 +160,20 @@ bool parse_run_config(int argc, char** argv, RunConfig& rc, const char* usage) {
     std::cout << usage << "\n" << cli << "\n" << tab.desc << "\n";
     return false;
   }
+  auto to_int = [](const std::string& v, const char* opt) {
+    try {
+      size_t used = 0;
+      int x = std::stoi(v, &used);
+      if (used != v.size()) throw std::invalid_argument(v);
+      return x;
+    } catch (const std::exception&) {
+      throw ConfigError(opt, "'" + v + "' is not an integer");
+    }
+  };
+  if (vm.count("resume")) rc.ckpt.resume = resume;
+  if (vm.count("save-every")) rc.ckpt.save_every = to_int(save_every, "save-every");
+  if (vm.count("keep-last")) rc.ckpt.keep_last = to_int(keep_last, "keep-last");
+  for (int i = 0; i < argc; ++i) rc.command_line += (i ? " " : "") + std::string(argv[i]);
   finish(tab, rc);
   return true;
 }

@@ -37,13 +37,26 @@ struct DistConfig {
   bool overlap = true;                  // prefetch the next unit's all-gather while the current computes
 };
 
+struct CkptConfig {
+  std::string dir;         // checkpoint root ("" = no checkpoints)
+  int save_every = 0;      // steps between saves (0 = only at the end and on a signal)
+  int keep_last = 2;       // complete checkpoints kept (>= 2)
+  std::string resume;      // "auto" (latest under dir, if any) | a checkpoint directory | "" (fresh)
+};
+
+// Exit status after saving on SIGUSR1/SIGTERM (SLURM's warning before a time limit):
+// the job script requeues on it (slurm.conf RequeueExit=85 works too).
+constexpr int kExitSavedOnSignal = 85;
+
 struct RunConfig {
   ModelConfig model;
   OptimConfig optim;
   TrainConfig train;
   DataConfig data;
   DistConfig dist;
+  CkptConfig ckpt;
   std::string config_path;
+  std::string command_line;  // for the checkpoint's record
 };
 
 // Option table; string-typed options are converted by finish_config().

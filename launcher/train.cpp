@@ -4,6 +4,7 @@
 #include "launcher/train.h"
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <thread>
 #include <cmath>
@@ -13,6 +14,7 @@
 #include <memory>
 #include <sstream>
 
+#include "io/checkpoint.h"
 #include "io/loader.h"
 #include "kernels/kernels.h"
 #include "dist/communicator.h"
@@ -40,6 +42,38 @@ double measure_sgemm_gflops() {
     best = std::min(best, seconds_since(t));
   }
   return 2.0 * n * n * n / best / 1e9;
+}
+
+// SIGUSR1 / SIGTERM (SLURM's warning before a time limit, or preemption): set a
+// flag; ranks agree on it once per step, finish the step, save and exit 85.
+volatile std::sig_atomic_t g_stop_signal = 0;
+void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+// This rank's row blocks of every tensor (parameters + AdamW moments) for checkpoints.
+std::vector<ckpt::LocalTensor> local_tensors(Model& m, dist::ShardedParams* sp, AdamW& opt) {
+  std::vector<ckpt::LocalTensor> v;
+  for (size_t t = 0; t < m.layout.tensors.size(); ++t) {
+    const TensorInfo& ti = m.layout.tensors[t];
+    ckpt::LocalTensor lt{ti.name, ti.rows, ti.cols, ti.is_1d, 0, ti.rows, nullptr, nullptr, nullptr};
+    int64_t off = ti.offset;
+    if (sp) sp->local_rows((int)t, lt.row0, lt.row1, off);
+    lt.param = (sp ? sp->param.data() : m.params.data()) + off;
+    lt.exp_avg = opt.m.data() + off;
+    lt.exp_avg_sq = opt.v.data() + off;
+    v.push_back(lt);
+  }
+  return v;
+}
+
+// First line where two canonical configs differ, as "key: checkpoint vs run".
+std::string config_difference(const std::string& saved, const std::string& now) {
+  std::istringstream a(saved), b(now);
+  std::string la, lb;
+  while (true) {
+    const bool ga = (bool)std::getline(a, la), gb = (bool)std::getline(b, lb);
+    if (!ga && !gb) return "";
+    if (la != lb) return "checkpoint has '" + la + "', this run has '" + lb + "'";
+  }
 }
 
 // All cores, split between the ranks that share this node.
@@ -179,12 +213,54 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     if (!metrics) throw ConfigError("train.metrics", "cannot open '" + tc.metrics + "' for writing");
   }
 
+  // Resume: the whole training state from an HDF5 checkpoint, on any world size.
+  int64_t start_step = 0;
+  const std::string resume_dir = rc.ckpt.resume.empty() ? "" : ckpt::resolve(rc.ckpt.dir, rc.ckpt.resume);
+  if (!resume_dir.empty()) {
+    const ckpt::Index idx = ckpt::read_index(resume_dir);
+    if (lead) ckpt::verify(idx);  // presence + CRC of every shard before anything is read
+    comm.barrier();
+    const std::string diff = config_difference(idx.state.model_config, rc.model.to_ini());
+    if (!diff.empty()) throw std::runtime_error("checkpoint '" + resume_dir + "': model config differs: " + diff);
+    if (idx.state.next_sample != (uint64_t)idx.state.step * tc.global_batch)
+      throw ConfigError("train.global_batch", "is " + std::to_string(tc.global_batch) + " but checkpoint '" + resume_dir +
+                                                  "' was trained with " +
+                                                  std::to_string(idx.state.next_sample / std::max<int64_t>(1, idx.state.step)));
+    ckpt::load_rows(idx, local_tensors(model, sharded.get(), opt));
+    opt.steps_done = idx.state.adam_steps;
+    start_step = idx.state.step;
+    if (lead)
+      std::printf("resumed from %s: step %lld, next sample %llu (saved on %d rank%s, now %d)\n", resume_dir.c_str(),
+                  (long long)start_step, (unsigned long long)idx.state.next_sample, idx.state.world_size,
+                  idx.state.world_size > 1 ? "s" : "", world);
+  } else if (lead && rc.ckpt.resume == "auto") {
+    std::printf("no checkpoint under %s yet: starting fresh\n", rc.ckpt.dir.c_str());
+  }
+  auto save_now = [&](int64_t steps_done) {
+    if (rc.ckpt.dir.empty()) return;
+    ckpt::TrainState st;
+    st.step = steps_done;
+    st.next_sample = (uint64_t)steps_done * tc.global_batch;
+    st.adam_steps = opt.steps_done;
+    st.seed = tc.seed;
+    st.tokens_seen = steps_done * (int64_t)tc.global_batch * rc.model.seq_len;
+    st.world_size = world;
+    st.model_config = rc.model.to_ini();
+    st.run_config = rc.command_line;
+    const auto t = Clock::now();
+    const std::string dir = ckpt::save(rc.ckpt.dir, st, local_tensors(model, sharded.get(), opt), comm, rc.ckpt.keep_last);
+    if (lead) std::printf("saved checkpoint %s in %.2f s\n", dir.c_str(), seconds_since(t));
+    std::fflush(stdout);
+  };
+  std::signal(SIGUSR1, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+
   std::vector<int32_t> batch((size_t)micro * loader.sample_len());
   double window_time = 0, window_flops = 0, window_wait = 0;
   int64_t window_tokens = 0;
   model.stats.reset(rc.model.n_recursions + 1);
   comm.stats.clear();
-  for (int64_t step = 0; step < tc.steps; ++step) {
+  for (int64_t step = start_step; step < tc.steps; ++step) {
     const auto t0 = Clock::now();
     const double wait0 = comm.stats.wait_seconds;
     // 1. forward/backward over this rank's micro-batches of the step
@@ -202,8 +278,9 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     }
     if (sharded) sharded->finish_backward();  // gradient shards are summed over ranks now
     // 2. global loss and gradient norm (sums over ranks), clip
-    double red[6] = {loss.ce, loss.aux, loss.ec_z, loss.bal, loss.z, kern::sum_squares(grads, n_local)};
-    if (world > 1) comm.all_reduce_sum(red, 6, "allreduce/loss_norm");
+    double red[7] = {loss.ce, loss.aux, loss.ec_z, loss.bal, loss.z, kern::sum_squares(grads, n_local),
+                     (double)(g_stop_signal != 0)};  // any rank signalled: all stop after this step
+    if (world > 1) comm.all_reduce_sum(red, 7, "allreduce/loss_norm");
     loss = LossParts{red[0], red[1], red[2], red[3], red[4]};
     const double gnorm = std::sqrt(red[5]);
     const float scale = clip_scale(gnorm, rc.optim.grad_clip);
@@ -216,7 +293,8 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     window_wait += comm.stats.wait_seconds - wait0;
     window_flops += flops;
     window_tokens += (int64_t)micro * accum * rc.model.seq_len;
-    const bool last = step + 1 == tc.steps;
+    const bool stop = red[6] > 0;
+    const bool last = step + 1 == tc.steps || stop;
     // 4. log
     if ((step + 1) % tc.log_every == 0 || step == 0 || last) {
       std::vector<double> depth(model.stats.tokens_at_depth.begin(), model.stats.tokens_at_depth.end());
@@ -258,6 +336,12 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
       window_tokens = 0;
       model.stats.reset(rc.model.n_recursions + 1);
     }
+    if (stop) {
+      if (lead) std::printf("stop signal received: saving at step %lld and exiting with status %d\n", (long long)step + 1, kExitSavedOnSignal);
+      save_now(step + 1);
+      return kExitSavedOnSignal;
+    }
+    if (rc.ckpt.save_every > 0 && (step + 1) % rc.ckpt.save_every == 0 && step + 1 != tc.steps) save_now(step + 1);
     if (val && ((tc.eval_every > 0 && (step + 1) % tc.eval_every == 0) || last)) {
       const double vl = evaluate(model, *val, tc.eval_samples, micro, comm);
       if (lead) std::printf("eval  %6lld | val_loss %.6f\n", (long long)step + 1, vl);
@@ -272,6 +356,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     std::printf("\nresident: params+grads+adam %lld bytes per rank, peak gathered units %lld bytes\n",
                 (long long)(4 * n_local * sizeof(float)), (long long)sharded->gathered_peak_bytes);
   }
+  if (start_step < tc.steps) save_now(tc.steps);
   if (!tc.save_params.empty()) {
     if (sharded) sharded->gather_full();
     if (lead) {

@@ -109,4 +109,18 @@ void ModelConfig::validate() const {
           "loss coefficients must be >= 0");
 }
 
+std::string ModelConfig::to_ini() const {
+  std::ostringstream f;
+  f.precision(9);
+  f << "[model]\nvocab_size = " << vocab_size << "\nd_model = " << d_model << "\nn_heads = " << n_heads
+    << "\nn_kv_heads = " << n_kv_heads << "\nd_ff = " << d_ff << "\nn_layers = " << n_layers << "\nseq_len = " << seq_len
+    << "\nrms_eps = " << rms_eps << "\nrope_theta = " << rope_theta << "\ninit_std = " << init_std
+    << "\n\n[mor]\nsharing = " << to_string(sharing) << "\nn_recursions = " << n_recursions
+    << "\nrouter = " << to_string(router) << "\nkv_mode = " << to_string(kv_mode) << "\ncapacity = ";
+  for (size_t i = 0; i < capacity.size(); ++i) f << (i ? "," : "") << capacity[i];
+  f << "\nec_alpha = " << ec_alpha << "\naux_coeff = " << aux_coeff << "\nec_z_coeff = " << ec_z_coeff
+    << "\ntc_alpha = " << tc_alpha << "\nbal_coeff = " << bal_coeff << "\ntc_z_coeff = " << tc_z_coeff << "\n";
+  return f.str();
+}
+
 }  // namespace mor

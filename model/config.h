@@ -63,6 +63,8 @@ struct ModelConfig {
   int expert_k(int r) const;
   // Throws ConfigError naming the first inconsistent option.
   void validate() const;
+  // Canonical [model] + [mor] INI: what checkpoints record and resume compares.
+  std::string to_ini() const;
 };
 
 }  // namespace mor

@@ -26,17 +26,7 @@ struct Case {
   KvMode kv;
 };
 
-void write_ini(const ModelConfig& c, const std::string& path) {
-  std::ofstream f(path);
-  f << "[model]\nvocab_size = " << c.vocab_size << "\nd_model = " << c.d_model << "\nn_heads = " << c.n_heads
-    << "\nn_kv_heads = " << c.n_kv_heads << "\nd_ff = " << c.d_ff << "\nn_layers = " << c.n_layers
-    << "\nseq_len = " << c.seq_len << "\nrms_eps = " << c.rms_eps << "\nrope_theta = " << c.rope_theta
-    << "\ninit_std = " << c.init_std << "\n\n[mor]\nsharing = " << to_string(c.sharing)
-    << "\nn_recursions = " << c.n_recursions << "\nrouter = " << to_string(c.router)
-    << "\nkv_mode = " << to_string(c.kv_mode) << "\nec_alpha = " << c.ec_alpha << "\naux_coeff = " << c.aux_coeff
-    << "\nec_z_coeff = " << c.ec_z_coeff << "\ntc_alpha = " << c.tc_alpha << "\nbal_coeff = " << c.bal_coeff
-    << "\ntc_z_coeff = " << c.tc_z_coeff << "\n";
-}
+void write_ini(const ModelConfig& c, const std::string& path) { std::ofstream(path) << c.to_ini(); }
 
 double rel_l2(const float* a, const std::vector<float>& ref, int64_t n) {
   double num = 0, den = 0;
