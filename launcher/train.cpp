@@ -217,6 +217,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
   int64_t start_step = 0;
   const std::string resume_dir = rc.ckpt.resume.empty() ? "" : ckpt::resolve(rc.ckpt.dir, rc.ckpt.resume);
   if (!resume_dir.empty()) {
+    const auto t_load = Clock::now();
     const ckpt::Index idx = ckpt::read_index(resume_dir);
     if (lead) ckpt::verify(idx);  // presence + CRC of every shard before anything is read
     comm.barrier();
@@ -230,9 +231,9 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     opt.steps_done = idx.state.adam_steps;
     start_step = idx.state.step;
     if (lead)
-      std::printf("resumed from %s: step %lld, next sample %llu (saved on %d rank%s, now %d)\n", resume_dir.c_str(),
-                  (long long)start_step, (unsigned long long)idx.state.next_sample, idx.state.world_size,
-                  idx.state.world_size > 1 ? "s" : "", world);
+      std::printf("resumed from %s: step %lld, next sample %llu (saved on %d rank%s, now %d) in %.2f s\n",
+                  resume_dir.c_str(), (long long)start_step, (unsigned long long)idx.state.next_sample,
+                  idx.state.world_size, idx.state.world_size > 1 ? "s" : "", world, seconds_since(t_load));
   } else if (lead && rc.ckpt.resume == "auto") {
     std::printf("no checkpoint under %s yet: starting fresh\n", rc.ckpt.dir.c_str());
   }
