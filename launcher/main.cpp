@@ -9,6 +9,7 @@
 #include <string>
 
 #include "dist/communicator.h"
+#include "launcher/log.h"
 
 #include "launcher/train.h"
 #include "model/config.h"
@@ -48,10 +49,10 @@ int main(int argc, char** argv) {
       rc = 2;
     }
   } catch (const mor::ConfigError& e) {
-    std::fprintf(stderr, "mor-dist %s%s: error: %s\n", cmd.c_str(), who.c_str(), e.what());
+    std::fprintf(stderr, "%smor-dist %s%s: error: %s\n", mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str(), e.what());
     rc = 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "mor-dist %s%s: error: %s\n", cmd.c_str(), who.c_str(), e.what());
+    std::fprintf(stderr, "%smor-dist %s%s: error: %s\n", mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str(), e.what());
     rc = 1;
   }
   // A rank that fails alone must not leave the others waiting in a collective.

@@ -19,6 +19,7 @@
 #include "kernels/kernels.h"
 #include "dist/communicator.h"
 #include "dist/sharded_params.h"
+#include "launcher/log.h"
 #include "launcher/options.h"
 #include "launcher/params_io.h"
 #include "model/model.h"
@@ -110,22 +111,25 @@ std::string depth_json(const RouterStats& s) {
 void print_banner(const RunConfig& rc, const Model& m, int world, int micro, int accum) {
   const ModelConfig& c = rc.model;
   const ParamLayout& L = m.layout;
-  std::printf("mor-dist %s | config %s\n", MOR_VERSION, rc.config_path.empty() ? "(defaults)" : rc.config_path.c_str());
-  std::printf("model: V=%d D=%d heads=%d/%d ff=%d layers=%d T=%d | sharing=%s N_r=%d B=%d router=%s kv=%s\n",
+  logf("mor-dist %s | config %s\n", MOR_VERSION, rc.config_path.empty() ? "(defaults)" : rc.config_path.c_str());
+  logf("model: V=%d D=%d heads=%d/%d ff=%d layers=%d T=%d | sharing=%s N_r=%d B=%d router=%s kv=%s\n",
               c.vocab_size, c.d_model, c.n_heads, c.n_kv_heads, c.d_ff, c.n_layers, c.seq_len, to_string(c.sharing),
               c.n_recursions, L.block_size, to_string(c.router), to_string(c.kv_mode));
   if (c.router == RouterKind::Expert) {
-    std::printf("expert capacities:");
-    for (int r = 0; r < c.n_recursions; ++r) std::printf(" %.4g (k=%d)", c.capacity_of(r), c.expert_k(r));
-    std::printf("\n");
+    std::string caps;
+    char b[64];
+    for (int r = 0; r < c.n_recursions; ++r) {
+      std::snprintf(b, sizeof b, " %.4g (k=%d)", c.capacity_of(r), c.expert_k(r));
+      caps += b;
+    }
+    logf("expert capacities:%s\n", caps.c_str());
   }
-  std::printf("params: total %lld (analytic %lld) = embedding %lld + shared block %lld + unique layers %lld + norm/routers %lld\n",
+  logf("params: total %lld (analytic %lld) = embedding %lld + shared block %lld + unique layers %lld + norm/routers %lld\n",
               (long long)L.total, (long long)analytic_param_count(c), (long long)L.count_embedding(),
               (long long)L.count_shared(), (long long)L.count_unique_layers(), (long long)L.count_other());
-  std::printf("batch: global %d = world %d x micro %d x accum %d sequences (%lld tokens/step) | threads %d\n",
+  logf("batch: global %d = world %d x micro %d x accum %d sequences (%lld tokens/step) | threads %d\n",
               rc.train.global_batch, world, micro, accum, (long long)rc.train.global_batch * c.seq_len,
               kern::num_threads());
-  std::fflush(stdout);
 }
 
 // Mean validation cross-entropy over the first n windows (all if n = 0); each
@@ -199,13 +203,13 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
   // Resident parameter + gradient + AdamW bytes on this rank (the engine's own accounting).
   const double resident_mb = 4.0 * n_local * sizeof(float) / 1e6;
   if (lead) {
-    std::printf("data: %llu training windows in %zu shards (%llu tokens)%s\n",
+    logf("data: %llu training windows in %zu shards (%llu tokens)%s\n",
                 (unsigned long long)loader.num_samples(), loader.dataset().num_shards(),
                 (unsigned long long)loader.dataset().num_tokens(),
                 val ? (", " + std::to_string(val->num_samples()) + " validation windows").c_str() : "");
-    std::printf("dist: %s, world %d | resident params+grads+adam %.1f MB per rank%s\n", comm.backend(), world,
+    logf("dist: %s, world %d | resident params+grads+adam %.1f MB per rank%s\n", comm.backend(), world,
                 resident_mb, sharded ? " (sharded on dim 0)" : "");
-    std::printf("MFU against %.0f GFLOP/s (%s)\n", peak, tc.peak_gflops > 0 ? "train.peak_gflops" : "measured sgemm");
+    logf("MFU against %.0f GFLOP/s (%s)\n", peak, tc.peak_gflops > 0 ? "train.peak_gflops" : "measured sgemm");
   }
   std::ofstream metrics;
   if (lead && !tc.metrics.empty()) {
@@ -231,11 +235,11 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     opt.steps_done = idx.state.adam_steps;
     start_step = idx.state.step;
     if (lead)
-      std::printf("resumed from %s: step %lld, next sample %llu (saved on %d rank%s, now %d) in %.2f s\n",
+      logf("resumed from %s: step %lld, next sample %llu (saved on %d rank%s, now %d) in %.2f s\n",
                   resume_dir.c_str(), (long long)start_step, (unsigned long long)idx.state.next_sample,
                   idx.state.world_size, idx.state.world_size > 1 ? "s" : "", world, seconds_since(t_load));
   } else if (lead && rc.ckpt.resume == "auto") {
-    std::printf("no checkpoint under %s yet: starting fresh\n", rc.ckpt.dir.c_str());
+    logf("no checkpoint under %s yet: starting fresh\n", rc.ckpt.dir.c_str());
   }
   auto save_now = [&](int64_t steps_done) {
     if (rc.ckpt.dir.empty()) return;
@@ -250,7 +254,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     st.run_config = rc.command_line;
     const auto t = Clock::now();
     const std::string dir = ckpt::save(rc.ckpt.dir, st, local_tensors(model, sharded.get(), opt), comm, rc.ckpt.keep_last);
-    if (lead) std::printf("saved checkpoint %s in %.2f s\n", dir.c_str(), seconds_since(t));
+    if (lead) logf("saved checkpoint %s in %.2f s\n", dir.c_str(), seconds_since(t));
     std::fflush(stdout);
   };
   std::signal(SIGUSR1, on_stop_signal);
@@ -309,22 +313,27 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
       const double total = loss.total(rc.model);
       const double comm_mb = comm.stats.total_bytes() / 1e6 / std::max<int64_t>(1, step + 1);
       if (lead) {
-        std::printf("step %6lld | loss %.6f | ce %.6f | lr %.3e | gnorm %.4f | %.0f tok/s | %.1f GFLOP/s | MFU %.1f%%",
-                    (long long)step + 1, total, loss.ce, lr, gnorm, tps, gflops, 100 * gflops / (peak * world));
-        if (world > 1) std::printf(" | comm %.2f MB/step, wait %.0f%%", comm_mb, 100 * window_wait / window_time);
-        if (rc.model.router != RouterKind::None) std::printf(" | depth %s", depth_histogram(model.stats).c_str());
-        std::printf("\n");
-        std::fflush(stdout);
+        char line[512];
+        int n = std::snprintf(line, sizeof line,
+                              "step %6lld | loss %.6f | ce %.6f | lr %.3e | gnorm %.4f | %.0f tok/s | %.1f GFLOP/s | MFU %.1f%%",
+                              (long long)step + 1, total, loss.ce, lr, gnorm, tps, gflops, 100 * gflops / (peak * world));
+        if (world > 1)
+          n += std::snprintf(line + n, sizeof line - n, " | comm %.2f MB/step, wait %.0f%%", comm_mb,
+                             100 * window_wait / window_time);
+        if (rc.model.router != RouterKind::None)
+          std::snprintf(line + n, sizeof line - n, " | depth %s", depth_histogram(model.stats).c_str());
+        logf("%s\n", line);
       }
       if (metrics) {
         char line[640];
         std::snprintf(line, sizeof line,
                       "{\"step\":%lld,\"loss\":%.17g,\"ce\":%.17g,\"aux\":%.9g,\"bal\":%.9g,\"z\":%.9g,\"lr\":%.9g,"
                       "\"grad_norm\":%.9g,\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"mfu\":%.4f,\"world\":%d,"
-                      "\"comm_bytes_per_rank\":%llu,\"comm_wait_s\":%.4f,\"step_time_s\":%.4f,\"depth_tokens\":",
+                      "\"comm_bytes_per_rank\":%llu,\"comm_wait_s\":%.4f,\"step_time_s\":%.4f,\"job_id\":\"%s\","
+                      "\"restart\":%d,\"depth_tokens\":",
                       (long long)step + 1, total, loss.ce, loss.aux, loss.bal, loss.z + loss.ec_z, lr, gnorm, tps, gflops,
                       gflops / (peak * world), world, (unsigned long long)comm.stats.total_bytes(), window_wait,
-                      window_time);
+                      window_time, run_context().job_id.c_str(), run_context().restart);
         metrics << line << depth_json(model.stats) << ",\"comm\":{";
         bool first = true;  // cumulative bytes sent by this rank, per collective and unit
         for (const auto& [tag, b] : comm.stats.bytes) {
@@ -338,23 +347,25 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
       model.stats.reset(rc.model.n_recursions + 1);
     }
     if (stop) {
-      if (lead) std::printf("stop signal received: saving at step %lld and exiting with status %d\n", (long long)step + 1, kExitSavedOnSignal);
+      if (lead) logf("stop signal received: saving at step %lld and exiting with status %d\n", (long long)step + 1, kExitSavedOnSignal);
       save_now(step + 1);
       return kExitSavedOnSignal;
     }
     if (rc.ckpt.save_every > 0 && (step + 1) % rc.ckpt.save_every == 0 && step + 1 != tc.steps) save_now(step + 1);
     if (val && ((tc.eval_every > 0 && (step + 1) % tc.eval_every == 0) || last)) {
       const double vl = evaluate(model, *val, tc.eval_samples, micro, comm);
-      if (lead) std::printf("eval  %6lld | val_loss %.6f\n", (long long)step + 1, vl);
-      std::fflush(stdout);
-      if (metrics) metrics << "{\"step\":" << step + 1 << ",\"val_loss\":" << vl << "}\n" << std::flush;
+      if (lead) logf("eval  %6lld | val_loss %.6f\n", (long long)step + 1, vl);
+      if (metrics)
+        metrics << "{\"step\":" << step + 1 << ",\"val_loss\":" << vl << ",\"job_id\":\"" << run_context().job_id
+                << "\",\"restart\":" << run_context().restart << "}\n" << std::flush;
     }
   }
-  if (lead && world == 1) std::printf("resident: params+grads+adam %lld bytes per rank\n", (long long)(4 * n_local * sizeof(float)));
+  if (lead && world == 1) logf("resident: params+grads+adam %lld bytes per rank\n", (long long)(4 * n_local * sizeof(float)));
   if (lead && world > 1) {
-    std::printf("comm bytes sent by rank 0 over %lld steps:", (long long)tc.steps);
-    for (const auto& [tag, b] : comm.stats.bytes) std::printf(" %s=%llu", tag.c_str(), (unsigned long long)b);
-    std::printf("\nresident: params+grads+adam %lld bytes per rank, peak gathered units %lld bytes\n",
+    std::string by_tag;
+    for (const auto& [tag, b] : comm.stats.bytes) by_tag += " " + tag + "=" + std::to_string(b);
+    logf("comm bytes sent by rank 0 over %lld steps:%s\n", (long long)(tc.steps - start_step), by_tag.c_str());
+    logf("resident: params+grads+adam %lld bytes per rank, peak gathered units %lld bytes\n",
                 (long long)(4 * n_local * sizeof(float)), (long long)sharded->gathered_peak_bytes);
   }
   if (start_step < tc.steps) save_now(tc.steps);
@@ -362,7 +373,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     if (sharded) sharded->gather_full();
     if (lead) {
       io::write_mort(tc.save_params, export_params(model, model.params));
-      std::printf("saved parameters to %s\n", tc.save_params.c_str());
+      logf("saved parameters to %s\n", tc.save_params.c_str());
     }
   }
   return 0;
@@ -381,7 +392,7 @@ int cmd_eval(int argc, char** argv) {
   const int micro = rc.train.micro_batch > 0 ? rc.train.micro_batch : 8;
   auto single = dist::make_single_process_comm();
   const double vl = evaluate(model, val, rc.train.eval_samples, micro, *single);
-  std::printf("val_loss %.6f over %d windows of %d tokens\n", vl,
+  logf("val_loss %.6f over %d windows of %d tokens\n", vl,
               rc.train.eval_samples > 0 ? std::min(rc.train.eval_samples, val.num_samples()) : val.num_samples(),
               rc.model.seq_len);
   return 0;
