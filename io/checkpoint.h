@@ -3,7 +3,7 @@
 //   ROOT/step_00000123/shard_00000_of_00004.h5   one serial-HDF5 file per writing rank: its row
 //   ROOT/step_00000123/...                        blocks of every tensor, in groups /param,
 //                                                 /exp_avg, /exp_avg_sq (AdamW moments), fp32
-//   ROOT/step_00000123/index.h5                   training state, config, shard map, CRC-32 per
+//   ROOT/step_00000123/index.h5                   training state, config, shard map, XXH3-64 checksum per
 //                                                 shard file, and one HDF5 virtual dataset per
 //                                                 tensor over the shards (relative paths):
 //                                                 h5py.File("index.h5")["model.embed_tokens.weight"][:]
@@ -13,7 +13,7 @@
 // that every write succeeded, rank 0 writes index.h5 last, renames the directory,
 // fsyncs the parent, then replaces `latest` through a temporary file. A crash at
 // any instant leaves the previous checkpoint (and `latest`) intact. Loading
-// verifies every shard file's presence and CRC before reading (HDF5 would
+// verifies every shard file's presence and checksum before reading (HDF5 would
 // silently return fill values for a missing VDS source), then reads each rank's
 // row range through the virtual datasets — so any world size can resume.
 #pragma once
@@ -62,7 +62,7 @@ struct Index {
   TrainState state;
   std::vector<TensorMeta> tensors;
   std::vector<std::string> files;  // shard files, relative to dir
-  std::vector<uint32_t> crc32;
+  std::vector<uint64_t> checksum;  // XXH3-64 of each shard file
 };
 
 // Collective: every rank passes its row blocks; returns the checkpoint directory.
@@ -75,7 +75,7 @@ std::string resolve(const std::string& root, const std::string& spec);
 
 // Reads index.h5; throws naming the file on a missing/corrupt index or a newer format.
 Index read_index(const std::string& dir);
-// Every shard file present, its CRC-32 as recorded, and the shards cover every row of every tensor once.
+// Every shard file present, its checksum as recorded, and the shards cover every row of every tensor once.
 void verify(const Index& idx);
 // Fills mine[i].param/exp_avg/exp_avg_sq (rows row0..row1) from the checkpoint; names must exist with equal shapes.
 void load_rows(const Index& idx, const std::vector<LocalTensor>& mine);

@@ -12,6 +12,7 @@ PKGS=(
   libopenblas-openmp-dev            # OpenMP build: shares our OpenMP threads
   libopenmpi-dev openmpi-bin        # MPI communicator, mpirun for multi-rank tests
   libhdf5-dev hdf5-tools            # serial HDF5 per rank (checkpoints), h5dump
+  libxxhash-dev                     # checksums of checkpoint shard files
   libboost-program-options-dev      # CLI + INI configs
   libgtest-dev googletest           # unit tests
   libzstd-dev zlib1g-dev            # compressed JSONL input for `prepare`
