@@ -82,6 +82,9 @@ hid_t fapl() {
   hid_t p = H5Pcreate(H5P_FILE_ACCESS);
   H5Pset_libver_bounds(p, H5F_LIBVER_EARLIEST, H5F_LIBVER_V110);
   H5Pset_file_locking(p, false, true);
+  // Partial (row-range) reads of contiguous datasets go through the sieve buffer:
+  // the 64 KiB default made elastic loads ~8x slower than the disk.
+  H5Pset_sieve_buf_size(p, 16u << 20);
   return p;
 }
 struct H5 {  // closes any HDF5 handle
@@ -171,9 +174,11 @@ void read_rows(hid_t loc, const std::string& name, const TensorMeta& t, int64_t 
   std::vector<hsize_t> start(full.size(), 0), count = full;
   start[0] = r0;
   count[0] = r1 - r0;
-  H5Sselect_hyperslab(fs, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
-  H5 ms(H5Screate_simple((int)count.size(), count.data(), nullptr));
-  if (H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out) < 0) fail(file, "cannot read dataset '" + name + "'");
+  const bool whole = r0 == 0 && r1 == t.rows;  // H5S_ALL takes HDF5's direct path
+  if (!whole) H5Sselect_hyperslab(fs, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+  H5 ms(whole ? -1 : H5Screate_simple((int)count.size(), count.data(), nullptr));
+  if (H5Dread(ds, H5T_NATIVE_FLOAT, whole ? H5S_ALL : (hid_t)ms, whole ? H5S_ALL : (hid_t)fs, H5P_DEFAULT, out) < 0)
+    fail(file, "cannot read dataset '" + name + "'");
 }
 
 const char* kGroups[3] = {"param", "exp_avg", "exp_avg_sq"};

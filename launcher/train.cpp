@@ -223,8 +223,9 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
   if (!resume_dir.empty()) {
     const auto t_load = Clock::now();
     const ckpt::Index idx = ckpt::read_index(resume_dir);
-    if (lead) ckpt::verify(idx);  // presence + CRC of every shard before anything is read
+    if (lead) ckpt::verify(idx);  // presence + checksum of every shard before anything is read
     comm.barrier();
+    const double t_verify = seconds_since(t_load);
     const std::string diff = config_difference(idx.state.model_config, rc.model.to_ini());
     if (!diff.empty()) throw std::runtime_error("checkpoint '" + resume_dir + "': model config differs: " + diff);
     if (idx.state.next_sample != (uint64_t)idx.state.step * tc.global_batch)
@@ -235,9 +236,9 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     opt.steps_done = idx.state.adam_steps;
     start_step = idx.state.step;
     if (lead)
-      logf("resumed from %s: step %lld, next sample %llu (saved on %d rank%s, now %d) in %.2f s\n",
+      logf("resumed from %s: step %lld, next sample %llu (saved on %d rank%s, now %d) in %.2f s (verify %.2f s)\n",
                   resume_dir.c_str(), (long long)start_step, (unsigned long long)idx.state.next_sample,
-                  idx.state.world_size, idx.state.world_size > 1 ? "s" : "", world, seconds_since(t_load));
+                  idx.state.world_size, idx.state.world_size > 1 ? "s" : "", world, seconds_since(t_load), t_verify);
   } else if (lead && rc.ckpt.resume == "auto") {
     logf("no checkpoint under %s yet: starting fresh\n", rc.ckpt.dir.c_str());
   }
