@@ -33,6 +33,23 @@ const int* iota_positions(int T) {
   }
   return p.data();
 }
+// The keys/values sequence b's queries attend to: its own rows of this visit,
+// or (kv_mode = share) recursion 0's keys/values of all T tokens of sequence b.
+struct KvView {
+  const float *k, *v;
+  float *dk, *dv;
+  const int* kpos;
+  int nk;
+};
+KvView kv_view(LayerActs& own, LayerActs* src, const TokenSet& ts, int b, const Dims& d) {
+  const int r0 = ts.off[b];
+  if (src) {
+    const size_t o = (size_t)b * d.T * d.KVd;
+    return {src->k.data() + o, src->v.data() + o, src->dk.data() + o, src->dv.data() + o, iota_positions(d.T), d.T};
+  }
+  const size_t o = (size_t)r0 * d.KVd;
+  return {own.k.data() + o, own.v.data() + o, own.dk.data() + o, own.dv.data() + o, ts.pos.data() + r0, ts.off[b + 1] - r0};
+}
 }  // namespace
 
 void layer_forward(const LayerView& w, const ModelConfig& c, const RopeTable& rope, const TokenSet& ts,
@@ -73,22 +90,9 @@ void layer_forward(const LayerView& w, const ModelConfig& c, const RopeTable& ro
   for (int b = 0; b < ts.n_seq(); ++b) {
     const int r0 = ts.off[b], nq = ts.off[b + 1] - r0;
     if (nq == 0) continue;
-    const float *k, *v;
-    const int* kpos;
-    int nk;
-    if (kv_src) {  // recursion-0 keys/values of every token of sequence b
-      k = kv_src->k.data() + (size_t)b * d.T * d.KVd;
-      v = kv_src->v.data() + (size_t)b * d.T * d.KVd;
-      kpos = iota_positions(d.T);
-      nk = d.T;
-    } else {
-      k = A.k.data() + (size_t)r0 * d.KVd;
-      v = A.v.data() + (size_t)r0 * d.KVd;
-      kpos = ts.pos.data() + r0;
-      nk = nq;
-    }
+    const KvView kv = kv_view(A, const_cast<LayerActs*>(kv_src), ts, b, d);
     attention_forward(A.o.data() + (size_t)r0 * d.Hd, A.lse.data() + (size_t)r0 * d.H, A.q.data() + (size_t)r0 * d.Hd,
-                      k, v, ts.pos.data() + r0, kpos, {nq, nk, d.H, d.Hkv, d.hd});
+                      kv.k, kv.v, ts.pos.data() + r0, kv.kpos, {nq, kv.nk, d.H, d.Hkv, d.hd});
   }
   // h = x + o Wo^T
   linear_forward(A.h.data(), A.o.data(), w.wo, n, d.Hd, d.D);
@@ -128,28 +132,10 @@ void layer_backward(const LayerView& w, const LayerView& gw, const ModelConfig& 
   for (int b = 0; b < ts.n_seq(); ++b) {
     const int r0 = ts.off[b], nq = ts.off[b + 1] - r0;
     if (nq == 0) continue;
-    const float *k, *v;
-    float *dk, *dv;
-    const int* kpos;
-    int nk;
-    if (kv_src) {
-      k = kv_src->k.data() + (size_t)b * d.T * d.KVd;
-      v = kv_src->v.data() + (size_t)b * d.T * d.KVd;
-      dk = kv_src->dk.data() + (size_t)b * d.T * d.KVd;
-      dv = kv_src->dv.data() + (size_t)b * d.T * d.KVd;
-      kpos = iota_positions(d.T);
-      nk = d.T;
-    } else {
-      k = A.k.data() + (size_t)r0 * d.KVd;
-      v = A.v.data() + (size_t)r0 * d.KVd;
-      dk = A.dk.data() + (size_t)r0 * d.KVd;
-      dv = A.dv.data() + (size_t)r0 * d.KVd;
-      kpos = ts.pos.data() + r0;
-      nk = nq;
-    }
-    attention_backward(s.dq.data() + (size_t)r0 * d.Hd, dk, dv, s.dao.data() + (size_t)r0 * d.Hd,
+    const KvView kv = kv_view(A, kv_src, ts, b, d);
+    attention_backward(s.dq.data() + (size_t)r0 * d.Hd, kv.dk, kv.dv, s.dao.data() + (size_t)r0 * d.Hd,
                        A.o.data() + (size_t)r0 * d.Hd, A.lse.data() + (size_t)r0 * d.H, A.q.data() + (size_t)r0 * d.Hd,
-                       k, v, ts.pos.data() + r0, kpos, {nq, nk, d.H, d.Hkv, d.hd});
+                       kv.k, kv.v, ts.pos.data() + r0, kv.kpos, {nq, kv.nk, d.H, d.Hkv, d.hd});
   }
   rope_backward(s.dq.data(), ts.pos.data(), n, d.H, rope);
   linear_backward(s.da.data(), gw.wq, s.dq.data(), A.a.data(), w.wq, n, d.D, d.Hd, false);
