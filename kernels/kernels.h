@@ -71,7 +71,11 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 double softmax_xent(float* logits, const int32_t* targets, int n, int V, float scale);
 
 // ---- AdamW on a contiguous shard ----------------------------------------------
-struct AdamWParams { float lr, beta1, beta2, eps, weight_decay; int64_t step; };
+struct AdamWParams {
+  float lr, beta1, beta2, eps, weight_decay;
+  int64_t step;
+  float grad_scale = 1.f;  // gradient clipping folded into the update (saves a pass over the gradients)
+};
 // Decoupled weight decay applied where decay_mask is null or 1 (per element block
 // is handled by the caller: pass weight_decay = 0 for excluded tensors).
 void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& p);

@@ -77,8 +77,10 @@ std::string config_difference(const std::string& saved, const std::string& now) 
   }
 }
 
-// All cores, split between the ranks that share this node.
+// OMP_NUM_THREADS if set; else all cores, split between the ranks that share this node.
 int default_threads() {
+  if (const char* n = std::getenv("OMP_NUM_THREADS"))
+    if (std::atoi(n) > 0) return std::atoi(n);
   int local = 1;
   for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "MPI_LOCALNRANKS"})
     if (const char* s = std::getenv(v)) {
@@ -290,10 +292,9 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     loss = LossParts{red[0], red[1], red[2], red[3], red[4]};
     const double gnorm = std::sqrt(red[5]);
     const float scale = clip_scale(gnorm, rc.optim.grad_clip);
-    if (scale != 1.f) kern::scale_inplace(grads, scale, n_local);
-    // 3. AdamW on this rank's parameters (its shards when sharded)
+    // 3. AdamW on this rank's parameters (its shards when sharded), clipping folded in
     const double lr = lr_at(rc.optim, step);
-    opt.update(params, grads, lr);
+    opt.update(params, grads, lr, scale);
 
     window_time += seconds_since(t0);
     window_wait += comm.stats.wait_seconds - wait0;

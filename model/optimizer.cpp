@@ -69,7 +69,7 @@ std::vector<uint8_t> decay_mask(const ParamLayout& lay, const std::string& no_de
 AdamW::AdamW(const OptimConfig& o, int64_t n, std::vector<uint8_t> decay)
     : m(n, 0.f), v(n, 0.f), o_(o), decay_(std::move(decay)) {}
 
-void AdamW::update(float* params, const float* grads, double lr) {
+void AdamW::update(float* params, const float* grads, double lr, float grad_scale) {
   ++steps_done;
   const int64_t n = (int64_t)m.size();
   // Runs of equal decay flag go to the kernel together.
@@ -78,7 +78,7 @@ void AdamW::update(float* params, const float* grads, double lr) {
     int64_t j = i;
     while (j < n && decay_[j] == decay_[i]) ++j;
     kern::AdamWParams p{(float)lr, (float)o_.beta1, (float)o_.beta2, (float)o_.eps,
-                        decay_[i] ? (float)o_.weight_decay : 0.f, steps_done};
+                        decay_[i] ? (float)o_.weight_decay : 0.f, steps_done, grad_scale};
     kern::adamw_update(params + i, grads + i, m.data() + i, v.data() + i, j - i, p);
     i = j;
   }

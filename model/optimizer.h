@@ -39,8 +39,9 @@ std::vector<uint8_t> decay_mask(const ParamLayout& lay, const std::string& no_de
 class AdamW {
  public:
   AdamW(const OptimConfig& o, int64_t n, std::vector<uint8_t> decay);
-  // params/grads point at the same range the optimizer was made for.
-  void update(float* params, const float* grads, double lr);
+  // params/grads point at the same range the optimizer was made for; the
+  // gradient is multiplied by grad_scale (global-norm clipping) on the fly.
+  void update(float* params, const float* grads, double lr, float grad_scale = 1.f);
   int64_t steps_done = 0;
   std::vector<float> m, v;  // first and second moments
 

@@ -689,6 +689,19 @@ void run_adamw(float wd) {
 TEST(AdamW, MatchesTorchFormulaOverThreeSteps) { run_adamw(0.5f); }
 TEST(AdamW, MatchesTorchFormulaWithoutWeightDecay) { run_adamw(0.f); }
 
+TEST(AdamW, GradScaleEqualsPrescaledGradient) {
+  const size_t n = 1000;
+  const std::vector<float> g = rand_vec(n, 41);
+  std::vector<float> p1 = rand_vec(n, 42), m1(n, 0.f), v1(n, 0.f), p2 = p1, m2 = m1, v2 = v1, gs(n);
+  for (size_t i = 0; i < n; ++i) gs[i] = g[i] * 0.37f;
+  for (int64_t step = 1; step <= 2; ++step) {
+    kern::adamw_update(p1.data(), g.data(), m1.data(), v1.data(), n, {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, step, 0.37f});
+    kern::adamw_update(p2.data(), gs.data(), m2.data(), v2.data(), n, {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, step});
+  }
+  EXPECT_EQ(std::memcmp(p1.data(), p2.data(), n * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(v1.data(), v2.data(), n * sizeof(float)), 0);
+}
+
 TEST(AdamW, ZeroGradientZeroDecayLeavesParamUnchanged) {
   std::vector<float> p = {1.5f, -2.f, 0.25f}, g(3, 0.f), m(3, 0.f), v(3, 0.f);
   const std::vector<float> p0 = p;

@@ -132,7 +132,7 @@ void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n
   const float inv_sqrt_bc2 = 1.f / std::sqrt(bc2);
 #pragma omp parallel for simd schedule(static) if (n >= 65536)
   for (int64_t i = 0; i < n; ++i) {
-    float g = grad[i];
+    float g = grad[i] * p.grad_scale;
     m[i] = p.beta1 * m[i] + (1.f - p.beta1) * g;
     v[i] = p.beta2 * v[i] + (1.f - p.beta2) * g * g;
     float denom = std::sqrt(v[i]) * inv_sqrt_bc2 + p.eps;  // PyTorch's AdamW formula
