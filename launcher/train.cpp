@@ -49,6 +49,14 @@ double measure_sgemm_gflops() {
 // flag; ranks agree on it once per step, finish the step, save and exit 85.
 volatile std::sig_atomic_t g_stop_signal = 0;
 void on_stop_signal(int sig) { g_stop_signal = sig; }
+}  // namespace
+
+void install_stop_handlers() {
+  std::signal(SIGUSR1, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+}
+
+namespace {
 
 // This rank's row blocks of every tensor (parameters + AdamW moments) for checkpoints.
 std::vector<ckpt::LocalTensor> local_tensors(Model& m, dist::ShardedParams* sp, AdamW& opt) {
@@ -260,9 +268,6 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     if (lead) logf("saved checkpoint %s in %.2f s\n", dir.c_str(), seconds_since(t));
     std::fflush(stdout);
   };
-  std::signal(SIGUSR1, on_stop_signal);
-  std::signal(SIGTERM, on_stop_signal);
-
   std::vector<int32_t> batch((size_t)micro * loader.sample_len());
   double window_time = 0, window_flops = 0, window_wait = 0;
   int64_t window_tokens = 0;
