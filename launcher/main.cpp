@@ -11,6 +11,8 @@
 #include "dist/communicator.h"
 #include "launcher/log.h"
 
+#include "launcher/prepare_cmd.h"
+#include "launcher/options.h"
 #include "launcher/train.h"
 #include "model/config.h"
 
@@ -21,6 +23,7 @@ static const char* kUsage =
     "  eval    validation loss of saved parameters (mor-dist eval --help)\n"
     "  convert rewrite a checkpoint for another number of shards (mor-dist convert --help)\n"
     "  inspect list and verify a checkpoint (mor-dist inspect CKPT)\n"
+    "  prepare tokenize JSONL documents into token shards (mor-dist prepare --help)\n"
     "exit status: 0 ok, 1 runtime error, 2 bad option or config, 85 saved a checkpoint on SIGUSR1/SIGTERM\n";
 
 int main(int argc, char** argv) {
@@ -29,6 +32,7 @@ int main(int argc, char** argv) {
   // every step (measured: ~25% of a 135M-model step).
   mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, INT_MAX);
+  mor::install_stop_handlers();
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
@@ -44,6 +48,7 @@ int main(int argc, char** argv) {
     else if (cmd == "eval") rc = mor::cmd_eval(argc - 1, argv + 1);
     else if (cmd == "convert") rc = mor::cmd_convert(argc - 1, argv + 1, *comm);
     else if (cmd == "inspect") rc = mor::cmd_inspect(argc - 1, argv + 1);
+    else if (cmd == "prepare") rc = mor::cmd_prepare(argc - 1, argv + 1);
     else {
       std::fprintf(stderr, "mor-dist: unknown command '%s'\n%s", cmd.c_str(), kUsage);
       rc = 2;
@@ -56,6 +61,7 @@ int main(int argc, char** argv) {
     rc = 1;
   }
   // A rank that fails alone must not leave the others waiting in a collective.
-  if (rc != 0 && comm->size() > 1) comm->abort(rc);
+  // (Exit 85 is not a failure: every rank saved and returns it together.)
+  if (rc != 0 && rc != mor::kExitSavedOnSignal && comm->size() > 1) comm->abort(rc);
   return rc;
 }

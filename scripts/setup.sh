@@ -16,6 +16,10 @@ PKGS=(
   libboost-program-options-dev      # CLI + INI configs
   libgtest-dev googletest           # unit tests
   libzstd-dev zlib1g-dev            # compressed JSONL input for `prepare`
+  libicu-dev                        # Unicode classes (\p{L}, \p{N}, White_Space) for the tokenizer
+  nlohmann-json3-dev                # tokenizer.json, prepare's manifest.json
+  libssl-dev                        # SHA-256 (libcrypto) of the shards `prepare` writes
+  nodejs $(command -v npm > /dev/null 2>&1 || echo npm)   # npm reference tokenizers for the parity tests (npm ships with NodeSource's nodejs)
   python3 python3-numpy python3-torch python3-h5py   # reference + parity tests
   fortunes                          # real English text for the learning test
 )

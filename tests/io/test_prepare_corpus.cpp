@@ -1,0 +1,72 @@
+// `prepare` with the tokenizer.json that scripts/make_corpus.py writes (vocab
+// 1024, id 0 = <|endoftext|>) reproduces the shards of make_corpus.py's own
+// Python tokenizer byte for byte: the fortunes documents go through
+// scripts/corpus_jsonl.py (JSONL, same order) and io::prepare_shards.
+// Needs the ctest fixture `corpus` (build/data/fortunes).
+#include <gtest/gtest.h>
+
+#include <climits>
+#include <cstdlib>
+#include <string>
+
+#include "io/prepare.h"
+#include "io/token_shard.h"
+#include "io/tokenizer.h"
+#include "io_test_util.h"
+#include "tokenizer_test_util.h"
+
+namespace mor::io {
+namespace {
+
+using testing::read_bytes;
+using testing::TempDir;
+
+const std::string kCorpus = MOR_CORPUS_DIR;
+const std::string kScript = std::string(MOR_REPO_ROOT) + "/scripts/corpus_jsonl.py";
+
+void prepare_split(const TempDir& dir, const std::string& split, int threads) {
+  const std::string jsonl = dir.file(split + ".jsonl");
+  const std::string cmd = "/usr/bin/python3 '" + kScript + "' --split " + split + " --out '" + jsonl + "' > '" +
+                          jsonl + ".log' 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::read_text_file(jsonl + ".log");
+  PrepareOptions o;
+  o.tokenizer = kCorpus + "/tokenizer.json";
+  o.inputs = {jsonl};
+  o.out_dir = dir.file("out_" + split);
+  o.shard_tokens = INT32_MAX;                       // everything in one shard,
+  o.val_tokens = split == "val" ? INT32_MAX : 0;  // named as make_corpus names it
+  o.threads = threads;
+  o.batch_bytes = 64 << 10;
+  o.progress = false;
+  const PrepareResult r = prepare_shards(o, nullptr);
+  EXPECT_EQ(r.bad_total(), 0u);
+  EXPECT_EQ(r.shards.size(), 1u);
+}
+
+TEST(PrepareCorpus, MatchesMakeCorpusPythonTokenizer) {
+  const Tokenizer tok = Tokenizer::from_file(kCorpus + "/tokenizer.json");
+  EXPECT_EQ(tok.vocab_size(), 1024u);
+  EXPECT_EQ(tok.eot_id(), 0u);
+  TempDir dir;
+  prepare_split(dir, "val", 2);
+  const std::string name = "edu_fineweb_val_000000.bin";
+  const auto want = read_bytes(kCorpus + "/" + name);
+  const auto got = read_bytes(dir.file("out_val/" + name));
+  ASSERT_EQ(got.size(), want.size()) << "token counts differ";
+  EXPECT_TRUE(got == want) << "val tokens differ from make_corpus.py's";
+  const TokenShard s(dir.file("out_val/" + name), 1024);
+  EXPECT_GT(s.size(), 50000u);
+}
+
+TEST(PrepareCorpus, TrainSplitMatchesToo) {
+  TempDir dir;
+  prepare_split(dir, "train", 2);
+  const std::string name = "edu_fineweb_train_000001.bin";
+  const auto want = read_bytes(kCorpus + "/" + name);
+  const auto got = read_bytes(dir.file("out_train/" + name));
+  ASSERT_EQ(got.size(), want.size()) << "token counts differ";
+  EXPECT_TRUE(got == want) << "train tokens differ from make_corpus.py's";
+}
+
+}  // namespace
+}  // namespace mor::io
