@@ -468,6 +468,92 @@ void load_rows(const Index& idx, const std::vector<LocalTensor>& mine) {
     fail(path, "holds " + std::to_string(idx.tensors.size()) + " tensors but this model has " + std::to_string(mine.size()));
 }
 
+bool load_own_shard(const Index& idx, const std::vector<LocalTensor>& mine, int rank, int world) {
+  const int W = (int)idx.files.size();
+  if (W != world) return false;
+  for (const auto& t : mine) {  // this rank must hold exactly shard `rank`'s rows of every tensor
+    int64_t a, b;
+    row_block(t.rows, rank, W, a, b);
+    if (a != t.row0 || b != t.row1) return false;
+  }
+  const std::string path = idx.dir + "/" + idx.files[rank];
+  // 1. where each row block lies in the file (contiguous datasets: one extent each)
+  struct Extent { uint64_t off, len; float* dst; };
+  std::vector<Extent> ext;
+  {
+    H5 f(open_file(path));
+    for (int g = 0; g < 3; ++g) {
+      H5 grp(H5Gopen2(f, kGroups[g], H5P_DEFAULT));
+      if (grp < 0) fail(path, std::string("group '") + kGroups[g] + "' is missing");
+      for (const auto& t : mine) {
+        if (t.row1 <= t.row0) continue;
+        float* dst = g == 0 ? t.param : g == 1 ? t.exp_avg : t.exp_avg_sq;
+        if (!dst) continue;
+        H5 d(H5Dopen2(grp, t.name.c_str(), H5P_DEFAULT));
+        if (d < 0) fail(path, "dataset '" + std::string(kGroups[g]) + "/" + t.name + "' is missing");
+        const haddr_t off = H5Dget_offset(d);
+        const uint64_t len = (uint64_t)(t.row1 - t.row0) * t.cols * sizeof(float);
+        if (off == HADDR_UNDEF || H5Dget_storage_size(d) != len)
+          fail(path, "dataset '" + std::string(kGroups[g]) + "/" + t.name + "' is not a contiguous block of the expected size");
+        ext.push_back({(uint64_t)off, len, dst});
+      }
+    }
+  }
+  std::sort(ext.begin(), ext.end(), [](const Extent& a, const Extent& b) { return a.off < b.off; });
+  // 2. one sequential pass: data straight into place, the rest into scratch, all hashed in file order
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) fail(path, "shard file is missing");
+  struct stat st;
+  ::fstat(fd, &st);
+  XXH3_state_t* hs = XXH3_createState();
+  XXH3_64bits_reset(hs);
+  std::vector<char> scratch(1 << 20);
+  auto read_into = [&](uint64_t off, uint64_t len, char* dst, bool use_scratch) {
+    while (len > 0) {
+      const uint64_t n = use_scratch ? std::min<uint64_t>(len, scratch.size()) : len;
+      char* p = use_scratch ? scratch.data() : dst;
+      uint64_t got = 0;
+      while (got < n) {
+        const ssize_t r = ::pread(fd, p + got, n - got, (off_t)(off + got));
+        if (r <= 0) {
+          ::close(fd);
+          XXH3_freeState(hs);
+          fail(path, "truncated (read failed at byte " + std::to_string(off + got) + ")");
+        }
+        got += (uint64_t)r;
+      }
+      XXH3_64bits_update(hs, p, n);
+      off += n;
+      len -= n;
+      if (!use_scratch) dst += n;
+    }
+  };
+  uint64_t pos = 0;
+  for (const Extent& e : ext) {
+    if (e.off < pos) fail(path, "overlapping datasets");
+    read_into(pos, e.off - pos, nullptr, true);
+    read_into(e.off, e.len, reinterpret_cast<char*>(e.dst), false);
+    pos = e.off + e.len;
+  }
+  if ((uint64_t)st.st_size > pos) read_into(pos, (uint64_t)st.st_size - pos, nullptr, true);
+  ::close(fd);
+  const uint64_t h = XXH3_64bits_digest(hs);
+  XXH3_freeState(hs);
+  if (h != idx.checksum[rank]) {
+    char b[128];
+    std::snprintf(b, sizeof b, "checksum mismatch (XXH3-64 %016llx, index.h5 records %016llx)", (unsigned long long)h,
+                  (unsigned long long)idx.checksum[rank]);
+    fail(path, b);
+  }
+  return true;
+}
+
+void check_present(const Index& idx) {
+  for (const auto& f : idx.files)
+    if (!exists(idx.dir + "/" + f)) fail(idx.dir + "/" + f, "shard file is missing");
+  check_coverage(idx.tensors, block_map(idx.tensors, (int)idx.files.size()), idx.dir + "/index.h5");
+}
+
 void convert(const std::string& in_dir, const std::string& out_dir, int shards, dist::Communicator& comm) {
   if (shards < 1) throw std::runtime_error("convert: --shards must be >= 1");
   const Index idx = read_index(in_dir);

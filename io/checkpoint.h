@@ -79,6 +79,13 @@ Index read_index(const std::string& dir);
 void verify(const Index& idx);
 // Fills mine[i].param/exp_avg/exp_avg_sq (rows row0..row1) from the checkpoint; names must exist with equal shapes.
 void load_rows(const Index& idx, const std::vector<LocalTensor>& mine);
+// Fast path when the checkpoint was written by the same number of ranks: rank r reads
+// its own shard file in ONE sequential pass, straight into `mine`, hashing it in file
+// order, and throws on a checksum mismatch (nothing loaded is used before that check
+// passes). Returns false (nothing read) when the row blocks do not line up.
+bool load_own_shard(const Index& idx, const std::vector<LocalTensor>& mine, int rank, int world);
+// Every shard file exists and the shard map covers every row once (no reading).
+void check_present(const Index& idx);
 
 // Offline re-sharding (mor-dist convert): streams tensor by tensor; under MPI the
 // output files are spread over ranks. Bit-identical tensors.

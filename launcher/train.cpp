@@ -233,22 +233,27 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
   if (!resume_dir.empty()) {
     const auto t_load = Clock::now();
     const ckpt::Index idx = ckpt::read_index(resume_dir);
-    if (lead) ckpt::verify(idx);  // presence + checksum of every shard before anything is read
-    comm.barrier();
-    const double t_verify = seconds_since(t_load);
+    ckpt::check_present(idx);  // a missing VDS source would silently read as fill values
     const std::string diff = config_difference(idx.state.model_config, rc.model.to_ini());
     if (!diff.empty()) throw std::runtime_error("checkpoint '" + resume_dir + "': model config differs: " + diff);
     if (idx.state.next_sample != (uint64_t)idx.state.step * tc.global_batch)
       throw ConfigError("train.global_batch", "is " + std::to_string(tc.global_batch) + " but checkpoint '" + resume_dir +
                                                   "' was trained with " +
                                                   std::to_string(idx.state.next_sample / std::max<int64_t>(1, idx.state.step)));
-    ckpt::load_rows(idx, local_tensors(model, sharded.get(), opt));
+    const auto mine = local_tensors(model, sharded.get(), opt);
+    // Same world size: each rank reads and verifies its own shard in one pass. Otherwise rank 0
+    // verifies every shard's checksum first, then each rank reads its rows through the VDS.
+    if (!ckpt::load_own_shard(idx, mine, rank, world)) {
+      if (lead) ckpt::verify(idx);
+      comm.barrier();
+      ckpt::load_rows(idx, mine);
+    }
     opt.steps_done = idx.state.adam_steps;
     start_step = idx.state.step;
     if (lead)
-      logf("resumed from %s: step %lld, next sample %llu (saved on %d rank%s, now %d) in %.2f s (verify %.2f s)\n",
+      logf("resumed from %s: step %lld, next sample %llu (saved on %d rank%s, now %d) in %.2f s\n",
                   resume_dir.c_str(), (long long)start_step, (unsigned long long)idx.state.next_sample,
-                  idx.state.world_size, idx.state.world_size > 1 ? "s" : "", world, seconds_since(t_load), t_verify);
+                  idx.state.world_size, idx.state.world_size > 1 ? "s" : "", world, seconds_since(t_load));
   } else if (lead && rc.ckpt.resume == "auto") {
     logf("no checkpoint under %s yet: starting fresh\n", rc.ckpt.dir.c_str());
   }

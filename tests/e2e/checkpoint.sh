@@ -126,6 +126,10 @@ mk; echo step_00000099 > "$WORK/bad/latest"
 expect_fail "latest': points to 'step_00000099', which is not a complete checkpoint" resume_bad
 mk; truncate -s 100 "$WORK/bad/step_00000003/index.h5"
 expect_fail "index.h5': not a readable HDF5 file" resume_bad
+# same world size takes the one-pass path (each rank hashes its own shard while reading it)
+rm -rf "$WORK/bad1"; mkdir -p "$WORK/bad1"; cp -r "$WORK/ckk/step_00000006" "$WORK/bad1/"; echo step_00000006 > "$WORK/bad1/latest"
+printf '\x42' | dd of="$WORK/bad1/step_00000006/shard_00000_of_00001.h5" bs=1 seek=300000 conv=notrunc 2>/dev/null
+expect_fail "shard_00000_of_00001.h5': checksum mismatch" run 1 "${train[@]}" --train.steps 8 --ckpt.dir "$WORK/bad1" --resume auto
 expect_fail "already exists: convert never overwrites" run 1 convert --in "$good" --out "$WORK/c3" --shards 2
 "$MOR_BIN" inspect "$good" | grep -q verified || fail "the good checkpoint was damaged"
 echo "checkpoint: all checks passed"
