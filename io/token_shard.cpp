@@ -83,9 +83,8 @@ uint64_t first_bad_token(const T* tok, uint64_t n, uint32_t vocab) {
   return n;
 }
 
-}  // namespace
-
-ShardHeader read_shard_header(const std::string& path) {
+// Opens a regular file read-only and returns its descriptor and size; errors name the file.
+int open_regular(const std::string& path, uint64_t& bytes) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw std::runtime_error(shard_err(path, "cannot open: " + errno_str()));
   struct stat st {};
@@ -94,11 +93,19 @@ ShardHeader read_shard_header(const std::string& path) {
     ::close(fd);
     throw std::runtime_error(shard_err(path, "cannot stat: " + e));
   }
-  const uint64_t bytes = static_cast<uint64_t>(st.st_size);
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
     throw std::runtime_error(shard_err(path, "not a regular file"));
   }
+  bytes = static_cast<uint64_t>(st.st_size);
+  return fd;
+}
+
+}  // namespace
+
+ShardHeader read_shard_header(const std::string& path) {
+  uint64_t bytes = 0;
+  const int fd = open_regular(path, bytes);
   if (bytes < kShardHeaderBytes) {
     ::close(fd);
     throw std::runtime_error(shard_err(path, "truncated header: file has " +
@@ -115,19 +122,8 @@ ShardHeader read_shard_header(const std::string& path) {
 }
 
 TokenShard::TokenShard(const std::string& path, uint32_t vocab_size) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw std::runtime_error(shard_err(path, "cannot open: " + errno_str()));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const std::string e = errno_str();
-    ::close(fd);
-    throw std::runtime_error(shard_err(path, "cannot stat: " + e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw std::runtime_error(shard_err(path, "not a regular file"));
-  }
-  const uint64_t bytes = static_cast<uint64_t>(st.st_size);
+  uint64_t bytes = 0;
+  const int fd = open_regular(path, bytes);
   if (bytes < kShardHeaderBytes) {
     ::close(fd);
     throw std::runtime_error(shard_err(path, "truncated header: file has " +
