@@ -186,11 +186,14 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
   if (rc.data.train.empty()) throw ConfigError("data.train", "is required (a glob of token shards)");
   kern::set_num_threads(tc.threads > 0 ? tc.threads : default_threads());
 
+  // Resolved first: a resumed run reads every parameter from the checkpoint, so it skips the init.
+  const std::string resume_dir = rc.ckpt.resume.empty() ? "" : ckpt::resolve(rc.ckpt.dir, rc.ckpt.resume);
+
   // Every rank builds the same full model (seeded init or a .mort file), then
   // keeps only its shards when sharded (W > 1).
   Model model(rc.model);
-  if (!tc.init_params.empty()) import_params(model, io::read_mort(tc.init_params), tc.init_params);
-  else model.init(tc.seed);
+  if (resume_dir.empty() && !tc.init_params.empty()) import_params(model, io::read_mort(tc.init_params), tc.init_params);
+  else if (resume_dir.empty()) model.init(tc.seed);
   std::unique_ptr<dist::ShardedParams> sharded;
   if (world > 1) {
     sharded = std::make_unique<dist::ShardedParams>(
@@ -229,7 +232,6 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
 
   // Resume: the whole training state from an HDF5 checkpoint, on any world size.
   int64_t start_step = 0;
-  const std::string resume_dir = rc.ckpt.resume.empty() ? "" : ckpt::resolve(rc.ckpt.dir, rc.ckpt.resume);
   if (!resume_dir.empty()) {
     const auto t_load = Clock::now();
     const ckpt::Index idx = ckpt::read_index(resume_dir);
@@ -269,7 +271,8 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     st.model_config = rc.model.to_ini();
     st.run_config = rc.command_line;
     const auto t = Clock::now();
-    const std::string dir = ckpt::save(rc.ckpt.dir, st, local_tensors(model, sharded.get(), opt), comm, rc.ckpt.keep_last);
+    const std::string dir = ckpt::save(rc.ckpt.dir, st, local_tensors(model, sharded.get(), opt), comm, rc.ckpt.keep_last,
+                                         rc.ckpt.direct_io);
     if (lead) logf("saved checkpoint %s in %.2f s\n", dir.c_str(), seconds_since(t));
     std::fflush(stdout);
   };

@@ -131,15 +131,17 @@ int64_t analytic_param_count(const ModelConfig& c) {
 }
 
 void init_params(float* a, const ParamLayout& lay, const ModelConfig& c, uint64_t seed) {
+  // One stream per tensor: adding a tensor never changes the others' values, and tensors can be
+  // filled in parallel without the values depending on the thread count.
+#pragma omp parallel for schedule(dynamic, 1)
   for (size_t t = 0; t < lay.tensors.size(); ++t) {
     const TensorInfo& ti = lay.tensors[t];
     if (ti.is_1d) {
       for (int64_t i = 0; i < ti.numel(); ++i) a[ti.offset + i] = 1.f;
-      continue;
+    } else {
+      Rng rng(seed, 0x9a3a0000ull + t);
+      for (int64_t i = 0; i < ti.numel(); ++i) a[ti.offset + i] = (float)(rng.normal() * c.init_std);
     }
-    // One stream per tensor: adding a tensor never changes the others' values.
-    Rng rng(seed, 0x9a3a0000ull + t);
-    for (int64_t i = 0; i < ti.numel(); ++i) a[ti.offset + i] = (float)(rng.normal() * c.init_std);
   }
 }
 
