@@ -67,8 +67,9 @@ struct Index {
 
 // Collective: every rank passes its row blocks; returns the checkpoint directory.
 // keep_last >= 2 complete checkpoints are kept (older ones are removed after `latest` moves).
+// direct_io: shard files are written with O_DIRECT where the file system accepts it.
 std::string save(const std::string& root, const TrainState& st, const std::vector<LocalTensor>& mine,
-                 dist::Communicator& comm, int keep_last);
+                 dist::Communicator& comm, int keep_last, bool direct_io = true);
 
 // "auto" → ROOT/latest (or "" when ROOT has no checkpoint yet); anything else is a checkpoint dir.
 std::string resolve(const std::string& root, const std::string& spec);

@@ -1,0 +1,218 @@
+#include "io/shard_stream.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <thread>
+
+namespace mor::ckpt {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& file, const std::string& what) {
+  throw std::runtime_error("checkpoint '" + file + "': " + what);
+}
+
+constexpr uint64_t kPiece = 16ull << 20;  // unit of I/O: big enough for deep disk queues
+constexpr uint64_t kAlign = 4096;         // O_DIRECT: offsets, lengths and buffers
+
+struct Hasher {
+  XXH3_state_t* s = XXH3_createState();
+  Hasher() { XXH3_64bits_reset(s); }
+  ~Hasher() { XXH3_freeState(s); }
+  void add(const void* p, size_t n) { XXH3_64bits_update(s, p, n); }
+  uint64_t digest() const { return XXH3_64bits_digest(s); }
+};
+
+uint64_t file_size(int fd) {
+  struct stat st;
+  ::fstat(fd, &st);
+  return (uint64_t)st.st_size;
+}
+
+// The spans sorted, checked, and completed by the gaps between them: the file cut into
+// [off, off + len) pieces in order; gap pieces have mem == nullptr.
+std::vector<Span> cover(std::vector<Span> spans, uint64_t size, const std::string& path) {
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.off < b.off; });
+  std::vector<Span> out;
+  uint64_t pos = 0;
+  for (const Span& s : spans) {
+    if (s.len == 0) continue;
+    if (s.off < pos) fail(path, "overlapping datasets");
+    if (s.off > pos) out.push_back({pos, s.off - pos, nullptr});
+    out.push_back(s);
+    pos = s.off + s.len;
+  }
+  if (size > pos) out.push_back({pos, size - pos, nullptr});
+  return out;
+}
+
+void pread_all(int fd, char* dst, uint64_t len, uint64_t off, const std::string& path) {
+  for (uint64_t got = 0; got < len;) {
+    const ssize_t r = ::pread(fd, dst + got, len - got, (off_t)(off + got));
+    if (r <= 0) fail(path, "truncated (read failed at byte " + std::to_string(off + got) + ")");
+    got += (uint64_t)r;
+  }
+}
+
+struct Free {
+  void operator()(char* p) const { std::free(p); }
+};
+std::unique_ptr<char, Free> aligned_buffer(size_t n) {
+  void* p = nullptr;
+  if (posix_memalign(&p, kAlign, n) != 0) throw std::bad_alloc();
+  return std::unique_ptr<char, Free>(static_cast<char*>(p));
+}
+
+}  // namespace
+
+uint64_t stream_write(const std::string& path, std::vector<Span> spans, bool try_direct, bool* used_direct) {
+  const int rfd = ::open(path.c_str(), O_RDONLY);
+  if (rfd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  const uint64_t size = file_size(rfd);
+  const std::vector<Span> pieces = cover(std::move(spans), size, path);
+  if (!pieces.empty() && pieces.back().off + pieces.back().len > size) {
+    ::close(rfd);
+    fail(path, "a dataset lies past the end of the file");
+  }
+  // The library's metadata (the gaps, ~1 MB) is read once, before any byte is overwritten.
+  std::vector<std::vector<char>> meta;
+  try {
+    for (const Span& p : pieces)
+      if (!p.mem) pread_all(rfd, meta.emplace_back(p.len).data(), p.len, p.off, path);
+  } catch (...) {
+    ::close(rfd);
+    throw;
+  }
+  ::close(rfd);
+
+  // O_DIRECT: the bytes go from our buffers to the disk, with no page cache to fill (on VMs and
+  // busy nodes, fresh page-cache pages cost more than the copy). tmpfs and some others refuse it.
+  bool direct = try_direct;
+  int fd = direct ? ::open(path.c_str(), O_WRONLY | O_DIRECT) : -1;
+  if (fd < 0) direct = false, fd = ::open(path.c_str(), O_WRONLY);
+  if (fd < 0) fail(path, std::string("cannot open for writing: ") + std::strerror(errno));
+  if (used_direct) *used_direct = direct;
+
+  // Window after window: this thread assembles and hashes window k+1 while a writer writes k.
+  const auto buf0 = aligned_buffer(kPiece), buf1 = aligned_buffer(kPiece);
+  char* const bufs[2] = {buf0.get(), buf1.get()};
+  Hasher hash;
+  std::thread writer;
+  int write_errno = 0;
+  auto join_writer = [&] {
+    if (writer.joinable()) writer.join();
+  };
+  size_t pi = 0, mi = 0;  // first piece not yet fully copied; gap pieces seen so far
+  uint64_t consumed = 0;   // bytes of piece pi already copied
+  for (uint64_t w = 0, k = 0; w < size; w += kPiece, ++k) {
+    const uint64_t n = std::min(kPiece, size - w);
+    char* b = bufs[k & 1];
+    for (uint64_t filled = 0; filled < n;) {
+      const Span& p = pieces[pi];
+      const uint64_t take = std::min(p.len - consumed, n - filled);
+      const char* src = p.mem ? p.mem + consumed : meta[mi].data() + consumed;
+      std::memcpy(b + filled, src, take);
+      filled += take;
+      consumed += take;
+      if (consumed == p.len) {
+        if (!p.mem) ++mi;
+        ++pi;
+        consumed = 0;
+      }
+    }
+    hash.add(b, n);
+    const uint64_t len = direct ? (n + kAlign - 1) / kAlign * kAlign : n;
+    std::memset(b + n, 0, len - n);  // O_DIRECT writes whole blocks; the file is cut back below
+    join_writer();                   // the other buffer's write is done: this one may go
+    if (write_errno) break;
+    writer = std::thread([&, b, len, w] {
+      for (uint64_t put = 0; put < len;) {
+        const ssize_t r = ::pwrite(fd, b + put, len - put, (off_t)(w + put));
+        if (r <= 0) {
+          write_errno = r < 0 ? errno : EIO;
+          return;
+        }
+        put += (uint64_t)r;
+      }
+    });
+  }
+  join_writer();
+  int e = write_errno;
+  if (!e && direct && ::ftruncate(fd, (off_t)size) != 0) e = errno;
+  if (!e && ::fsync(fd) != 0) e = errno;
+  ::close(fd);
+  if (e) fail(path, std::string("write failed: ") + std::strerror(e));
+  return hash.digest();
+}
+
+uint64_t stream_read(const std::string& path, std::vector<Span> spans) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) fail(path, "shard file is missing");
+  const uint64_t size = file_size(fd);
+  std::vector<Span> pieces;
+  try {
+    pieces = cover(std::move(spans), size, path);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  // Gaps (HDF5 metadata) into scratch; everything cut into pieces of at most kPiece.
+  uint64_t gap_bytes = 0;
+  for (const Span& p : pieces) gap_bytes += p.mem ? 0 : p.len;
+  std::vector<char> gaps(gap_bytes);
+  std::vector<Span> io;
+  char* gap = gaps.data();
+  for (const Span& p : pieces) {
+    char* mem = p.mem ? p.mem : gap;
+    if (!p.mem) gap += p.len;
+    for (uint64_t done = 0; done < p.len; done += kPiece) io.push_back({p.off + done, std::min(kPiece, p.len - done), mem + done});
+  }
+  // A reader thread reads ahead (and tells the kernel to read a window further ahead: deep I/O
+  // queues are what make a cold read fast on networked and virtual disks) while this thread
+  // hashes what has arrived, in file order.
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  const size_t kFailed = io.size() + 1;
+  std::atomic<size_t> ready{0};  // pieces [0, ready) are in memory; kFailed after a short read
+  std::string error;
+  std::thread reader([&] {
+    constexpr uint64_t kWindow = 8 * kPiece;
+    uint64_t advised = 0;
+    for (size_t i = 0; i < io.size(); ++i) {
+      for (; advised < std::min(size, io[i].off + kWindow); advised += kPiece)
+        ::posix_fadvise(fd, (off_t)advised, (off_t)kPiece, POSIX_FADV_WILLNEED);
+      try {
+        pread_all(fd, io[i].mem, io[i].len, io[i].off, path);
+      } catch (const std::exception& e) {
+        error = e.what();
+        ready.store(kFailed, std::memory_order_release);
+        ready.notify_all();
+        return;
+      }
+      ready.store(i + 1, std::memory_order_release);
+      ready.notify_all();
+    }
+  });
+  Hasher hash;
+  for (size_t i = 0; i < io.size(); ++i) {
+    size_t r;
+    while ((r = ready.load(std::memory_order_acquire)) <= i) ready.wait(r);
+    if (r == kFailed) break;
+    hash.add(io[i].mem, io[i].len);
+  }
+  reader.join();
+  ::close(fd);
+  if (!error.empty()) throw std::runtime_error(error);
+  return hash.digest();
+}
+
+}  // namespace mor::ckpt
