@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/vec_math.h"
 #include "kernels/kernels.h"
 
 namespace mor::kern {
@@ -66,11 +67,9 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
         const int n = vis[i];
         float mx = -INFINITY;
         for (int j = 0; j < n; ++j) mx = p[j] > mx ? p[j] : mx;
-        float sum = 0.f;
-        for (int j = 0; j < n; ++j) {
-          p[j] = std::exp(p[j] - mx);
-          sum += p[j];
-        }
+#pragma omp simd
+        for (int j = 0; j < n; ++j) p[j] = fast_exp(p[j] - mx);
+        const float sum = sum_row(p, n);
         const float inv = n > 0 ? 1.f / sum : 0.f;
         for (int j = 0; j < n; ++j) p[j] *= inv;
         for (int j = n; j < kn; ++j) p[j] = 0.f;
@@ -120,7 +119,8 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
           float* p = P.data() + (int64_t)i * kn;
           const float l = lse[(int64_t)h * nq + i0 + i];
           const int n = vis[i0 + i];
-          for (int j = 0; j < n; ++j) p[j] = std::exp(p[j] - l);
+#pragma omp simd
+          for (int j = 0; j < n; ++j) p[j] = fast_exp(p[j] - l);
           for (int j = n; j < kn; ++j) p[j] = 0.f;
         }
         // dV += P^T dO ; dP = dO V^T

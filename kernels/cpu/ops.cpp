@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/vec_math.h"
 #include "kernels/kernels.h"
 
 namespace mor::kern {
@@ -85,7 +86,7 @@ void rope_backward(float* dx, const int* pos, int n, int n_heads, const RopeTabl
 void swiglu_forward(float* h, const float* g, const float* u, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n >= 65536)
   for (int64_t i = 0; i < n; ++i) {
-    float s = g[i] / (1.f + std::exp(-g[i]));
+    float s = g[i] / (1.f + fast_exp(-g[i]));
     h[i] = s * u[i];
   }
 }
@@ -93,7 +94,7 @@ void swiglu_forward(float* h, const float* g, const float* u, int64_t n) {
 void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n >= 65536)
   for (int64_t i = 0; i < n; ++i) {
-    float sig = 1.f / (1.f + std::exp(-g[i]));
+    float sig = 1.f / (1.f + fast_exp(-g[i]));
     float silu = g[i] * sig;
     du[i] = dh[i] * silu;
     dg[i] = dh[i] * u[i] * sig * (1.f + g[i] * (1.f - sig));
@@ -109,11 +110,9 @@ double softmax_xent(float* logits, const int32_t* targets, int n, int V, float s
     for (int j = 1; j < V; ++j) mx = l[j] > mx ? l[j] : mx;
     const int tgt = targets[i];
     const float target_logit = l[tgt];
-    float sum = 0.f;
-    for (int j = 0; j < V; ++j) {
-      l[j] = std::exp(l[j] - mx);
-      sum += l[j];
-    }
+#pragma omp simd
+    for (int j = 0; j < V; ++j) l[j] = fast_exp(l[j] - mx);
+    const float sum = sum_row(l, V);
     row_loss[i] = std::log((double)sum) + mx - target_logit;
     float inv = scale / sum;
     for (int j = 0; j < V; ++j) l[j] *= inv;
