@@ -101,11 +101,12 @@ PYEOF
 requeue)
   # The first run must outlive the warning: slurmctld checks time limits every 30 s, so
   # with --time=1 --signal=B:USR1@50 SIGUSR1 comes 0-30 s after the start. Its steps are
-  # made slow with a validation pass of 192 windows after every step (~2.5 s per step
-  # here, 24 steps ~ 60 s), set in a copy of the config so that the requeued run (the
-  # config is read again) evaluates only at the end. Evaluation does not touch the
-  # training state: the uninterrupted reference run skips it and must match bit for bit.
-  S=24
+  # made slow with a validation pass of 192 windows after every step (~1.5-2.5 s per step
+  # here; 60 steps, so the warning comes well before the end even on a faster machine),
+  # set in a copy of the config so that the requeued run (the config is read again)
+  # evaluates only at the end. Evaluation does not touch the training state: the
+  # uninterrupted reference run skips it and must match bit for bit.
+  S=60
   ck=$WORK/ck; out=$WORK/job.out; cfg=$WORK/tiny_mor_slow.ini
   sed -e 's/^eval_every = .*/eval_every = 1/' -e 's/^eval_samples = .*/eval_samples = 192/' "$MOR_CONFIG" > "$cfg"
   grep -q '^eval_every = 1$' "$cfg" || fail "could not set eval_every in $cfg"
