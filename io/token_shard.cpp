@@ -83,8 +83,9 @@ uint64_t first_bad_token(const T* tok, uint64_t n, uint32_t vocab) {
   return n;
 }
 
-// Opens a regular file read-only and returns its descriptor and size; errors name the file.
-int open_regular(const std::string& path, uint64_t& bytes) {
+// Opens a shard read-only and returns its descriptor and size; errors name the file: not there,
+// not a regular file, or too short to hold the header.
+int open_shard_file(const std::string& path, uint64_t& bytes) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw std::runtime_error(shard_err(path, "cannot open: " + errno_str()));
   struct stat st {};
@@ -98,6 +99,12 @@ int open_regular(const std::string& path, uint64_t& bytes) {
     throw std::runtime_error(shard_err(path, "not a regular file"));
   }
   bytes = static_cast<uint64_t>(st.st_size);
+  if (bytes < kShardHeaderBytes) {
+    ::close(fd);
+    throw std::runtime_error(shard_err(path, "truncated header: file has " +
+                                                 std::to_string(bytes) +
+                                                 " bytes, the header alone needs 1024"));
+  }
   return fd;
 }
 
@@ -105,13 +112,7 @@ int open_regular(const std::string& path, uint64_t& bytes) {
 
 ShardHeader read_shard_header(const std::string& path) {
   uint64_t bytes = 0;
-  const int fd = open_regular(path, bytes);
-  if (bytes < kShardHeaderBytes) {
-    ::close(fd);
-    throw std::runtime_error(shard_err(path, "truncated header: file has " +
-                                                 std::to_string(bytes) +
-                                                 " bytes, the header alone needs 1024"));
-  }
+  const int fd = open_shard_file(path, bytes);
   int32_t h[kShardHeaderInts];
   const ssize_t got = ::pread(fd, h, kShardHeaderBytes, 0);
   const std::string e = got < 0 ? errno_str() : "short read";
@@ -123,13 +124,7 @@ ShardHeader read_shard_header(const std::string& path) {
 
 TokenShard::TokenShard(const std::string& path, uint32_t vocab_size) : path_(path) {
   uint64_t bytes = 0;
-  const int fd = open_regular(path, bytes);
-  if (bytes < kShardHeaderBytes) {
-    ::close(fd);
-    throw std::runtime_error(shard_err(path, "truncated header: file has " +
-                                                 std::to_string(bytes) +
-                                                 " bytes, the header alone needs 1024"));
-  }
+  const int fd = open_shard_file(path, bytes);
   void* p = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
   const std::string map_errno = p == MAP_FAILED ? errno_str() : "";
   ::close(fd);  // the mapping keeps the file open

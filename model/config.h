@@ -43,7 +43,7 @@ struct ModelConfig {
   int n_recursions = 1;
   RouterKind router = RouterKind::None;
   KvMode kv_mode = KvMode::Recursion;
-  std::vector<double> capacity;  // expert: c_r; empty = (N_r - r) / N_r
+  std::vector<double> capacity{};  // expert: c_r; empty = (N_r - r) / N_r
   float ec_alpha = 0.1f;
   float aux_coeff = 0.001f;
   float ec_z_coeff = 0.f;

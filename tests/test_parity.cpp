@@ -43,20 +43,10 @@ class Parity : public ::testing::TestWithParam<Case> {};
 
 TEST_P(Parity, LossGradientsAndRoutingMatchPyTorch) {
   const Case& k = GetParam();
-  ModelConfig c;
-  c.vocab_size = 61;
-  c.d_model = 32;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.d_ff = 48;
-  c.seq_len = 16;
-  c.sharing = k.sharing;
-  c.n_recursions = k.n_rec;
-  c.n_layers = k.n_layers;
-  c.router = k.router;
-  c.kv_mode = k.kv;
-  c.init_std = 0.1f;
-  c.ec_z_coeff = 1e-3f;  // exercise every loss term
+  const ModelConfig c{.vocab_size = 61, .d_model = 32, .n_heads = 4, .n_kv_heads = 2, .d_ff = 48,
+                      .n_layers = k.n_layers, .seq_len = 16, .init_std = 0.1f, .sharing = k.sharing,
+                      .n_recursions = k.n_rec, .router = k.router, .kv_mode = k.kv,
+                      .ec_z_coeff = 1e-3f};  // exercise every loss term
   Model m(c);
   m.init(99);
   const int n_seq = 3;
