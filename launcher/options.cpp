@@ -175,7 +175,10 @@ bool parse_run_config(int argc, char** argv, RunConfig& rc, const char* usage) {
   if (vm.count("resume")) rc.ckpt.resume = resume;
   if (vm.count("save-every")) rc.ckpt.save_every = to_int(save_every, "save-every");
   if (vm.count("keep-last")) rc.ckpt.keep_last = to_int(keep_last, "keep-last");
-  for (int i = 0; i < argc; ++i) rc.command_line += (i ? " " : "") + std::string(argv[i]);
+  for (int i = 0; i < argc; ++i) {
+    if (i) rc.command_line += ' ';
+    rc.command_line += argv[i];
+  }
   finish(tab, rc);
   return true;
 }
