@@ -80,6 +80,7 @@ std::unique_ptr<char, Free> aligned_buffer(size_t n) {
 }  // namespace
 
 uint64_t stream_write(const std::string& path, std::vector<Span> spans, bool try_direct, bool* used_direct) {
+  std::vector<Span> spans_copy = try_direct ? spans : std::vector<Span>{};  // for the fallback below
   const int rfd = ::open(path.c_str(), O_RDONLY);
   if (rfd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
   const uint64_t size = file_size(rfd);
@@ -155,6 +156,9 @@ uint64_t stream_write(const std::string& path, std::vector<Span> spans, bool try
   if (!e && direct && ::ftruncate(fd, (off_t)size) != 0) e = errno;
   if (!e && ::fsync(fd) != 0) e = errno;
   ::close(fd);
+  // A file system that opens with O_DIRECT but wants other alignments says EINVAL: write the
+  // image again through the page cache (what is on disk so far is already the image's bytes).
+  if (e == EINVAL && direct) return stream_write(path, std::move(spans_copy), false, used_direct);
   if (e) fail(path, std::string("write failed: ") + std::strerror(e));
   return hash.digest();
 }
