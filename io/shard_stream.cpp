@@ -158,7 +158,8 @@ uint64_t stream_write(const std::string& path, std::vector<Span> spans, bool try
   ::close(fd);
   // A file system that opens with O_DIRECT but wants other alignments says EINVAL: write the
   // image again through the page cache (what is on disk so far is already the image's bytes).
-  if (e == EINVAL && direct) return stream_write(path, std::move(spans_copy), false, used_direct);
+  if (e == EINVAL && direct && ::truncate(path.c_str(), (off_t)size) == 0)
+    return stream_write(path, std::move(spans_copy), false, used_direct);
   if (e) fail(path, std::string("write failed: ") + std::strerror(e));
   return hash.digest();
 }
