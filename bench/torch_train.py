@@ -285,25 +285,21 @@ def cmd_sgemm(a):
     n = a.n
     fl = 2.0 * n ** 3
     res = {"n": n, "threads": torch.get_num_threads()}
+    def rates(matmul):  # GFLOP/s of a.reps runs after 3 warm-up runs
+        out = []
+        for i in range(a.reps + 3):
+            t = time.perf_counter()
+            matmul()
+            dt = time.perf_counter() - t
+            if i >= 3:
+                out.append(fl / dt / 1e9)
+        return max(out), statistics.median(out)
+
     x, y = torch.randn(n, n), torch.randn(n, n)
     z = torch.empty(n, n)
-    rates = []
-    for i in range(a.reps + 3):
-        t = time.perf_counter()
-        torch.matmul(x, y, out=z)
-        dt = time.perf_counter() - t
-        if i >= 3:
-            rates.append(fl / dt / 1e9)
-    res["torch_best"], res["torch_median"] = max(rates), statistics.median(rates)
+    res["torch_best"], res["torch_median"] = rates(lambda: torch.matmul(x, y, out=z))
     xn, yn, zn = x.numpy(), y.numpy(), np.empty((n, n), np.float32)
-    rates = []
-    for i in range(a.reps + 3):
-        t = time.perf_counter()
-        np.matmul(xn, yn, out=zn)
-        dt = time.perf_counter() - t
-        if i >= 3:
-            rates.append(fl / dt / 1e9)
-    res["numpy_best"], res["numpy_median"] = max(rates), statistics.median(rates)
+    res["numpy_best"], res["numpy_median"] = rates(lambda: np.matmul(xn, yn, out=zn))
     res["blas"] = blas_info()
     print(json.dumps(res))
 

@@ -43,29 +43,28 @@ void prepare_split(const TempDir& dir, const std::string& split, int threads) {
   EXPECT_EQ(r.shards.size(), 1u);
 }
 
+// `prepare` on one split (2 threads) writes shard `name` byte for byte as make_corpus.py did.
+void expect_split_matches(const TempDir& dir, const std::string& split, const std::string& name) {
+  prepare_split(dir, split, 2);
+  const auto want = read_bytes(kCorpus + "/" + name);
+  const auto got = read_bytes(dir.file("out_" + split + "/" + name));
+  ASSERT_EQ(got.size(), want.size()) << "token counts differ";
+  EXPECT_TRUE(got == want) << split << " tokens differ from make_corpus.py's";
+}
+
 TEST(PrepareCorpus, MatchesMakeCorpusPythonTokenizer) {
   const Tokenizer tok = Tokenizer::from_file(kCorpus + "/tokenizer.json");
   EXPECT_EQ(tok.vocab_size(), 1024u);
   EXPECT_EQ(tok.eot_id(), 0u);
   TempDir dir;
-  prepare_split(dir, "val", 2);
-  const std::string name = "edu_fineweb_val_000000.bin";
-  const auto want = read_bytes(kCorpus + "/" + name);
-  const auto got = read_bytes(dir.file("out_val/" + name));
-  ASSERT_EQ(got.size(), want.size()) << "token counts differ";
-  EXPECT_TRUE(got == want) << "val tokens differ from make_corpus.py's";
-  const TokenShard s(dir.file("out_val/" + name), 1024);
+  expect_split_matches(dir, "val", "edu_fineweb_val_000000.bin");
+  const TokenShard s(dir.file("out_val/edu_fineweb_val_000000.bin"), 1024);
   EXPECT_GT(s.size(), 50000u);
 }
 
 TEST(PrepareCorpus, TrainSplitMatchesToo) {
   TempDir dir;
-  prepare_split(dir, "train", 2);
-  const std::string name = "edu_fineweb_train_000001.bin";
-  const auto want = read_bytes(kCorpus + "/" + name);
-  const auto got = read_bytes(dir.file("out_train/" + name));
-  ASSERT_EQ(got.size(), want.size()) << "token counts differ";
-  EXPECT_TRUE(got == want) << "train tokens differ from make_corpus.py's";
+  expect_split_matches(dir, "train", "edu_fineweb_train_000001.bin");
 }
 
 }  // namespace
