@@ -488,7 +488,7 @@ void load_rows(const Index& idx, const std::vector<LocalTensor>& mine) {
     fail(path, "holds " + std::to_string(idx.tensors.size()) + " tensors but this model has " + std::to_string(mine.size()));
 }
 
-bool load_own_shard(const Index& idx, const std::vector<LocalTensor>& mine, int rank, int world) {
+bool load_own_shard(const Index& idx, const std::vector<LocalTensor>& mine, int rank, int world, bool direct_io) {
   const int W = (int)idx.files.size();
   if (W != world) return false;
   for (const auto& t : mine) {  // this rank must hold exactly shard `rank`'s rows of every tensor
@@ -519,7 +519,7 @@ bool load_own_shard(const Index& idx, const std::vector<LocalTensor>& mine, int 
     }
   }
   // 2. one sequential pass: row blocks straight into place, everything hashed
-  const uint64_t h = stream_read(path, std::move(ext));
+  const uint64_t h = stream_read(path, std::move(ext), direct_io);
   if (h != idx.checksum[rank]) {
     char b[128];
     std::snprintf(b, sizeof b, "checksum mismatch (XXH3-64 %016llx, index.h5 records %016llx)", (unsigned long long)h,

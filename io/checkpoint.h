@@ -83,8 +83,9 @@ void load_rows(const Index& idx, const std::vector<LocalTensor>& mine);
 // Fast path when the checkpoint was written by the same number of ranks: rank r reads
 // its own shard file in ONE sequential pass, straight into `mine`, hashing it in file
 // order, and throws on a checksum mismatch (nothing loaded is used before that check
-// passes). Returns false (nothing read) when the row blocks do not line up.
-bool load_own_shard(const Index& idx, const std::vector<LocalTensor>& mine, int rank, int world);
+// passes). Returns false (nothing read) when the row blocks do not line up. direct_io: read
+// with O_DIRECT where the file system accepts it.
+bool load_own_shard(const Index& idx, const std::vector<LocalTensor>& mine, int rank, int world, bool direct_io = true);
 // Every shard file exists and the shard map covers every row once (no reading).
 void check_present(const Index& idx);
 

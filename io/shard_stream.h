@@ -28,6 +28,9 @@ uint64_t stream_write(const std::string& path, std::vector<Span> spans, bool try
 
 // Reads the whole file `path` front to back: the spans' bytes into memory, the rest only hashed.
 // Returns the XXH3-64 of the complete file; throws naming the file if it is shorter than a span.
-uint64_t stream_read(const std::string& path, std::vector<Span> spans);
+// Uses O_DIRECT when the file system accepts it (try_direct = false: always the page cache);
+// *used_direct (if given) tells which way the bytes came.
+uint64_t stream_read(const std::string& path, std::vector<Span> spans, bool try_direct = true,
+                     bool* used_direct = nullptr);
 
 }  // namespace mor::ckpt

@@ -80,7 +80,7 @@ OptionTable::OptionTable(RunConfig& rc) {
     ("ckpt.save_every", po::value(&k.save_every)->default_value(k.save_every), "steps between checkpoints (0 = at the end / on signal only)")
     ("ckpt.keep_last", po::value(&k.keep_last)->default_value(k.keep_last), "complete checkpoints to keep (>= 2)")
     ("ckpt.direct_io", po::value(&k.direct_io)->default_value(k.direct_io),
-     "write shard files with O_DIRECT (no page cache) where the file system accepts it; else buffered")
+     "write shard files, and read them back on a same-world-size resume, with O_DIRECT (no page cache) where the file system accepts it; false = buffered")
     ("ckpt.resume", po::value(&k.resume)->default_value(k.resume), "auto | CHECKPOINT_DIR | empty (fresh start)");
 }
 

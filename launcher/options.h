@@ -41,7 +41,7 @@ struct CkptConfig {
   std::string dir;         // checkpoint root ("" = no checkpoints)
   int save_every = 0;      // steps between saves (0 = only at the end and on a signal)
   int keep_last = 2;       // complete checkpoints kept (>= 2)
-  bool direct_io = true;   // write shards with O_DIRECT where the file system takes it
+  bool direct_io = true;   // write/read shards with O_DIRECT where the file system takes it
   std::string resume;      // "auto" (latest under dir, if any) | a checkpoint directory | "" (fresh)
 };
 

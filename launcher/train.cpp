@@ -245,7 +245,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     const auto mine = local_tensors(model, sharded.get(), opt);
     // Same world size: each rank reads and verifies its own shard in one pass. Otherwise rank 0
     // verifies every shard's checksum first, then each rank reads its rows through the VDS.
-    if (!ckpt::load_own_shard(idx, mine, rank, world)) {
+    if (!ckpt::load_own_shard(idx, mine, rank, world, rc.ckpt.direct_io)) {
       if (lead) ckpt::verify(idx);
       comm.barrier();
       ckpt::load_rows(idx, mine);

@@ -1,5 +1,5 @@
 // stream_write / stream_read: the exact file bytes, the XXH3-64 of the whole file, both the
-// O_DIRECT path (a disk file system) and buffered writes (--ckpt.direct_io false, and the
+// O_DIRECT paths (a disk file system) and buffered I/O (--ckpt.direct_io false, and the
 // fallback on file systems that refuse O_DIRECT).
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -39,11 +39,14 @@ struct Layout {
   std::vector<std::vector<char>> data;         // the spans' bytes
   std::vector<std::pair<uint64_t, uint64_t>> at;  // (off, len) per span
 };
-Layout make_layout() {
+// windows = 2: a 32 MiB file; larger: one more, longer span per extra window, so that reads
+// run through more windows than the reader has buffers (4).
+Layout make_layout(uint64_t windows = 2) {
   Layout l;
-  const uint64_t size = (16u << 20) * 2 + 12345;
+  const uint64_t w = 16u << 20, size = w * windows + 12345;
   l.expected = random_bytes(size, 1);
-  l.at = {{1000, 5000}, {6000, (16u << 20) + 777}, {(16u << 20) + 20000, 3}, {(16u << 20) * 2, 12000}};
+  l.at = {{1000, 5000}, {6000, w + 777}, {w + 20000, 3}, {w * 2, 12000}};
+  if (windows > 2) l.at.push_back({w * 2 + 12000 + 4097, w * (windows - 2) - 4097});
   for (size_t i = 0; i < l.at.size(); ++i) {
     l.data.push_back(random_bytes(l.at[i].second, 10 + (unsigned)i));
     std::copy(l.data[i].begin(), l.data[i].end(), l.expected.begin() + (long)l.at[i].first);
@@ -52,9 +55,9 @@ Layout make_layout() {
 }
 
 // Returns whether O_DIRECT was used.
-bool write_and_check(const std::string& dir, bool try_direct) {
+bool write_and_check(const std::string& dir, bool try_direct, uint64_t windows = 2) {
   const std::string p = dir + "/mor_shard_stream_test_" + std::to_string(getpid()) + ".bin";
-  Layout l = make_layout();
+  Layout l = make_layout(windows);
   std::vector<char> before = l.expected;  // metadata right, the spans' bytes stale
   for (const auto& [off, len] : l.at) std::fill(before.begin() + (long)off, before.begin() + (long)(off + len), 'x');
   put(p, before);
@@ -67,12 +70,17 @@ bool write_and_check(const std::string& dir, bool try_direct) {
   EXPECT_TRUE(got == l.expected);
   EXPECT_EQ(h, XXH3_64bits(l.expected.data(), l.expected.size()));
 
-  // Reading back: the spans' bytes into fresh memory, the same hash.
-  std::vector<std::vector<char>> back;
+  // Reading back, both ways: the spans' bytes into fresh memory, the same hash.
   std::vector<Span> rspans;
-  for (const auto& [off, len] : l.at) rspans.push_back({off, len, back.emplace_back(len).data()});
-  EXPECT_EQ(mor::ckpt::stream_read(p, rspans), h);
-  EXPECT_TRUE(back == l.data);
+  for (bool read_direct : {true, false}) {
+    std::vector<std::vector<char>> back;
+    rspans.clear();
+    for (const auto& [off, len] : l.at) rspans.push_back({off, len, back.emplace_back(len).data()});
+    bool used = !read_direct;
+    EXPECT_EQ(mor::ckpt::stream_read(p, rspans, read_direct, &used), h) << "O_DIRECT read: " << read_direct;
+    EXPECT_EQ(used, read_direct) << "the test directory (a disk file system) takes O_DIRECT reads";
+    EXPECT_TRUE(back == l.data) << "O_DIRECT read: " << read_direct;
+  }
 
   // A span past the end of a truncated file is an error naming the file.
   EXPECT_EQ(truncate(p.c_str(), (off_t)(l.at[1].first + 100)), 0);
@@ -90,6 +98,8 @@ bool write_and_check(const std::string& dir, bool try_direct) {
 // /var/tmp is a disk file system on the machines CI runs on (ext4 here): O_DIRECT is taken.
 TEST(ShardStream, DirectIoOnDisk) { EXPECT_TRUE(write_and_check("/var/tmp", true)); }
 TEST(ShardStream, BufferedWhenAsked) { EXPECT_FALSE(write_and_check("/var/tmp", false)); }
+// Six 16 MiB windows: the O_DIRECT reader's four buffers are each reused.
+TEST(ShardStream, DirectIoManyWindows) { EXPECT_TRUE(write_and_check("/var/tmp", true, 6)); }
 
 TEST(ShardStream, OverlappingSpansAreRejected) {
   const std::string p = "/dev/shm/mor_shard_stream_overlap_" + std::to_string(getpid());
