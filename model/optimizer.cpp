@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <sstream>
+#include <stdexcept>
 
 #include "kernels/kernels.h"
 
@@ -67,20 +68,22 @@ std::vector<uint8_t> decay_mask(const ParamLayout& lay, const std::string& no_de
 }
 
 AdamW::AdamW(const OptimConfig& o, int64_t n, std::vector<uint8_t> decay)
-    : m(n, 0.f), v(n, 0.f), o_(o), decay_(std::move(decay)) {}
+    : m(n, 0.f), v(n, 0.f), o_(o) {
+  if ((int64_t)decay.size() != n) throw std::invalid_argument("AdamW: decay mask size differs from the parameter count");
+  for (int64_t i = 0; i < n;) {
+    int64_t j = i;
+    while (j < n && decay[j] == decay[i]) ++j;
+    runs_.push_back({i, j, decay[i] != 0});
+    i = j;
+  }
+}
 
 void AdamW::update(float* params, const float* grads, double lr, float grad_scale) {
   ++steps_done;
-  const int64_t n = (int64_t)m.size();
-  // Runs of equal decay flag go to the kernel together.
-  int64_t i = 0;
-  while (i < n) {
-    int64_t j = i;
-    while (j < n && decay_[j] == decay_[i]) ++j;
+  for (const Run& r : runs_) {
     kern::AdamWParams p{(float)lr, (float)o_.beta1, (float)o_.beta2, (float)o_.eps,
-                        decay_[i] ? (float)o_.weight_decay : 0.f, steps_done, grad_scale};
-    kern::adamw_update(params + i, grads + i, m.data() + i, v.data() + i, j - i, p);
-    i = j;
+                        r.decay ? (float)o_.weight_decay : 0.f, steps_done, grad_scale};
+    kern::adamw_update(params + r.begin, grads + r.begin, m.data() + r.begin, v.data() + r.begin, r.end - r.begin, p);
   }
 }
 

@@ -46,8 +46,12 @@ class AdamW {
   std::vector<float> m, v;  // first and second moments
 
  private:
+  struct Run {  // elements [begin, end) share one weight-decay flag
+    int64_t begin, end;
+    bool decay;
+  };
   OptimConfig o_;
-  std::vector<uint8_t> decay_;
+  std::vector<Run> runs_;  // from the per-element mask, once: a step then never scans it
 };
 
 // Scale for clipping the global gradient norm to max_norm (1 when below or off).

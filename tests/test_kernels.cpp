@@ -176,6 +176,32 @@ TEST(Gemm, AllTransposeCombosWithPaddedLeadingDims) {
   }
 }
 
+// Above ~2e7 flops and with several threads, gemm cuts C into row blocks (or column blocks when
+// N >= 4096), one per thread; odd sizes put the block edges off the 16-float grid.
+TEST(Gemm, ThreadedBlocksMatchNaive) {
+  for (int threads : {2, 3}) {
+    ThreadScope ts(threads);
+    for (GemmCase g : {GemmCase{203, 301, 333}, GemmCase{37, 4133, 140}})
+      for (int ta = 0; ta < 2; ++ta)
+        for (int tb = 0; tb < 2; ++tb)
+          for (float beta : {0.f, -0.5f}) {
+            const int M = g.M, N = g.N, K = g.K;
+            const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 2, ldc = N + 4;
+            std::vector<float> A = rand_vec((size_t)(ta ? K : M) * lda, 7 + ta);
+            std::vector<float> B = rand_vec((size_t)(tb ? N : K) * ldb, 9 + tb);
+            std::vector<float> C = rand_vec((size_t)M * ldc, 11);
+            if (beta == 0.f)  // garbage that "write" must not read
+              for (int i = 0; i < M; ++i)
+                for (int j = 0; j < N; ++j) C[(size_t)i * ldc + j] = std::numeric_limits<float>::quiet_NaN();
+            const std::vector<float> C0 = C;
+            kern::gemm(ta, tb, M, N, K, 0.75f, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+            SCOPED_TRACE("threads=" + std::to_string(threads) + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                         " ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) + " beta=" + std::to_string(beta));
+            expect_all_close(naive_gemm(ta, tb, M, N, K, 0.75, A, lda, B, ldb, beta, C0, ldc), C.data(), 1e-4, 1e-4, "C");
+          }
+  }
+}
+
 TEST(Gemm, BetaZeroOverwritesGarbage) {
   // beta = 0 means "write": NaN already in C must not leak into the result
   // (linear_backward with accumulate_dx = false and attention's dq rely on it).
@@ -219,9 +245,11 @@ TEST(Gemm, KZero) {
 
 // ============================================================================ Linear
 struct LinearData {
-  int n = 5, in = 7, out = 4;
-  std::vector<float> x = rand_vec((size_t)n * in, 11), W = rand_vec((size_t)out * in, 12),
-                     r = rand_vec((size_t)n * out, 13);
+  int n, in, out;
+  std::vector<float> x, W, r;
+  explicit LinearData(int n_ = 5, int in_ = 7, int out_ = 4)
+      : n(n_), in(in_), out(out_), x(rand_vec((size_t)n * in, 11)), W(rand_vec((size_t)out * in, 12)),
+        r(rand_vec((size_t)n * out, 13)) {}
 };
 
 std::vector<double> naive_linear(const LinearData& d) {
@@ -242,8 +270,8 @@ TEST(Linear, ForwardMatchesNaive) {
   expect_all_close(naive_linear(d), y.data(), 1e-5, 1e-6, "y");
 }
 
-TEST(Linear, BackwardMatchesNaive) {
-  LinearData d;
+// loose: tolerance factor (sums over more terms lose more bits in fp32).
+void expect_linear_backward_matches_naive(const LinearData& d, double loose = 1) {
   const std::vector<float>& dy = d.r;
   std::vector<double> dx_ref((size_t)d.n * d.in, 0.0), dW_ref((size_t)d.out * d.in, 0.0);
   for (int i = 0; i < d.n; ++i)
@@ -257,21 +285,32 @@ TEST(Linear, BackwardMatchesNaive) {
   {  // dx written (over garbage), dW accumulated
     std::vector<float> dx(dx_ref.size(), std::numeric_limits<float>::quiet_NaN()), dW = dW0;
     kern::linear_backward(dx.data(), dW.data(), dy.data(), d.x.data(), d.W.data(), d.n, d.in, d.out, false);
-    expect_all_close(dx_ref, dx.data(), 1e-5, 1e-6, "dx (write)");
-    expect_all_close(dW_ref, minus(dW, dW0).data(), 1e-5, 1e-5, "dW - dW0");
+    expect_all_close(dx_ref, dx.data(), 1e-5 * loose, 1e-6 * loose, "dx (write)");
+    expect_all_close(dW_ref, minus(dW, dW0).data(), 1e-5 * loose, 1e-5 * loose, "dW - dW0");
   }
   {  // dx accumulated
     std::vector<float> dx = dx0, dW = dW0;
     kern::linear_backward(dx.data(), dW.data(), dy.data(), d.x.data(), d.W.data(), d.n, d.in, d.out, true);
-    expect_all_close(dx_ref, minus(dx, dx0).data(), 1e-5, 1e-5, "dx - dx0 (accumulate)");
-    expect_all_close(dW_ref, minus(dW, dW0).data(), 1e-5, 1e-5, "dW - dW0");
+    expect_all_close(dx_ref, minus(dx, dx0).data(), 1e-5 * loose, 1e-5 * loose, "dx - dx0 (accumulate)");
+    expect_all_close(dW_ref, minus(dW, dW0).data(), 1e-5 * loose, 1e-5 * loose, "dW - dW0");
   }
   {  // null outputs are skipped
     std::vector<float> dx = dx0, dW = dW0;
     kern::linear_backward(nullptr, dW.data(), dy.data(), d.x.data(), d.W.data(), d.n, d.in, d.out, false);
-    expect_all_close(dW_ref, minus(dW, dW0).data(), 1e-5, 1e-5, "dW - dW0 (dx null)");
+    expect_all_close(dW_ref, minus(dW, dW0).data(), 1e-5 * loose, 1e-5 * loose, "dW - dW0 (dx null)");
     kern::linear_backward(dx.data(), nullptr, dy.data(), d.x.data(), d.W.data(), d.n, d.in, d.out, false);
-    expect_all_close(dx_ref, dx.data(), 1e-5, 1e-6, "dx (dW null)");
+    expect_all_close(dx_ref, dx.data(), 1e-5 * loose, 1e-6 * loose, "dx (dW null)");
+  }
+}
+
+TEST(Linear, BackwardMatchesNaive) { expect_linear_backward_matches_naive(LinearData()); }
+
+// Large enough that dx and dW run side by side (2 threads: one each; 3 threads: both cut in 3).
+TEST(Linear, BackwardMatchesNaiveThreaded) {
+  for (int threads : {2, 3}) {
+    ThreadScope ts(threads);
+    SCOPED_TRACE("threads=" + std::to_string(threads));
+    expect_linear_backward_matches_naive(LinearData(256, 193, 224), 10);
   }
 }
 
