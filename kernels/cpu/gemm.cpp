@@ -56,13 +56,13 @@ void run(const Gemm& g) {
               g.alpha, g.A, g.lda, g.B, g.ldb, g.beta, g.C, g.ldc);
 }
 
-// Block p of P of g: rows of C when there are few columns (measured best for the model's
-// per-layer shapes), else columns (the 49k-wide LM head), in multiples of 16 floats so that no
-// two threads write one cache line.
+// Block p of P of g: rows of C for the model's per-layer shapes at full batch (measured best),
+// columns for the 49k-wide LM head and for few rows (MoR's deeper recursions see a third of the
+// tokens), in multiples of 16 floats so that no two threads write one cache line.
 Gemm part(const Gemm& g, int p, int P) {
   if (P == 1) return g;
   Gemm s = g;
-  const bool rows = g.N < 4096;
+  const bool rows = g.N < 4096 && g.M >= 128 * P;
   const int n = rows ? g.M : g.N;
   auto edge = [&](int q) { return q == P ? n : std::min(n, (int)((int64_t)n * q / P) / 16 * 16); };
   const int a = edge(p), b = edge(p + 1);
