@@ -23,7 +23,12 @@ Model::Model(const ModelConfig& c)
   stats.reset(c.n_recursions + 1);
 }
 
-void Model::zero_grads() { std::fill(grads.begin(), grads.end(), 0.f); }
+void Model::zero_grads() {  // 540 MB for the 135M model: on all threads (one thread cannot fill the memory bus)
+  const int64_t n = (int64_t)grads.size(), blk = 1 << 20;
+  float* g = grads.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < n; b += blk) std::fill(g + b, g + std::min(n, b + blk), 0.f);
+}
 
 void Model::run_visit(int visit, int u, const TokenSet& ts, const float* x, float* y, const LayerActs* kv_src) {
   layer_forward(pw(u), cfg, rope_, ts, x, y, acts_[visit], kv_src);
