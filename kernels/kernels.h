@@ -22,6 +22,9 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
 
 // Linear layer y[n,out] = x[n,in] W[out,in]^T (no bias anywhere in the model).
 void linear_forward(float* y, const float* x, const float* W, int n, int in, int out);
+// Two linear layers of one input (k and v, gate and up): y1 = x W1^T, y2 = x W2^T, run side by side.
+void linear_forward_pair(float* y1, const float* W1, int out1, float* y2, const float* W2, int out2,
+                         const float* x, int n, int in);
 // dx[n,in] (+)= dy W  (accumulate if accumulate_dx) ; dW[out,in] += dy^T x.
 void linear_backward(float* dx, float* dW, const float* dy, const float* x,
                      const float* W, int n, int in, int out, bool accumulate_dx);

@@ -76,8 +76,7 @@ void layer_forward(const LayerView& w, const ModelConfig& c, const RopeTable& ro
   if (!kv_src) {
     A.k.resize((size_t)n * d.KVd);
     A.v.resize((size_t)n * d.KVd);
-    linear_forward(A.k.data(), A.a.data(), w.wk, n, d.D, d.KVd);
-    linear_forward(A.v.data(), A.a.data(), w.wv, n, d.D, d.KVd);
+    linear_forward_pair(A.k.data(), w.wk, d.KVd, A.v.data(), w.wv, d.KVd, A.a.data(), n, d.D);
     rope_forward(A.k.data(), ts.pos.data(), n, d.Hkv, rope);
     // Zeroed here: later recursions sharing these keys/values add to them
     // during backward before this visit's own backward runs.
@@ -100,8 +99,7 @@ void layer_forward(const LayerView& w, const ModelConfig& c, const RopeTable& ro
 
   // MLP block.
   rmsnorm_forward(A.m.data(), A.rstd2.data(), A.h.data(), w.mlp_norm, n, d.D, c.rms_eps);
-  linear_forward(A.g.data(), A.m.data(), w.wg, n, d.D, d.F);
-  linear_forward(A.u.data(), A.m.data(), w.wu, n, d.D, d.F);
+  linear_forward_pair(A.g.data(), w.wg, d.F, A.u.data(), w.wu, d.F, A.m.data(), n, d.D);
   swiglu_forward(A.act.data(), A.g.data(), A.u.data(), (int64_t)n * d.F);
   linear_forward(y, A.act.data(), w.wd, n, d.F, d.D);
   add_inplace(y, A.h.data(), (int64_t)n * d.D);

@@ -3,11 +3,11 @@
 // the gradients. Finite differences use a 4th-order central stencil with a
 // power-of-two step on inputs quantised to multiples of 2^-12, so x +- h and
 // x +- 2h are exact in fp32 and the only noise is the fp32 rounding of the kernel
-// outputs themselves. Sizes are tiny: the whole binary runs in well under a second.
+// outputs themselves. Sizes are tiny, except where a test needs the multi-threaded GEMM paths
+// (~2e7 flops and up): the whole binary runs in about a second.
 #include <gtest/gtest.h>
 
-#include <tuple>
-
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -15,6 +15,7 @@
 #include <ostream>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kernels/cpu/vec_math.h"
@@ -304,6 +305,23 @@ void expect_linear_backward_matches_naive(const LinearData& d, double loose = 1)
 }
 
 TEST(Linear, BackwardMatchesNaive) { expect_linear_backward_matches_naive(LinearData()); }
+
+// Two layers of one input: small (one thread, in order) and large (side by side on 2 and 3 threads).
+TEST(Linear, ForwardPairMatchesNaive) {
+  for (int threads : {1, 2, 3}) {
+    ThreadScope ts(threads);
+    for (const auto& [n, in, out1, out2] : {std::array<int, 4>{5, 7, 4, 3}, std::array<int, 4>{256, 193, 224, 96}}) {
+      SCOPED_TRACE("threads=" + std::to_string(threads) + " n=" + std::to_string(n));
+      LinearData d1(n, in, out1), d2(n, in, out2);  // the same x (same seed)
+      d2.W = rand_vec(d2.W.size(), 99);              // another W
+      std::vector<float> y1((size_t)n * out1, std::numeric_limits<float>::quiet_NaN());
+      std::vector<float> y2((size_t)n * out2, std::numeric_limits<float>::quiet_NaN());
+      kern::linear_forward_pair(y1.data(), d1.W.data(), out1, y2.data(), d2.W.data(), out2, d1.x.data(), n, in);
+      expect_all_close(naive_linear(d1), y1.data(), 1e-4, 1e-5, "y1");
+      expect_all_close(naive_linear(d2), y2.data(), 1e-4, 1e-5, "y2");
+    }
+  }
+}
 
 // Large enough that dx and dW run side by side (2 threads: one each; 3 threads: both cut in 3).
 TEST(Linear, BackwardMatchesNaiveThreaded) {

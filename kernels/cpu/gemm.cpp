@@ -105,6 +105,13 @@ void linear_forward(float* y, const float* x, const float* W, int n, int in, int
   gemm(false, true, n, out, in, 1.f, x, in, W, in, 0.f, y, out);
 }
 
+void linear_forward_pair(float* y1, const float* W1, int out1, float* y2, const float* W2, int out2,
+                         const float* x, int n, int in) {
+  const Gemm gs[2] = {{false, true, n, out1, in, 1.f, x, in, W1, in, 0.f, y1, out1},
+                      {false, true, n, out2, in, 1.f, x, in, W2, in, 0.f, y2, out2}};
+  run_all(gs, 2);
+}
+
 void linear_backward(float* dx, float* dW, const float* dy, const float* x, const float* W, int n,
                      int in, int out, bool accumulate_dx) {
   Gemm gs[2];
