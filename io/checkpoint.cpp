@@ -190,6 +190,17 @@ void read_rows(hid_t loc, const std::string& name, const TensorMeta& t, int64_t 
 }
 
 const char* kGroups[3] = {"param", "exp_avg", "exp_avg_sq"};
+// The array a LocalTensor holds for group g of kGroups (parameters, then the two AdamW moments).
+float* group_data(const LocalTensor& t, int g) { return g == 0 ? t.param : g == 1 ? t.exp_avg : t.exp_avg_sq; }
+
+// The shard file's hash against the one index.h5 recorded.
+void check_checksum(const std::string& path, uint64_t got, uint64_t want) {
+  if (got == want) return;
+  char b[128];
+  std::snprintf(b, sizeof b, "checksum mismatch (XXH3-64 %016llx, index.h5 records %016llx)", (unsigned long long)got,
+                (unsigned long long)want);
+  fail(path, b);
+}
 
 // index.h5: state, config, tensors, shard map, checksums and the virtual datasets.
 void write_index(const std::string& dir, const TrainState& st, const std::vector<TensorMeta>& tensors,
@@ -353,7 +364,7 @@ std::string save(const std::string& root, const TrainState& st, const std::vecto
         H5 grp(H5Gcreate2(f, kGroups[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
         for (const auto& t : mine) {
           if (t.row1 <= t.row0) continue;
-          const float* data = g == 0 ? t.param : g == 1 ? t.exp_avg : t.exp_avg_sq;
+          const float* data = group_data(t, g);
           const auto d = dims_of({t.name, t.rows, t.cols, t.is_1d}, t.row1 - t.row0);
           H5 s(H5Screate_simple((int)d.size(), d.data(), nullptr));
           H5 ds(H5Dcreate2(grp, t.name.c_str(), H5T_IEEE_F32LE, s, H5P_DEFAULT, dcpl, H5P_DEFAULT));
@@ -455,18 +466,11 @@ Index read_index(const std::string& dir) {
 }
 
 void verify(const Index& idx) {
+  check_present(idx);
   for (size_t j = 0; j < idx.files.size(); ++j) {
     const std::string p = idx.dir + "/" + idx.files[j];
-    if (!exists(p)) fail(p, "shard file is missing");
-    const uint64_t c = file_checksum(p);
-    if (c != idx.checksum[j]) {
-      char b[128];
-      std::snprintf(b, sizeof b, "checksum mismatch (XXH3-64 %016llx, index.h5 records %016llx)", (unsigned long long)c,
-                    (unsigned long long)idx.checksum[j]);
-      fail(p, b);
-    }
+    check_checksum(p, file_checksum(p), idx.checksum[j]);
   }
-  check_coverage(idx.tensors, block_map(idx.tensors, (int)idx.files.size()), idx.dir + "/index.h5");
 }
 
 void load_rows(const Index& idx, const std::vector<LocalTensor>& mine) {
@@ -506,7 +510,7 @@ bool load_own_shard(const Index& idx, const std::vector<LocalTensor>& mine, int 
       if (grp < 0) fail(path, std::string("group '") + kGroups[g] + "' is missing");
       for (const auto& t : mine) {
         if (t.row1 <= t.row0) continue;
-        float* dst = g == 0 ? t.param : g == 1 ? t.exp_avg : t.exp_avg_sq;
+        float* dst = group_data(t, g);
         if (!dst) continue;
         H5 d(H5Dopen2(grp, t.name.c_str(), H5P_DEFAULT));
         if (d < 0) fail(path, "dataset '" + std::string(kGroups[g]) + "/" + t.name + "' is missing");
@@ -519,13 +523,7 @@ bool load_own_shard(const Index& idx, const std::vector<LocalTensor>& mine, int 
     }
   }
   // 2. one sequential pass: row blocks straight into place, everything hashed
-  const uint64_t h = stream_read(path, std::move(ext), direct_io);
-  if (h != idx.checksum[rank]) {
-    char b[128];
-    std::snprintf(b, sizeof b, "checksum mismatch (XXH3-64 %016llx, index.h5 records %016llx)", (unsigned long long)h,
-                  (unsigned long long)idx.checksum[rank]);
-    fail(path, b);
-  }
+  check_checksum(path, stream_read(path, std::move(ext), direct_io), idx.checksum[rank]);
   return true;
 }
 

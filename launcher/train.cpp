@@ -192,8 +192,10 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
   // Every rank builds the same full model (seeded init or a .mort file), then
   // keeps only its shards when sharded (W > 1).
   Model model(rc.model);
-  if (resume_dir.empty() && !tc.init_params.empty()) import_params(model, io::read_mort(tc.init_params), tc.init_params);
-  else if (resume_dir.empty()) model.init(tc.seed);
+  if (resume_dir.empty()) {
+    if (!tc.init_params.empty()) import_params(model, io::read_mort(tc.init_params), tc.init_params);
+    else model.init(tc.seed);
+  }
   std::unique_ptr<dist::ShardedParams> sharded;
   if (world > 1) {
     sharded = std::make_unique<dist::ShardedParams>(

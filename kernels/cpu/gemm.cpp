@@ -58,7 +58,7 @@ void run(const Gemm& g) {
 
 // Block p of P of g: rows of C for the model's per-layer shapes at full batch (measured best),
 // columns for the 49k-wide LM head and for few rows (MoR's deeper recursions see a third of the
-// tokens), in multiples of 16 floats so that no two threads write one cache line.
+// tokens). Edges fall on multiples of 16, so column blocks never share a cache line.
 Gemm part(const Gemm& g, int p, int P) {
   if (P == 1) return g;
   Gemm s = g;
