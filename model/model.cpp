@@ -379,8 +379,9 @@ double Model::head(int n_seq, int global_batch, bool backward) {
   rstd_f_.resize(N);
   rmsnorm_forward(hn_.data(), rstd_f_.data(), hid_.data(), params.data() + layout.final_norm, N, D, cfg.rms_eps);
   if (backward) dhn_.assign((size_t)N * D, 0.f);
-  // Logits in row chunks (at most ~64 MB): the [N, V] matrix never exists whole.
-  const int chunk = std::max(1, std::min(N, (1 << 24) / V));
+  // Logits in row chunks (at most ~128 MB): the [N, V] matrix never exists whole for large
+  // batches. One 512-token sequence is one chunk: split 341 + 171, the head's GEMMs ran ~9 % slower.
+  const int chunk = std::max(1, std::min(N, (1 << 25) / V));
   logits_.resize((size_t)chunk * V);
   const float scale = 1.f / ((float)global_batch * cfg.seq_len);
   double ce = 0;

@@ -332,6 +332,17 @@ TEST(Linear, BackwardMatchesNaiveThreaded) {
   }
 }
 
+// An LM-head-shaped backward: dW has so many rows (out >= 16384) that it is cut into row pieces
+// shared out between the threads while dx runs whole; 16411 rows leave a short last piece.
+TEST(Linear, BackwardTallMatchesNaiveThreaded) {
+  const LinearData d(12, 40, 16411);
+  for (int threads : {2, 3}) {
+    ThreadScope ts(threads);
+    SCOPED_TRACE("threads=" + std::to_string(threads));
+    expect_linear_backward_matches_naive(d, 10);
+  }
+}
+
 TEST(Linear, BackwardFiniteDifference) {
   LinearData d;
   std::vector<float> y((size_t)d.n * d.out);

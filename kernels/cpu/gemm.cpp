@@ -12,6 +12,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "kernels/kernels.h"
 
@@ -56,15 +57,14 @@ void run(const Gemm& g) {
               g.alpha, g.A, g.lda, g.B, g.ldb, g.beta, g.C, g.ldc);
 }
 
-// Block p of P of g: rows of C for the model's per-layer shapes at full batch (measured best),
-// columns for the 49k-wide LM head and for few rows (MoR's deeper recursions see a third of the
-// tokens). Edges fall on multiples of 16, so column blocks never share a cache line.
-Gemm part(const Gemm& g, int p, int P) {
+// Block p of P of g, by rows or by columns of C. Row edges fall on multiples of 4 (the
+// micro-kernel's row step in OpenBLAS's column-major view), rounded to the nearest so that
+// blocks stay even; column edges on multiples of 16, so column blocks never share a cache line.
+Gemm part(const Gemm& g, int p, int P, bool rows) {
   if (P == 1) return g;
   Gemm s = g;
-  const bool rows = g.N < 4096 && g.M >= 128 * P;
-  const int n = rows ? g.M : g.N;
-  auto edge = [&](int q) { return q == P ? n : std::min(n, (int)((int64_t)n * q / P) / 16 * 16); };
+  const int n = rows ? g.M : g.N, u = rows ? 4 : 16;
+  auto edge = [&](int q) { return q == P ? n : std::min(n, (int)(((int64_t)n * q + (int64_t)P * u / 2) / ((int64_t)P * u)) * u); };
   const int a = edge(p), b = edge(p + 1);
   if (rows) {
     s.M = b - a;
@@ -78,8 +78,13 @@ Gemm part(const Gemm& g, int p, int P) {
   return s;
 }
 
-// Runs n independent GEMMs on all threads: each cut into P blocks, n * P blocks spread evenly.
-// With 2 threads and 2 GEMMs each thread runs one whole GEMM (no block packs twice).
+// Runs n independent GEMMs on all threads, as tasks taken in order by whichever thread is
+// free. Normally each GEMM is cut into P even blocks (one per thread, or with 2 threads and 2
+// GEMMs each thread runs one whole GEMM, so no block packs twice): rows for the model's
+// per-layer shapes, columns for the 49k-wide LM head and for few rows (MoR's deeper recursions).
+// A tall GEMM (the LM head's dW: one row per vocabulary entry) paired with another is cut into
+// row blocks of ~4096 that the threads share out: its partner (the head's dx) takes as long as
+// it does but runs at another speed, and fixed halves left one thread idle for ~10 % of it.
 void run_all(const Gemm* gs, int n) {
   const int T = omp_in_parallel() ? 1 : omp_get_max_threads();
   double flops = 0;
@@ -88,9 +93,23 @@ void run_all(const Gemm* gs, int n) {
     for (int i = 0; i < n; ++i) run(gs[i]);
     return;
   }
+  struct Task { int g, p, P; bool rows; };
+  std::vector<Task> tasks;
+  auto tall = [&](const Gemm& g) { return n > 1 && g.M >= 16384; };
   const int P = T % n == 0 ? T / n : T;
-#pragma omp parallel for schedule(static) num_threads(T)
-  for (int t = 0; t < n * P; ++t) run(part(gs[t / P], t % P, P));
+  for (int i = 0; i < n; ++i)  // tall ones last, so that their partner starts first
+    if (!tall(gs[i])) {
+      const bool rows = gs[i].N < 4096 && gs[i].M >= 128 * P;
+      for (int p = 0; p < P; ++p) tasks.push_back({i, p, P, rows});
+    }
+  for (int i = 0; i < n; ++i)
+    if (tall(gs[i])) {
+      const int pieces = std::max(P, (gs[i].M + 4095) / 4096);
+      for (int p = 0; p < pieces; ++p) tasks.push_back({i, p, pieces, true});
+    }
+  const int nt = (int)tasks.size();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(T)
+  for (int t = 0; t < nt; ++t) run(part(gs[tasks[t].g], tasks[t].p, tasks[t].P, tasks[t].rows));
 }
 
 }  // namespace
