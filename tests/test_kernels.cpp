@@ -607,7 +607,11 @@ INSTANTIATE_TEST_SUITE_P(
         AttnCase{"GqaTwoKvHeads", iota_vec(5), iota_vec(5), 4, 2, 4},
         AttnCase{"GqaOneKvHead", {0, 2, 3, 7, 9}, {0, 2, 3, 7, 9}, 4, 1, 4},
         AttnCase{"GqaKvShare", {0, 3, 6}, iota_vec(7), 4, 2, 6},
-        AttnCase{"GqaOneKvHeadKvShare", {2, 5}, iota_vec(6), 4, 1, 4}),
+        AttnCase{"GqaOneKvHeadKvShare", {2, 5}, iota_vec(6), 4, 1, 4},
+        // head_dim a multiple of 16: the register-tiled path (attention_tiles.cpp) on AVX-512 builds
+        AttnCase{"TilesCausal", iota_vec(9), iota_vec(9), 2, 2, 16},
+        AttnCase{"TilesGqaCompacted", {0, 2, 3, 7, 9, 12, 13}, {0, 2, 3, 7, 9, 12, 13}, 6, 2, 32},
+        AttnCase{"TilesKvShare", {1, 4, 5, 8}, iota_vec(37), 2, 1, 64}),
     [](const ::testing::TestParamInfo<AttnCase>& i) { return i.param.name; });
 
 // Sets longer than one query block (the kernels process queries in blocks of 64
@@ -619,7 +623,10 @@ TEST(Attention, LongSetsSpanningQueryBlocks) {
   std::vector<int> sub;
   for (int p = 3; p < 200; p += 2) sub.push_back(p);
   for (const AttnCase& c : {AttnCase{"LongCompacted", gaps, gaps, 4, 2, 8}, AttnCase{"LongKvShare", sub, iota_vec(200), 2, 1, 8},
-                            AttnCase{"LongCausal", iota_vec(130), iota_vec(130), 2, 2, 8}}) {
+                            AttnCase{"LongCausal", iota_vec(130), iota_vec(130), 2, 2, 8},
+                            AttnCase{"LongCompactedTiles", gaps, gaps, 6, 2, 32},
+                            AttnCase{"LongKvShareTiles", sub, iota_vec(200), 2, 1, 16},
+                            AttnCase{"LongCausalTiles", iota_vec(300), iota_vec(300), 3, 1, 64}}) {
     SCOPED_TRACE(c.name);
     AttnData d(c, 17);
     std::vector<float> o(d.r.size()), lse((size_t)c.H * d.s.nq);
@@ -848,29 +855,34 @@ TEST(Helpers, ScaleAndAddInplace) {
 
 // ============================================================================ determinism
 TEST(Determinism, AttentionSameBitsWithOneAndTwoThreads) {
-  // Enough heads and work per head that the second thread takes part in the head loop.
-  AttnCase c{"det", iota_vec(96), iota_vec(96), 8, 2, 16};
-  AttnData d(c, 161);
-  auto run = [&](int threads, std::vector<float>& o, std::vector<float>& dq, std::vector<float>& dk,
-                 std::vector<float>& dv) {
-    ThreadScope ts(threads);
-    std::vector<float> lse((size_t)c.H * d.s.nq);
-    o.assign(d.r.size(), 0.f);
-    dq.assign(d.q.size(), 0.f);
-    dk = rand_vec(d.k.size(), 162);
-    dv = rand_vec(d.v.size(), 163);
-    kern::attention_forward(o.data(), lse.data(), d.q.data(), d.k.data(), d.v.data(), c.qpos.data(),
-                            c.kpos.data(), d.s);
-    kern::attention_backward(dq.data(), dk.data(), dv.data(), d.r.data(), o.data(), lse.data(), d.q.data(),
-                             d.k.data(), d.v.data(), c.qpos.data(), c.kpos.data(), d.s);
-  };
-  std::vector<float> o1, dq1, dk1, dv1, o2, dq2, dk2, dv2;
-  run(1, o1, dq1, dk1, dv1);
-  run(2, o2, dq2, dk2, dv2);
-  EXPECT_TRUE(same_bits(o1, o2));
-  EXPECT_TRUE(same_bits(dq1, dq2));
-  EXPECT_TRUE(same_bits(dk1, dk2));
-  EXPECT_TRUE(same_bits(dv1, dv2));
+  // Enough heads and work per head that the second thread takes part in the head loop; several
+  // query blocks, so the tiled backward's two parts per head both have work. head_dim 16: the
+  // tiled path, 12: the general one.
+  for (int hd : {16, 12}) {
+    SCOPED_TRACE("head_dim " + std::to_string(hd));
+    AttnCase c{"det", iota_vec(200), iota_vec(200), 8, 2, hd};
+    AttnData d(c, 161);
+    auto run = [&](int threads, std::vector<float>& o, std::vector<float>& dq, std::vector<float>& dk,
+                   std::vector<float>& dv) {
+      ThreadScope ts(threads);
+      std::vector<float> lse((size_t)c.H * d.s.nq);
+      o.assign(d.r.size(), 0.f);
+      dq.assign(d.q.size(), 0.f);
+      dk = rand_vec(d.k.size(), 162);
+      dv = rand_vec(d.v.size(), 163);
+      kern::attention_forward(o.data(), lse.data(), d.q.data(), d.k.data(), d.v.data(), c.qpos.data(),
+                              c.kpos.data(), d.s);
+      kern::attention_backward(dq.data(), dk.data(), dv.data(), d.r.data(), o.data(), lse.data(), d.q.data(),
+                               d.k.data(), d.v.data(), c.qpos.data(), c.kpos.data(), d.s);
+    };
+    std::vector<float> o1, dq1, dk1, dv1, o2, dq2, dk2, dv2;
+    run(1, o1, dq1, dk1, dv1);
+    run(2, o2, dq2, dk2, dv2);
+    EXPECT_TRUE(same_bits(o1, o2));
+    EXPECT_TRUE(same_bits(dq1, dq2));
+    EXPECT_TRUE(same_bits(dk1, dk2));
+    EXPECT_TRUE(same_bits(dv1, dv2));
+  }
 }
 
 TEST(Determinism, RMSNormSameBitsWithOneAndTwoThreads) {

@@ -1,4 +1,6 @@
 // Causal attention for one sequence over a (possibly compacted) token set.
+// head_dim a multiple of 16 on an AVX-512 build takes the register-tiled path of
+// attention_tiles.cpp (no BLAS calls); this file is the general path.
 // Per head: S = q k^T / sqrt(hd) with one BLAS call, masked softmax over the
 // visible prefix (keys with kpos <= qpos; positions ascend so it is a prefix),
 // O = P v. Only the log-sum-exp is kept; backward recomputes P (flash-style),
@@ -7,39 +9,20 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/attention_tiles.h"
 #include "kernels/cpu/vec_math.h"
 #include "kernels/kernels.h"
 
 namespace mor::kern {
 
-namespace {
-// Number of keys visible to each query: upper bound of qpos[i] in kpos.
-std::vector<int> visible_counts(const int* qpos, const int* kpos, int nq, int nk) {
-  std::vector<int> vis(nq);
-  int j = 0;
-  for (int i = 0; i < nq; ++i) {
-    while (j < nk && kpos[j] <= qpos[i]) ++j;
-    vis[i] = j;
-  }
-  return vis;
-}
-// Per-thread scratch that lives across calls: a fresh multi-MB vector per call
-// would be mmap'ed, page-faulted and unmapped every layer visit.
-std::vector<float>& thread_buffer(int slot, size_t n) {
-  static thread_local std::vector<float> bufs[4];
-  if (bufs[slot].size() < n) bufs[slot].resize(n);
-  return bufs[slot];
-}
-}  // namespace
-
-// Queries are processed in blocks of kQB: a block only touches keys up to the
-// last one its final query can see, so the masked upper triangle of a causal
-// set costs (almost) nothing.
-constexpr int kQB = 64;
+using detail::kQB;
+using detail::thread_buffer;
+using detail::visible_counts;
 
 void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v,
                        const int* qpos, const int* kpos, const AttnShape& s) {
   const int nq = s.nq, nk = s.nk, H = s.n_heads, Hkv = s.n_kv_heads, hd = s.head_dim;
+  if (detail::tiles_supported(hd)) return detail::attention_forward_tiles(o, lse, q, k, v, qpos, kpos, s);
   const int group = H / Hkv, nblk = (nq + kQB - 1) / kQB;
   const float scale = 1.f / std::sqrt((float)hd);
   const std::vector<int> vis = visible_counts(qpos, kpos, nq, nk);
@@ -84,6 +67,8 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float* lse, const float* q, const float* k, const float* v,
                         const int* qpos, const int* kpos, const AttnShape& s) {
   const int nq = s.nq, nk = s.nk, H = s.n_heads, Hkv = s.n_kv_heads, hd = s.head_dim;
+  if (detail::tiles_supported(hd))
+    return detail::attention_backward_tiles(dq, dk, dv, dout, o, lse, q, k, v, qpos, kpos, s);
   const int group = H / Hkv;
   const float scale = 1.f / std::sqrt((float)hd);
   const std::vector<int> vis = visible_counts(qpos, kpos, nq, nk);

@@ -47,4 +47,18 @@ inline float sum_row(const float* x, int n) {
   return s;
 }
 
+// Maximum of a row (-inf when empty) in 16 interleaved lanes: `a > b ? a : b` is exactly what
+// vmaxps computes, so it vectorizes; a plain running maximum stays a scalar loop.
+inline float max_row(const float* x, int n) {
+  float acc[16];
+  for (int t = 0; t < 16; ++t) acc[t] = -INFINITY;
+  int j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int t = 0; t < 16; ++t) acc[t] = x[j + t] > acc[t] ? x[j + t] : acc[t];
+  float m = -INFINITY;
+  for (int t = 0; t < 16; ++t) m = acc[t] > m ? acc[t] : m;
+  for (; j < n; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
 }  // namespace mor::kern
