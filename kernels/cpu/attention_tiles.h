@@ -20,7 +20,9 @@ inline std::vector<int> visible_counts(const int* qpos, const int* kpos, int nq,
 }
 
 // Per-thread scratch that lives across calls: a fresh multi-MB vector per call
-// would be mmap'ed, page-faulted and unmapped every layer visit.
+// would be mmap'ed, page-faulted and unmapped every layer visit. Slots: 0 p and 1 dp
+// (each thread's own), 2 dk and 3 dv per head, 4 keys and 5 values transposed (the
+// calling thread's, shared with its team for the call).
 inline std::vector<float>& thread_buffer(int slot, size_t n) {
   static thread_local std::vector<float> bufs[6];
   if (bufs[slot].size() < n) bufs[slot].resize(n);
