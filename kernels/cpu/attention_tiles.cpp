@@ -128,15 +128,28 @@ void add_transposed(float* dx, int filled, int kn, int hd, const float* a, int64
   product<8, 2>(kn - filled, hd, m, {a + filled, 1, lda, y, ldy, dx + (int64_t)filled * hd, hd}, false);
 }
 
+// What both directions derive from the shape: strides of q/o (ldq) and k/v (ldkv), key count
+// padded for the 32-wide score tiles (nkp), and each query's number of visible keys.
+struct Setup {
+  int nq, nk, H, Hkv, hd, group, nblk, nkp;
+  int64_t ldq, ldkv;
+  float scale;
+  std::vector<int> vis;
+  Setup(const AttnShape& s, const int* qpos, const int* kpos)
+      : nq(s.nq), nk(s.nk), H(s.n_heads), Hkv(s.n_kv_heads), hd(s.head_dim), group(H / Hkv),
+        nblk((nq + kQB - 1) / kQB), nkp(round_up(std::max(nk, 1), 32)), ldq((int64_t)H * hd),
+        ldkv((int64_t)Hkv * hd), scale(1.f / std::sqrt((float)hd)), vis(visible_counts(qpos, kpos, nq, nk)) {}
+};
+
 }  // namespace
 
 void attention_forward_tiles(float* o, float* lse, const float* q, const float* k, const float* v,
                              const int* qpos, const int* kpos, const AttnShape& s) {
-  const int nq = s.nq, nk = s.nk, H = s.n_heads, Hkv = s.n_kv_heads, hd = s.head_dim;
-  const int group = H / Hkv, nblk = (nq + kQB - 1) / kQB, nkp = round_up(std::max(nk, 1), 32);
-  const int64_t ldq = (int64_t)H * hd, ldkv = (int64_t)Hkv * hd;
-  const float scale = 1.f / std::sqrt((float)hd);
-  const std::vector<int> vis = visible_counts(qpos, kpos, nq, nk);
+  const Setup d(s, qpos, kpos);
+  const int nq = d.nq, nk = d.nk, H = d.H, Hkv = d.Hkv, hd = d.hd, group = d.group, nblk = d.nblk, nkp = d.nkp;
+  const int64_t ldq = d.ldq, ldkv = d.ldkv;
+  const float scale = d.scale;
+  const std::vector<int>& vis = d.vis;
   float* kt = thread_buffer(4, (size_t)Hkv * hd * nkp).data();
 #pragma omp parallel
   {
@@ -177,11 +190,11 @@ void attention_forward_tiles(float* o, float* lse, const float* q, const float* 
 void attention_backward_tiles(float* dq, float* dk, float* dv, const float* dout, const float* o,
                               const float* lse, const float* q, const float* k, const float* v,
                               const int* qpos, const int* kpos, const AttnShape& s) {
-  const int nq = s.nq, nk = s.nk, H = s.n_heads, Hkv = s.n_kv_heads, hd = s.head_dim;
-  const int group = H / Hkv, nblk = (nq + kQB - 1) / kQB, nkp = round_up(std::max(nk, 1), 32);
-  const int64_t ldq = (int64_t)H * hd, ldkv = (int64_t)Hkv * hd;
-  const float scale = 1.f / std::sqrt((float)hd);
-  const std::vector<int> vis = visible_counts(qpos, kpos, nq, nk);
+  const Setup d(s, qpos, kpos);
+  const int nq = d.nq, nk = d.nk, H = d.H, Hkv = d.Hkv, hd = d.hd, group = d.group, nblk = d.nblk, nkp = d.nkp;
+  const int64_t ldq = d.ldq, ldkv = d.ldkv;
+  const float scale = d.scale;
+  const std::vector<int>& vis = d.vis;
   // Each head's query blocks in two parts of about equal work (a causal block's work grows with
   // the keys it sees): 2H tasks, so two threads are not left with 5 heads against 4.
   int split = nblk;
