@@ -145,11 +145,8 @@ struct Setup {
 
 void attention_forward_tiles(float* o, float* lse, const float* q, const float* k, const float* v,
                              const int* qpos, const int* kpos, const AttnShape& s) {
-  const Setup d(s, qpos, kpos);
-  const int nq = d.nq, nk = d.nk, H = d.H, Hkv = d.Hkv, hd = d.hd, group = d.group, nblk = d.nblk, nkp = d.nkp;
-  const int64_t ldq = d.ldq, ldkv = d.ldkv;
-  const float scale = d.scale;
-  const std::vector<int>& vis = d.vis;
+  const Setup setup(s, qpos, kpos);
+  const auto& [nq, nk, H, Hkv, hd, group, nblk, nkp, ldq, ldkv, scale, vis] = setup;
   float* kt = thread_buffer(4, (size_t)Hkv * hd * nkp).data();
 #pragma omp parallel
   {
@@ -190,11 +187,8 @@ void attention_forward_tiles(float* o, float* lse, const float* q, const float* 
 void attention_backward_tiles(float* dq, float* dk, float* dv, const float* dout, const float* o,
                               const float* lse, const float* q, const float* k, const float* v,
                               const int* qpos, const int* kpos, const AttnShape& s) {
-  const Setup d(s, qpos, kpos);
-  const int nq = d.nq, nk = d.nk, H = d.H, Hkv = d.Hkv, hd = d.hd, group = d.group, nblk = d.nblk, nkp = d.nkp;
-  const int64_t ldq = d.ldq, ldkv = d.ldkv;
-  const float scale = d.scale;
-  const std::vector<int>& vis = d.vis;
+  const Setup setup(s, qpos, kpos);
+  const auto& [nq, nk, H, Hkv, hd, group, nblk, nkp, ldq, ldkv, scale, vis] = setup;
   // Each head's query blocks in two parts of about equal work (a causal block's work grows with
   // the keys it sees): 2H tasks, so two threads are not left with 5 heads against 4.
   int split = nblk;

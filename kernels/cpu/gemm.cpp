@@ -64,7 +64,9 @@ Gemm part(const Gemm& g, int p, int P, bool rows) {
   if (P == 1) return g;
   Gemm s = g;
   const int n = rows ? g.M : g.N, u = rows ? 4 : 16;
-  auto edge = [&](int q) { return q == P ? n : std::min(n, (int)(((int64_t)n * q + (int64_t)P * u / 2) / ((int64_t)P * u)) * u); };
+  auto edge = [&](int q) {  // n q / P rounded to the nearest multiple of u
+    return q == P ? n : std::min(n, (int)(((int64_t)n * q + (int64_t)P * u / 2) / ((int64_t)P * u)) * u);
+  };
   const int a = edge(p), b = edge(p + 1);
   if (rows) {
     s.M = b - a;
