@@ -32,8 +32,9 @@ void linear_backward(float* dx, float* dW, const float* dy, const float* x,
 // ---- RMSNorm ----------------------------------------------------------------
 // y = x * rstd * w with rstd = 1/sqrt(mean(x^2)+eps), per row of d; rstd[n] saved.
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int n, int d, float eps);
-// dx[n,d] += ..., dw[d] += ...
-void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x,
+// dx[n,d] = dres + (gradient through the norm), dw[d] += ...; dres may be dx itself (accumulate)
+// or null (dx is written). A separate dres is the residual branch's gradient: no copy first.
+void rmsnorm_backward(float* dx, const float* dres, float* dw, const float* dy, const float* x,
                       const float* w, const float* rstd, int n, int d);
 
 // ---- RoPE (non-interleaved rotate_half) --------------------------------------

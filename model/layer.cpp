@@ -109,7 +109,7 @@ void layer_backward(const LayerView& w, const LayerView& gw, const ModelConfig& 
                     const TokenSet& ts, const float* dy, float* dx, LayerActs& A, LayerActs* kv_src, LayerScratch& s) {
   const Dims d(c);
   const int n = ts.n();
-  s.dh.assign(dy, dy + (size_t)n * d.D);  // residual: dL/dh starts as dL/dy
+  s.dh.resize((size_t)n * d.D);
   s.dact.resize((size_t)n * d.F);
   s.dg.resize((size_t)n * d.F);
   s.du.resize((size_t)n * d.F);
@@ -123,7 +123,8 @@ void layer_backward(const LayerView& w, const LayerView& gw, const ModelConfig& 
   swiglu_backward(s.dg.data(), s.du.data(), s.dact.data(), A.g.data(), A.u.data(), (int64_t)n * d.F);
   linear_backward(s.dm.data(), gw.wg, s.dg.data(), A.m.data(), w.wg, n, d.D, d.F, false);
   linear_backward(s.dm.data(), gw.wu, s.du.data(), A.m.data(), w.wu, n, d.D, d.F, true);
-  rmsnorm_backward(s.dh.data(), gw.mlp_norm, s.dm.data(), A.h.data(), w.mlp_norm, A.rstd2.data(), n, d.D);
+  // dL/dh = dL/dy (residual) + the MLP branch's gradient through its norm
+  rmsnorm_backward(s.dh.data(), dy, gw.mlp_norm, s.dm.data(), A.h.data(), w.mlp_norm, A.rstd2.data(), n, d.D);
 
   // Attention block.
   linear_backward(s.dao.data(), gw.wo, s.dh.data(), A.o.data(), w.wo, n, d.Hd, d.D, false);
@@ -142,8 +143,8 @@ void layer_backward(const LayerView& w, const LayerView& gw, const ModelConfig& 
     linear_backward(s.da.data(), gw.wk, A.dk.data(), A.a.data(), w.wk, n, d.D, d.KVd, true);
     linear_backward(s.da.data(), gw.wv, A.dv.data(), A.a.data(), w.wv, n, d.D, d.KVd, true);
   }
-  std::copy(s.dh.begin(), s.dh.end(), dx);  // residual
-  rmsnorm_backward(dx, gw.attn_norm, s.da.data(), A.x.data(), w.attn_norm, A.rstd1.data(), n, d.D);
+  // dL/dx = dL/dh (residual) + the attention branch's gradient through its norm
+  rmsnorm_backward(dx, s.dh.data(), gw.attn_norm, s.da.data(), A.x.data(), w.attn_norm, A.rstd1.data(), n, d.D);
 }
 
 }  // namespace mor

@@ -394,8 +394,8 @@ double Model::head(int n_seq, int global_batch, bool backward) {
                       hn_.data() + (size_t)r0 * D, E, rows, D, V, false);
   }
   if (backward) {
-    dhid_.assign((size_t)N * D, 0.f);
-    rmsnorm_backward(dhid_.data(), grads.data() + layout.final_norm, dhn_.data(), hid_.data(),
+    dhid_.resize((size_t)N * D);
+    rmsnorm_backward(dhid_.data(), nullptr, grads.data() + layout.final_norm, dhn_.data(), hid_.data(),
                      params.data() + layout.final_norm, rstd_f_.data(), N, D);
   }
   return ce * scale;

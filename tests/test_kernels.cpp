@@ -390,9 +390,16 @@ TEST(RMSNorm, BackwardFiniteDifference) {
   loss();
   const std::vector<float> dx0 = rand_vec(n * d, 44), dw0 = rand_vec(d, 45);
   std::vector<float> dx = dx0, dw = dw0;
-  kern::rmsnorm_backward(dx.data(), dw.data(), r.data(), x.data(), w.data(), rstd.data(), n, d);
+  kern::rmsnorm_backward(dx.data(), dx.data(), dw.data(), r.data(), x.data(), w.data(), rstd.data(), n, d);
+  // The two other forms: a separate residual gradient, and none (dx written).
+  std::vector<float> dx_res(n * d, 7.f), dx_none(n * d, 7.f), dw_unused(d);
+  kern::rmsnorm_backward(dx_res.data(), dx0.data(), dw_unused.data(), r.data(), x.data(), w.data(), rstd.data(), n, d);
+  kern::rmsnorm_backward(dx_none.data(), nullptr, dw_unused.data(), r.data(), x.data(), w.data(), rstd.data(), n, d);
   ThreadScope one(1);
-  expect_all_close(fd_all(x, loss), minus(dx, dx0).data(), 1e-3, 2e-4, "dx - dx0 vs FD");
+  const std::vector<double> fd_x = fd_all(x, loss);
+  expect_all_close(fd_x, minus(dx, dx0).data(), 1e-3, 2e-4, "dx - dx0 vs FD");
+  expect_all_close(fd_x, minus(dx_res, dx0).data(), 1e-3, 2e-4, "dx (separate residual) - dx0 vs FD");
+  expect_all_close(fd_x, dx_none.data(), 1e-3, 2e-4, "dx (no residual) vs FD");
   expect_all_close(fd_all(w, loss), minus(dw, dw0).data(), 1e-3, 2e-4, "dw - dw0 vs FD");
 }
 
@@ -896,7 +903,7 @@ TEST(Determinism, RMSNormSameBitsWithOneAndTwoThreads) {
     dx = rand_vec((size_t)n * d, 174);
     dw = rand_vec(d, 175);
     kern::rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), n, d, 1e-5f);
-    kern::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), rstd.data(), n, d);
+    kern::rmsnorm_backward(dx.data(), dx.data(), dw.data(), dy.data(), x.data(), w.data(), rstd.data(), n, d);
   };
   std::vector<float> y1, dx1, dw1, y2, dx2, dw2;
   run(1, y1, dx1, dw1);

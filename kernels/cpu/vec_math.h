@@ -47,6 +47,28 @@ inline float sum_row(const float* x, int n) {
   return s;
 }
 
+// sum_j a[j] b[j] (c[j]), in 16 interleaved partial sums like sum_row.
+inline float dot_row(const float* a, const float* b, int n) {
+  float acc[16] = {};
+  int j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int t = 0; t < 16; ++t) acc[t] += a[j + t] * b[j + t];
+  float s = 0.f;
+  for (int t = 0; t < 16; ++t) s += acc[t];
+  for (; j < n; ++j) s += a[j] * b[j];
+  return s;
+}
+inline float dot_row(const float* a, const float* b, const float* c, int n) {
+  float acc[16] = {};
+  int j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int t = 0; t < 16; ++t) acc[t] += a[j + t] * b[j + t] * c[j + t];
+  float s = 0.f;
+  for (int t = 0; t < 16; ++t) s += acc[t];
+  for (; j < n; ++j) s += a[j] * b[j] * c[j];
+  return s;
+}
+
 // Maximum of a row (-inf when empty) in 16 interleaved lanes: `a > b ? a : b` is exactly what
 // vmaxps computes, so it vectorizes; a plain running maximum stays a scalar loop.
 inline float max_row(const float* x, int n) {
