@@ -88,23 +88,42 @@ void tile_edge(int mr, int nv, const Product& p, int K, bool acc) {
   tile<MR, NV>(p, K, acc);
 }
 
+// Causal trimming for product(), per tile of rows (row bounds are non-decreasing down the rows,
+// as visible counts are). Only zeros are skipped, so the sums keep their bits.
+//   ncap[r]: row r needs output columns < ncap[r] only (scores past a query's last visible key
+//            are never read: softmax fills them with zeros)
+//   kcap[r]: a(r, k) = 0 for k >= kcap[r] (p and ds rows are zero past the visible keys)
+//   kfrom[r]: a(r, k) = 0 for k < kfrom[r] (rows of p^T / ds^T: queries before the first one
+//            that sees key r)
+struct Trim {
+  const int* ncap = nullptr;
+  const int* kcap = nullptr;
+  const int* kfrom = nullptr;
+};
+
 // C[M x N] (+)= a B over K, N a multiple of 16: column panels of 16 NV outside (the panel of B
 // stays in L1), tiles of MR rows inside. 8 x 32 tiles measured fastest here (~92 % of the FMA
 // peak on one core; 4 x 64 and 8 x 48 tiles: 65-75 %).
 template <int MR, int NV>
-void product(int M, int N, int K, const Product& p, bool acc) {
+void product(int M, int N, int K, const Product& p, bool acc, const Trim& trim = {}) {
   for (int n0 = 0; n0 < N; n0 += 16 * NV) {
     const int nv = std::min(NV, (N - n0) / 16);
     for (int m0 = 0; m0 < M; m0 += MR) {
-      const Product t{p.A + m0 * p.rs, p.rs, p.cs, p.B + n0, p.ldb, p.C + m0 * p.ldc + n0, p.ldc};
-      tile_edge<MR, NV>(std::min(MR, M - m0), nv, t, K, acc);
+      const int mr = std::min(MR, M - m0), last = m0 + mr - 1;
+      if (trim.ncap && n0 >= trim.ncap[last]) continue;
+      const int k0 = trim.kfrom ? std::min(K, trim.kfrom[m0]) : 0;
+      const int k1 = trim.kcap ? std::min(K, trim.kcap[last]) : K;
+      const Product t{p.A + m0 * p.rs + k0 * p.cs, p.rs, p.cs, p.B + n0 + k0 * p.ldb, p.ldb, p.C + m0 * p.ldc + n0, p.ldc};
+      tile_edge<MR, NV>(mr, nv, t, std::max(0, k1 - k0), acc);
     }
   }
 }
 
-// Scores S[m x n32] = a b^T for a rows (stride lda) against the transposed keys (or values) bt.
-void scores(float* S, int m, int n32, int hd, const float* a, int64_t lda, const float* bt, int64_t nkp) {
-  product<8, 2>(m, n32, hd, {a, lda, 1, bt, nkp, S, n32}, false);
+// Scores S[m x n32] = a b^T for a rows (stride lda) against the transposed keys (or values) bt;
+// row i only up to the 32-column panel holding its last visible key (vis[i]).
+void scores(float* S, int m, int n32, int hd, const float* a, int64_t lda, const float* bt, int64_t nkp,
+            const int* vis) {
+  product<8, 2>(m, n32, hd, {a, lda, 1, bt, nkp, S, n32}, false, {.ncap = vis});
 }
 
 int round_up(int n, int to) { return (n + to - 1) / to * to; }
@@ -122,10 +141,23 @@ void transpose_kv(float* xt, const float* x, int nk, int nkp, int Hkv, int hd) {
 
 // dx rows [0, filled) += a^T y, rows [filled, kn) = a^T y: a part's dk/dv rows are written by the
 // first query block that sees them (keys only ever join as blocks advance), so nothing is zeroed.
+// first_q[j]: the first of the m rows of a (queries) that sees key j; earlier rows are zero there.
 void add_transposed(float* dx, int filled, int kn, int hd, const float* a, int64_t lda, int m, const float* y,
-                    int64_t ldy) {
-  product<8, 2>(filled, hd, m, {a, 1, lda, y, ldy, dx, hd}, true);
-  product<8, 2>(kn - filled, hd, m, {a + filled, 1, lda, y, ldy, dx + (int64_t)filled * hd, hd}, false);
+                    int64_t ldy, const int* first_q) {
+  product<8, 2>(filled, hd, m, {a, 1, lda, y, ldy, dx, hd}, true, {.kfrom = first_q});
+  product<8, 2>(kn - filled, hd, m, {a + filled, 1, lda, y, ldy, dx + (int64_t)filled * hd, hd}, false,
+                {.kfrom = first_q + filled});
+}
+
+// first[j] for keys j < kn: the first of queries [0, m) whose visible count (vis, non-decreasing)
+// exceeds j.
+void first_queries(std::vector<int>& first, const int* vis, int m, int kn) {
+  first.resize(kn);
+  int i = 0;
+  for (int j = 0; j < kn; ++j) {
+    while (i < m && vis[i] <= j) ++i;
+    first[j] = i;
+  }
 }
 
 // What both directions derive from the shape: strides of q/o (ldq) and k/v (ldkv), key count
@@ -165,7 +197,7 @@ void attention_forward_tiles(float* o, float* lse, const float* q, const float* 
         continue;
       }
       const float* qh = q + i0 * ldq + (int64_t)h * hd;
-      scores(P, m, kn32, hd, qh, ldq, kt + (int64_t)g * hd * nkp, nkp);
+      scores(P, m, kn32, hd, qh, ldq, kt + (int64_t)g * hd * nkp, nkp, &vis[i0]);
       for (int i = 0; i < m; ++i) {  // softmax over the visible prefix; zeros up to kn
         float* p = P + (int64_t)i * kn32;
         const int n = vis[i0 + i];
@@ -179,7 +211,7 @@ void attention_forward_tiles(float* o, float* lse, const float* q, const float* 
         std::fill(p + n, p + kn, 0.f);
         lse[(int64_t)h * nq + i0 + i] = n > 0 ? mx * scale + std::log(sum) : -INFINITY;
       }
-      product<8, 2>(m, hd, kn, {P, kn32, 1, v + (int64_t)g * hd, ldkv, oh, ldq}, false);  // o = p v
+      product<8, 2>(m, hd, kn, {P, kn32, 1, v + (int64_t)g * hd, ldkv, oh, ldq}, false, {.kcap = &vis[i0]});  // o = p v
     }
   }
 }
@@ -211,6 +243,7 @@ void attention_backward_tiles(float* dq, float* dk, float* dv, const float* dout
     transpose_kv(vt, v, nk, nkp, Hkv, hd);
     float* P = thread_buffer(0, (size_t)kQB * nkp).data();
     float* dP = thread_buffer(1, (size_t)kQB * nkp).data();
+    std::vector<int> first_q;
 #pragma omp for schedule(dynamic, 1)
     for (int t = 0; t < parts * H; ++t) {
       const int h = t / parts, part = t % parts, g = h / group;
@@ -229,7 +262,8 @@ void attention_backward_tiles(float* dq, float* dk, float* dv, const float* dout
           continue;
         }
         // p recomputed from the saved log-sum-exp; zero past each query's visible prefix
-        scores(P, m, kn32, hd, qh, ldq, kt + (int64_t)g * hd * nkp, nkp);
+        scores(P, m, kn32, hd, qh, ldq, kt + (int64_t)g * hd * nkp, nkp, &vis[i0]);
+        first_queries(first_q, &vis[i0], m, kn);
         for (int i = 0; i < m; ++i) {
           float* p = P + (int64_t)i * kn32;
           const float l = lse[(int64_t)h * nq + i0 + i];
@@ -238,8 +272,8 @@ void attention_backward_tiles(float* dq, float* dk, float* dv, const float* dout
           for (int j = 0; j < n; ++j) p[j] = fast_exp(p[j] * scale - l);
           std::fill(p + n, p + kn, 0.f);
         }
-        add_transposed(dvh, done, kn, hd, P, kn32, m, doh, ldq);            // dv += p^T do
-        scores(dP, m, kn32, hd, doh, ldq, vt + (int64_t)g * hd * nkp, nkp);  // dp = do v^T
+        add_transposed(dvh, done, kn, hd, P, kn32, m, doh, ldq, first_q.data());        // dv += p^T do
+        scores(dP, m, kn32, hd, doh, ldq, vt + (int64_t)g * hd * nkp, nkp, &vis[i0]);  // dp = do v^T
         for (int i = 0; i < m; ++i) {  // ds = p * (dp - rowdot(do, o)) * scale
           const float* di = doh + i * ldq;
           const float* oi = oh + i * ldq;
@@ -252,8 +286,8 @@ void attention_backward_tiles(float* dq, float* dk, float* dv, const float* dout
 #pragma omp simd
           for (int j = 0; j < n; ++j) p[j] = p[j] * (dp[j] - D) * scale;
         }
-        product<8, 2>(m, hd, kn, {P, kn32, 1, kg, ldkv, dqh, ldq}, false);  // dq = ds k
-        add_transposed(dkh, done, kn, hd, P, kn32, m, qh, ldq);             // dk += ds^T q
+        product<8, 2>(m, hd, kn, {P, kn32, 1, kg, ldkv, dqh, ldq}, false, {.kcap = &vis[i0]});  // dq = ds k
+        add_transposed(dkh, done, kn, hd, P, kn32, m, qh, ldq, first_q.data());               // dk += ds^T q
         done = kn;
       }
     }
