@@ -164,14 +164,16 @@ double sum_squares(const float* x, int64_t n) {
   std::vector<double> part(nb);
 #pragma omp parallel for schedule(static) if (n >= 65536)
   for (int64_t b = 0; b < nb; ++b) {
-    // 8 interleaved partial sums in a fixed order: vectorizes, same bits for any thread count.
-    double acc[8] = {};
+    // 32 interleaved partial sums in a fixed order: vectorizes into 4 independent add chains (one
+    // chain of 8 was bound by the add latency: 12 ms for 135 M gradients, now ~10, at DRAM speed),
+    // same bits for any thread count.
+    double acc[32] = {};
     const int64_t e = std::min(n, (b + 1) * blk);
     int64_t i = b * blk;
-    for (; i + 8 <= e; i += 8)
-      for (int t = 0; t < 8; ++t) acc[t] += (double)x[i + t] * x[i + t];
+    for (; i + 32 <= e; i += 32)
+      for (int t = 0; t < 32; ++t) acc[t] += (double)x[i + t] * x[i + t];
     double sum = 0;
-    for (int t = 0; t < 8; ++t) sum += acc[t];
+    for (int t = 0; t < 32; ++t) sum += acc[t];
     for (; i < e; ++i) sum += (double)x[i] * x[i];
     part[b] = sum;
   }
