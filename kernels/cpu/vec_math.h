@@ -34,39 +34,28 @@ inline float fast_exp(float x) {
   return p * std::bit_cast<float>(((int32_t)n + 127) << 23);
 }
 
-// Sum of a row in 16 interleaved partial sums, added in a fixed order: vectorizes, and the bits
-// depend only on the row (not on its address or on the threads).
-inline float sum_row(const float* x, int n) {
+// sum over j < n of term(j) in 16 interleaved partial sums, added in a fixed order: vectorizes
+// (GCC never reorders a plain float `s += ...` loop), and the bits depend only on the values (not
+// on addresses or threads).
+template <class Term>
+inline float sum_lanes(int n, Term term) {
   float acc[16] = {};
   int j = 0;
   for (; j + 16 <= n; j += 16)
-    for (int t = 0; t < 16; ++t) acc[t] += x[j + t];
+    for (int t = 0; t < 16; ++t) acc[t] += term(j + t);
   float s = 0.f;
   for (int t = 0; t < 16; ++t) s += acc[t];
-  for (; j < n; ++j) s += x[j];
+  for (; j < n; ++j) s += term(j);
   return s;
 }
-
-// sum_j a[j] b[j] (c[j]), in 16 interleaved partial sums like sum_row.
+inline float sum_row(const float* x, int n) {
+  return sum_lanes(n, [x](int j) { return x[j]; });
+}
 inline float dot_row(const float* a, const float* b, int n) {
-  float acc[16] = {};
-  int j = 0;
-  for (; j + 16 <= n; j += 16)
-    for (int t = 0; t < 16; ++t) acc[t] += a[j + t] * b[j + t];
-  float s = 0.f;
-  for (int t = 0; t < 16; ++t) s += acc[t];
-  for (; j < n; ++j) s += a[j] * b[j];
-  return s;
+  return sum_lanes(n, [a, b](int j) { return a[j] * b[j]; });
 }
 inline float dot_row(const float* a, const float* b, const float* c, int n) {
-  float acc[16] = {};
-  int j = 0;
-  for (; j + 16 <= n; j += 16)
-    for (int t = 0; t < 16; ++t) acc[t] += a[j + t] * b[j + t] * c[j + t];
-  float s = 0.f;
-  for (int t = 0; t < 16; ++t) s += acc[t];
-  for (; j < n; ++j) s += a[j] * b[j] * c[j];
-  return s;
+  return sum_lanes(n, [a, b, c](int j) { return a[j] * b[j] * c[j]; });
 }
 
 // Maximum of a row (-inf when empty) in 16 interleaved lanes: `a > b ? a : b` is exactly what
