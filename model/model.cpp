@@ -378,7 +378,7 @@ double Model::head(int n_seq, int global_batch, bool backward) {
   hn_.resize((size_t)N * D);
   rstd_f_.resize(N);
   rmsnorm_forward(hn_.data(), rstd_f_.data(), hid_.data(), params.data() + layout.final_norm, N, D, cfg.rms_eps);
-  if (backward) dhn_.assign((size_t)N * D, 0.f);
+  if (backward) dhn_.resize((size_t)N * D);  // every row written below (dx with accumulate = false)
   // Logits in row chunks (at most ~128 MB): the [N, V] matrix never exists whole for large
   // batches. One 512-token sequence is one chunk: split 341 + 171, the head's GEMMs ran ~9 % slower.
   const int chunk = std::max(1, std::min(N, (1 << 25) / V));
