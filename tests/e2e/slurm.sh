@@ -29,8 +29,10 @@ fi
 PY=/usr/bin/python3
 JOBS=()
 BG=()
+HELD=()   # ranks stopped by hold_ranks
 cleanup() {
   local j p
+  for p in "${HELD[@]}"; do kill -CONT "$p" 2> /dev/null || true; done
   for j in "${JOBS[@]}"; do scancel "$j" 2> /dev/null || true; done
   for p in "${BG[@]}"; do kill "$p" 2> /dev/null || true; done
   [ -z "${stale:-}" ] || rm -f "$stale"
@@ -64,6 +66,47 @@ show_log() {  # the job log without per-step lines, Open MPI's abort banners and
 }
 steps_alive() {  # steps_alive JOB: is any slurmstepd of the job still there?
   ps -eo args= | grep -q "^slurmstepd: \[$1\."
+}
+# Holding a job's ranks (SIGSTOP) until a signal is queued for them makes the signal
+# cases independent of this machine's speed: the runs would otherwise have to outlast
+# the time limit's warning (0-30 s late: slurmctld checks limits every 30 s) and the
+# sbatch scripts' forwarding delay on their own, which a fast machine does not.
+job_ranks() {  # job_ranks MARKER N: PIDs of the N mor-dist ranks whose command line holds MARKER
+  local marker=$1 n=$2 p t=$SECONDS pids
+  while :; do
+    pids=()
+    for p in $(pgrep -x mor-dist); do
+      tr '\0' ' ' < "/proc/$p/cmdline" 2> /dev/null | grep -qF -- "$marker" && pids+=("$p")
+    done
+    [ ${#pids[@]} -lt "$n" ] || { echo "${pids[@]}"; return; }
+    [ $((SECONDS - t)) -lt 30 ] || fail "found ${#pids[@]} of $n mor-dist ranks running with '$marker'"
+    sleep 0.2
+  done
+}
+hold_ranks() {  # hold_ranks PIDS...: stop the ranks (SIGCONT again in the cleanup if a check fails)
+  HELD+=("$@")
+  kill -STOP "$@"
+}
+release_when_signalled() {  # release_when_signalled SIG LIMIT PIDS...: once SIG is pending in every held rank, SIGCONT them
+  local sig=$1 limit=$2 t=$SECONDS p bit pending; shift 2
+  bit=$((1 << ($(kill -l "$sig") - 1)))
+  while :; do
+    pending=0
+    for p in "$@"; do
+      (( 0x$(sed -n 's/^ShdPnd:[[:space:]]*//p' "/proc/$p/status" 2> /dev/null || echo 0) & bit )) && pending=$((pending + 1))
+    done
+    [ "$pending" -lt $# ] || break
+    [ $((SECONDS - t)) -lt "$limit" ] || fail "SIG$sig reached $pending of $# held ranks within ${limit}s"
+    sleep 0.2
+  done
+  kill -CONT "$@"
+}
+wait_log() {  # wait_log FILE REGEX SECONDS: until a line of FILE matches REGEX
+  local t=$SECONDS
+  until grep -qE -- "$2" "$1" 2> /dev/null; do
+    [ $((SECONDS - t)) -lt "$3" ] || { [ -f "$1" ] && show_log "$1"; fail "no line matching '$2' in $1 after ${3}s"; }
+    sleep 0.1
+  done
 }
 mpi4() { mpirun --oversubscribe --bind-to none -np 4 "$MOR_BIN" "$@"; }
 losses() { $PY -c "import json,sys; [print(repr(json.loads(l)['loss'])) for l in open(sys.argv[1]) if '\"loss\"' in l]" "$1"; }
@@ -99,33 +142,36 @@ PYEOF
   ;;
 # ---------------------------------------------------------------------------------------
 requeue)
-  # The first run must outlive the warning: slurmctld checks time limits every 30 s, so
-  # with --time=1 --signal=B:USR1@50 SIGUSR1 comes 0-30 s after the start. Its steps are
-  # made slow with a validation pass of 192 windows after every step (~1.5-2.5 s per step
-  # here; 60 steps, so the warning comes well before the end even on a faster machine),
-  # set in a copy of the config so that the requeued run (the config is read again)
-  # evaluates only at the end. Evaluation does not touch the training state: the
-  # uninterrupted reference run skips it and must match bit for bit.
+  # The first run is held (its ranks stopped) from step 5 until the time limit's SIGUSR1,
+  # forwarded by the batch script after MOR_SIGNAL_DEFER s, is pending in every rank:
+  # it comes 10-40 s after the start (--time=1 --signal=B:USR1@50; slurmctld checks
+  # limits every 30 s), so the run saves on it whatever this machine's speed. It
+  # evaluates on the validation shard at the end only; evaluation does not touch the
+  # training state, and the uninterrupted reference run, which skips it, must match
+  # bit for bit.
   S=60
-  ck=$WORK/ck; out=$WORK/job.out; cfg=$WORK/tiny_mor_slow.ini
-  sed -e 's/^eval_every = .*/eval_every = 1/' -e 's/^eval_samples = .*/eval_samples = 192/' "$MOR_CONFIG" > "$cfg"
-  grep -q '^eval_every = 1$' "$cfg" || fail "could not set eval_every in $cfg"
-  MOR_CONFIG=$cfg MOR_CKPT_DIR=$ck MOR_SAVE_EVERY=0 MOR_SIGNAL_DEFER=8 \
-    MOR_ARGS="$ARGS --train.steps $S --data.val '$MOR_DATA/edu_fineweb_val_*.bin' --train.metrics $WORK/job.jsonl --train.save_params $WORK/job.mort" \
+  ck=$WORK/ck; out=$WORK/job.out
+  MOR_CKPT_DIR=$ck MOR_SAVE_EVERY=0 MOR_SIGNAL_DEFER=8 \
+    MOR_ARGS="$ARGS --train.steps $S --data.val '$MOR_DATA/edu_fineweb_val_*.bin' --train.eval_every 0 --train.eval_samples 24 --train.metrics $WORK/job.jsonl --train.save_params $WORK/job.mort" \
     submit job -n 4 --ntasks-per-node=4 --time=1 --signal=B:USR1@50 -o "$out" "$SBATCH_TRAIN"
   note "submitted job $job (--time=1 --signal=B:USR1@50 --requeue)"
+  wait_log "$out" "^\[job $job restart 0\] step +5 \|" 120
+  read -ra ranks <<< "$(job_ranks "$WORK/job.jsonl" 4)"
+  hold_ranks "${ranks[@]}"
+  note "restart 0 at step 5: ranks ${ranks[*]} held until SIGUSR1 is pending in all of them"
   # the uninterrupted reference, meanwhile, outside SLURM
   mpi4 train --config "$MOR_CONFIG" "${TRAIN[@]}" --data.val "" --train.steps $S --train.save_params "$WORK/ref.mort" > "$WORK/ref.log" 2>&1 &
   BG+=($!)
+  release_when_signalled USR1 90 "${ranks[@]}"
+  note "SIGUSR1 pending in the held ranks: released"
   sped_up=0
   while :; do
     st=$(field "$job" JobState); restarts=$(field "$job" Restarts)
     if [ "$sped_up" = 0 ] && [ "${restarts:-0}" -ge 1 ] && [ "$st" = PENDING ] && ! steps_alive "$job"; then
       # a requeued job waits cred_expire+1 s (BeginTime); start it in 2 s instead (once
       # the first run's steps are gone: a new step 0 cannot bind the PMIx socket of an
-      # old one that is still being torn down), give it time to finish without another
-      # warning, and no more validation per step
-      sed -i -e 's/^eval_every = .*/eval_every = 0/' -e 's/^eval_samples = .*/eval_samples = 24/' "$cfg"
+      # old one that is still being torn down), and give it time to finish without
+      # another warning
       if scontrol update JobId="$job" StartTime=now+2 TimeLimit=10; then
         note "job $job requeued (restart $restarts): StartTime=now+2 TimeLimit=10"
       else
@@ -141,7 +187,7 @@ requeue)
   wait "${BG[0]}" || { cat "$WORK/ref.log"; fail "reference run failed"; }
   show_log "$out"
   [ "$st" = COMPLETED ] || fail "job $job ended $st"
-  [ "$sped_up" = 1 ] || fail "job $job finished before the time-limit warning came: this machine is faster than the test assumes (raise eval_samples above)"
+  [ "$sped_up" = 1 ] || fail "job $job was never requeued"
   grep -qE "^\[job $job restart 0\] train.sbatch: got SIGUSR1" "$out" || fail "the batch script never got SIGUSR1 from the time limit"
   k=$(sed -nE "s/^\[job $job restart 0\] stop signal received: saving at step ([0-9]+) .*/\1/p" "$out")
   [ -n "$k" ] || fail "restart 0 did not save on the signal"
@@ -250,13 +296,16 @@ chain)
          MOR_ARGS="$ARGS --data.val '' --train.steps 16" \
          submit job0 -n 4 --ntasks-per-node=4 --time=30 -o "$out" "$MOR_SRC/slurm/train-chain.sbatch"
   note "submitted chain link 0: job $job0"
-  for _ in $(seq 600); do grep -qE "^\[job $job0 restart 0\] step +5 \|" "$out" 2> /dev/null && break; sleep 0.1; done
+  wait_log "$out" "^\[job $job0 restart 0\] step +5 \|" 120
+  read -ra ranks <<< "$(job_ranks "$WORK/ck" 4)"
+  hold_ranks "${ranks[@]}"   # until the signal is pending in them: see release_when_signalled
   job1=$(sed -nE "s/^\[job $job0 link 0\] train-chain.sbatch: submitted link 1 as job ([0-9]+).*/\1/p" "$out")
   [ -n "$job1" ] || { show_log "$out"; fail "link 0 did not submit link 1"; }
   JOBS+=("$job1")
   [ "$(field "$job1" JobState)" = PENDING ] || fail "link 1 is not pending while link 0 runs"
   scancel --signal=USR1 --batch "$job0"   # what the time limit's --signal does, without waiting for it
-  note "SIGUSR1 to link 0's batch script"
+  note "SIGUSR1 to link 0's batch script (ranks ${ranks[*]} held at step 5)"
+  release_when_signalled USR1 30 "${ranks[@]}"
   st0=$(wait_gone "$job0" 60)
   st1=$(wait_gone "$job1" 120)
   show_log "$out"
