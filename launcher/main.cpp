@@ -15,6 +15,7 @@
 #include "launcher/log.h"
 
 #include "launcher/prepare_cmd.h"
+#include "launcher/stop_signal.h"
 #include "launcher/options.h"
 #include "launcher/train.h"
 #include "model/config.h"
@@ -61,7 +62,7 @@ int main(int argc, char** argv) {
   // every step (measured: ~25% of a 135M-model step).
   mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, INT_MAX);
-  mor::install_stop_handlers();
+  mor::route_stop_signals();  // before any thread exists; an early signal is never fatal
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;

@@ -1,8 +1,8 @@
 #include "launcher/prepare_cmd.h"
+#include "launcher/stop_signal.h"
 
 #include <boost/program_options.hpp>
 #include <climits>
-#include <csignal>
 #include <cstdint>
 #include <iostream>
 #include <string>
@@ -29,8 +29,7 @@ int cmd_prepare(int argc, char** argv) {
   // main() routes SIGTERM/SIGUSR1 to the training loop's checkpoint-and-stop
   // flag; nothing here polls it, so let them end the process as usual (shards
   // and manifest.json are written to .tmp and renamed: nothing half-written).
-  std::signal(SIGTERM, SIG_DFL);
-  std::signal(SIGUSR1, SIG_DFL);
+  stop_signals_end_process();
   io::PrepareOptions opt;
   int64_t shard_tokens = 0, val_tokens = -1, batch_bytes = 1 << 20;
   bool quiet = false;

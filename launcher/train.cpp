@@ -2,9 +2,9 @@
 // in train_loop(): read the micro-batches of this step, forward/backward each,
 // clip, AdamW, log.
 #include "launcher/train.h"
+#include "launcher/stop_signal.h"
 
 #include <chrono>
-#include <csignal>
 #include <cstdlib>
 #include <thread>
 #include <cmath>
@@ -48,18 +48,6 @@ double measure_sgemm_gflops() {
   return 2.0 * n * n * n / best / 1e9;
 }
 
-// SIGUSR1 / SIGTERM (SLURM's warning before a time limit, or preemption): set a
-// flag; ranks agree on it once per step, finish the step, save and exit 85.
-volatile std::sig_atomic_t g_stop_signal = 0;
-void on_stop_signal(int sig) { g_stop_signal = sig; }
-}  // namespace
-
-void install_stop_handlers() {
-  std::signal(SIGUSR1, on_stop_signal);
-  std::signal(SIGTERM, on_stop_signal);
-}
-
-namespace {
 
 // This rank's row blocks of every tensor (parameters + AdamW moments) for checkpoints.
 std::vector<ckpt::LocalTensor> local_tensors(Model& m, dist::ShardedParams* sp, AdamW& opt) {
@@ -305,7 +293,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     if (sharded) sharded->finish_backward();  // gradient shards are summed over ranks now
     // 2. global loss and gradient norm (sums over ranks), clip
     double red[7] = {loss.ce, loss.aux, loss.ec_z, loss.bal, loss.z, kern::sum_squares(grads, n_local),
-                     (double)(g_stop_signal != 0)};  // any rank signalled: all stop after this step
+                     (double)(stop_signal() != 0)};  // any rank signalled: all stop after this step
     if (world > 1) comm.all_reduce_sum(red, 7, "allreduce/loss_norm");
     loss = LossParts{red[0], red[1], red[2], red[3], red[4]};
     const double gnorm = std::sqrt(red[5]);

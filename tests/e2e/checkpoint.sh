@@ -93,12 +93,30 @@ set +e
 mpirun --oversubscribe --bind-to none -np 2 "$MOR_BIN" "${train[@]}" --train.steps 100000 --ckpt.dir "$WORK/cks" > "$WORK/sig.log" 2>&1 &
 mpid=$!
 for _ in $(seq 300); do grep -q "^step      3" "$WORK/sig.log" && break; sleep 0.1; done
+# Every thread of every rank blocks SIGUSR1 and SIGTERM but one, which takes them in sigwait
+# (the kernel unblocks them while it waits in rt_sigtimedwait, syscall 128): a handler run on a
+# compute thread's stack corrupted oneDNN's GEMM (launcher/stop_signal.h).
+nthreads=0
+for r in $(pgrep -P $mpid -x mor-dist); do
+  waiters=0
+  for t in /proc/$r/task/*; do
+    blk=$(sed -n 's/^SigBlk:[[:space:]]*//p' "$t/status" 2> /dev/null) || continue
+    [ -n "$blk" ] || continue
+    nthreads=$((nthreads + 1))
+    (( (0x$blk & 0x4200) == 0x4200 )) && continue
+    [ "$(cut -d' ' -f1 "$t/syscall" 2> /dev/null)" = 128 ] ||
+      fail "thread ${t##*/} of rank pid $r takes SIGUSR1/SIGTERM (SigBlk $blk) outside sigwait"
+    waiters=$((waiters + 1))
+  done
+  [ "$waiters" = 1 ] || fail "rank pid $r: $waiters threads wait for the stop signals, want 1"
+done
+[ "$nthreads" -ge 6 ] || fail "found only $nthreads threads of the 2 ranks"
 kill -USR1 $mpid; wait $mpid; rc=$?   # mpirun forwards SIGUSR1 to every rank
 set -e
 [ "$rc" -eq 85 ] || fail "SIGUSR1: exit status $rc, want 85 ($(tail -3 "$WORK/sig.log"))"
 grep -q "stop signal received" "$WORK/sig.log" || fail "SIGUSR1: no message"
 [ -f "$WORK/cks/$(cat "$WORK/cks/latest")/index.h5" ] || fail "SIGUSR1: no checkpoint"
-echo "ok: SIGUSR1 -> checkpoint $(cat "$WORK/cks/latest") and exit 85"
+echo "ok: SIGUSR1 -> checkpoint $(cat "$WORK/cks/latest") and exit 85 (of the $nthreads threads of 2 ranks, one per rank takes it)"
 
 # 6. corruption: each case a clear error naming the file; nothing overwritten
 expect_fail() {  # expect_fail "text" cmd...
