@@ -15,6 +15,14 @@ void set_num_threads(int n);
 int num_threads();
 
 // ---- GEMM ------------------------------------------------------------------
+// Which library runs the GEMMs (process-wide; set before training):
+//   Mixed    oneDNN for forward (x W^T) and input-gradient (dy W) GEMMs, OpenBLAS for
+//            weight gradients (dy^T x): the fastest measured here (kernels/cpu/gemm.cpp)
+//   OpenBLAS every GEMM on OpenBLAS
+enum class GemmLib { Mixed, OpenBLAS };
+void set_gemm_lib(GemmLib lib);
+GemmLib gemm_lib();
+
 // C[M,N] = alpha * op(A) op(B) + beta * C, row-major, op = transpose if flag.
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
           const float* A, int lda, const float* B, int ldb, float beta,

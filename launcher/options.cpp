@@ -60,6 +60,8 @@ OptionTable::OptionTable(RunConfig& rc) {
     ("train.eval_every", po::value(&t.eval_every)->default_value(t.eval_every), "steps between validations (0 = at the end only)")
     ("train.eval_samples", po::value(&t.eval_samples)->default_value(t.eval_samples), "validation windows per evaluation (0 = all)")
     ("train.threads", po::value(&t.threads)->default_value(t.threads), "CPU threads (0 = all cores)")
+    ("train.gemm", po::value(&t.gemm)->default_value(t.gemm),
+     "GEMM library: mixed (oneDNN for forward and input-gradient GEMMs, OpenBLAS for weight gradients; fastest measured) | openblas")
     ("train.peak_gflops", po::value(&t.peak_gflops)->default_value(t.peak_gflops), "peak for MFU (0 = measure sgemm)")
     ("train.metrics", po::value(&t.metrics)->default_value(t.metrics), "JSON-lines metrics file")
     ("train.save_params", po::value(&t.save_params)->default_value(t.save_params), "write the final parameters (.mort)")
@@ -117,6 +119,7 @@ static void finish(OptionTable& tab, RunConfig& rc) {
   if (t.eval_every < 0) throw ConfigError("train.eval_every", "must be >= 0");
   if (t.eval_samples < 0) throw ConfigError("train.eval_samples", "must be >= 0");
   if (t.threads < 0) throw ConfigError("train.threads", "must be >= 0");
+  if (t.gemm != "mixed" && t.gemm != "openblas") throw ConfigError("train.gemm", "unknown value '" + t.gemm + "' (mixed | openblas)");
   if (rc.ckpt.save_every < 0) throw ConfigError("ckpt.save_every", "must be >= 0");
   if (rc.ckpt.keep_last < 2) throw ConfigError("ckpt.keep_last", "must be >= 2 (a crash while pruning must leave one good checkpoint)");
   if (rc.ckpt.resume == "auto" && rc.ckpt.dir.empty()) throw ConfigError("ckpt.resume", "auto needs --ckpt.dir");

@@ -19,6 +19,7 @@ struct TrainConfig {
   int eval_every = 0;          // 0 = only at the end (if data.val is set)
   int eval_samples = 64;       // validation windows per evaluation (0 = all)
   int threads = 0;             // 0 = all cores
+  std::string gemm = "mixed";  // GEMM library: mixed (oneDNN + OpenBLAS) | openblas
   double peak_gflops = 0;      // for MFU; 0 = measure sgemm at start-up
   std::string metrics;         // JSON-lines file ("" = none)
   std::string save_params;     // write final parameters (.mort) here ("" = no)

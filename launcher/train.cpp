@@ -76,6 +76,10 @@ std::string config_difference(const std::string& saved, const std::string& now) 
   }
 }
 
+kern::GemmLib gemm_lib_of(const TrainConfig& t) {  // values checked by the option parser
+  return t.gemm == "openblas" ? kern::GemmLib::OpenBLAS : kern::GemmLib::Mixed;
+}
+
 // OMP_NUM_THREADS if set; else all cores, split between the ranks that share this node.
 int default_threads() {
   if (const char* n = std::getenv("OMP_NUM_THREADS"))
@@ -128,9 +132,9 @@ void print_banner(const RunConfig& rc, const Model& m, int world, int micro, int
   logf("params: total %lld (analytic %lld) = embedding %lld + shared block %lld + unique layers %lld + norm/routers %lld\n",
               (long long)L.total, (long long)analytic_param_count(c), (long long)L.count_embedding(),
               (long long)L.count_shared(), (long long)L.count_unique_layers(), (long long)L.count_other());
-  logf("batch: global %d = world %d x micro %d x accum %d sequences (%lld tokens/step) | threads %d\n",
+  logf("batch: global %d = world %d x micro %d x accum %d sequences (%lld tokens/step) | threads %d | gemm %s\n",
               rc.train.global_batch, world, micro, accum, (long long)rc.train.global_batch * c.seq_len,
-              kern::num_threads());
+              kern::num_threads(), rc.train.gemm.c_str());
 }
 
 // Mean validation cross-entropy over the first n windows (all if n = 0); each
@@ -176,6 +180,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
   const int accum = tc.global_batch / (world * micro);
   if (rc.data.train.empty()) throw ConfigError("data.train", "is required (a glob of token shards)");
   kern::set_num_threads(tc.threads > 0 ? tc.threads : default_threads());
+  kern::set_gemm_lib(gemm_lib_of(tc));
 
   // Resolved first: a resumed run reads every parameter from the checkpoint, so it skips the init.
   const std::string resume_dir = rc.ckpt.resume.empty() ? "" : ckpt::resolve(rc.ckpt.dir, rc.ckpt.resume);
@@ -394,6 +399,7 @@ int cmd_eval(int argc, char** argv) {
   if (rc.train.init_params.empty()) throw ConfigError("train.init_params", "is required: the parameters to evaluate");
   if (rc.data.val.empty()) throw ConfigError("data.val", "is required: the validation shards");
   kern::set_num_threads(rc.train.threads);
+  kern::set_gemm_lib(gemm_lib_of(rc.train));
   Model model(rc.model);
   import_params(model, io::read_mort(rc.train.init_params), rc.train.init_params);
   io::ValLoader val(rc.data.val, rc.model.seq_len, rc.model.vocab_size);

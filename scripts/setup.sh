@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 PKGS=(
   build-essential cmake pkg-config git
   libopenblas-openmp-dev            # OpenMP build: shares our OpenMP threads
+  libdnnl-dev                       # oneDNN: JIT sgemm for the forward and input-gradient GEMMs
   libopenmpi-dev openmpi-bin        # MPI communicator, mpirun for multi-rank tests
   libhdf5-dev hdf5-tools            # serial HDF5 per rank (checkpoints), h5dump
   libxxhash-dev                     # checksums of checkpoint shard files

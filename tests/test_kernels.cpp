@@ -121,6 +121,26 @@ struct GemmCase {
   int M, N, K;
 };
 
+// Every GEMM and linear-layer test runs on both GEMM set-ups (--train.gemm): Mixed (oneDNN
+// for GEMMs with an untransposed A, OpenBLAS for the rest) and OpenBLAS alone.
+class Gemm : public ::testing::TestWithParam<kern::GemmLib> {
+ protected:
+  void SetUp() override {
+    saved_ = kern::gemm_lib();
+    kern::set_gemm_lib(GetParam());
+  }
+  void TearDown() override { kern::set_gemm_lib(saved_); }
+
+ private:
+  kern::GemmLib saved_ = kern::GemmLib::Mixed;
+};
+class Linear : public Gemm {};
+std::string gemm_lib_name(const ::testing::TestParamInfo<kern::GemmLib>& i) {
+  return i.param == kern::GemmLib::Mixed ? "Mixed" : "OpenBLAS";
+}
+INSTANTIATE_TEST_SUITE_P(Libs, Gemm, ::testing::Values(kern::GemmLib::Mixed, kern::GemmLib::OpenBLAS), gemm_lib_name);
+INSTANTIATE_TEST_SUITE_P(Libs, Linear, ::testing::Values(kern::GemmLib::Mixed, kern::GemmLib::OpenBLAS), gemm_lib_name);
+
 // The vectorizable exp used by softmax, cross-entropy, attention and SwiGLU, against double exp:
 // within 2 ulp over the whole normal range, exact at 0, flushed to a tiny value far below it.
 TEST(FastExp, WithinTwoUlpOfDoubleExp) {
@@ -151,7 +171,7 @@ TEST(FastExp, SumRowCountsEveryElement) {
   }
 }
 
-TEST(Gemm, AllTransposeCombosWithPaddedLeadingDims) {
+TEST_P(Gemm, AllTransposeCombosWithPaddedLeadingDims) {
   for (GemmCase g : {GemmCase{5, 7, 3}, GemmCase{3, 2, 9}, GemmCase{17, 13, 21}}) {
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb)
@@ -179,7 +199,7 @@ TEST(Gemm, AllTransposeCombosWithPaddedLeadingDims) {
 
 // Above ~2e7 flops and with several threads, gemm cuts C into row blocks (or column blocks when
 // N >= 4096), one per thread; odd sizes put the block edges off the 16-float grid.
-TEST(Gemm, ThreadedBlocksMatchNaive) {
+TEST_P(Gemm, ThreadedBlocksMatchNaive) {
   for (int threads : {2, 3}) {
     ThreadScope ts(threads);
     for (GemmCase g : {GemmCase{203, 301, 333}, GemmCase{37, 4133, 140}})
@@ -203,7 +223,7 @@ TEST(Gemm, ThreadedBlocksMatchNaive) {
   }
 }
 
-TEST(Gemm, BetaZeroOverwritesGarbage) {
+TEST_P(Gemm, BetaZeroOverwritesGarbage) {
   // beta = 0 means "write": NaN already in C must not leak into the result
   // (linear_backward with accumulate_dx = false and attention's dq rely on it).
   for (GemmCase g : {GemmCase{4, 6, 5}, GemmCase{33, 20, 17}})
@@ -219,7 +239,7 @@ TEST(Gemm, BetaZeroOverwritesGarbage) {
       }
 }
 
-TEST(Gemm, KZero) {
+TEST_P(Gemm, KZero) {
   const int M = 3, N = 4, ldc = 6;
   std::vector<float> dummy(1, 1.f);
   std::vector<float> C = rand_vec(M * ldc, 5);
@@ -264,7 +284,7 @@ std::vector<double> naive_linear(const LinearData& d) {
   return y;
 }
 
-TEST(Linear, ForwardMatchesNaive) {
+TEST_P(Linear, ForwardMatchesNaive) {
   LinearData d;
   std::vector<float> y((size_t)d.n * d.out, std::numeric_limits<float>::quiet_NaN());
   kern::linear_forward(y.data(), d.x.data(), d.W.data(), d.n, d.in, d.out);
@@ -304,10 +324,10 @@ void expect_linear_backward_matches_naive(const LinearData& d, double loose = 1)
   }
 }
 
-TEST(Linear, BackwardMatchesNaive) { expect_linear_backward_matches_naive(LinearData()); }
+TEST_P(Linear, BackwardMatchesNaive) { expect_linear_backward_matches_naive(LinearData()); }
 
 // Two layers of one input: small (one thread, in order) and large (side by side on 2 and 3 threads).
-TEST(Linear, ForwardPairMatchesNaive) {
+TEST_P(Linear, ForwardPairMatchesNaive) {
   for (int threads : {1, 2, 3}) {
     ThreadScope ts(threads);
     for (const auto& [n, in, out1, out2] : {std::array<int, 4>{5, 7, 4, 3}, std::array<int, 4>{256, 193, 224, 96}}) {
@@ -324,7 +344,7 @@ TEST(Linear, ForwardPairMatchesNaive) {
 }
 
 // Large enough that dx and dW run side by side (2 threads: one each; 3 threads: both cut in 3).
-TEST(Linear, BackwardMatchesNaiveThreaded) {
+TEST_P(Linear, BackwardMatchesNaiveThreaded) {
   for (int threads : {2, 3}) {
     ThreadScope ts(threads);
     SCOPED_TRACE("threads=" + std::to_string(threads));
@@ -334,7 +354,7 @@ TEST(Linear, BackwardMatchesNaiveThreaded) {
 
 // An LM-head-shaped backward: dW has so many rows (out >= 16384) that it is cut into row pieces
 // shared out between the threads while dx runs whole; 16411 rows leave a short last piece.
-TEST(Linear, BackwardTallMatchesNaiveThreaded) {
+TEST_P(Linear, BackwardTallMatchesNaiveThreaded) {
   const LinearData d(12, 40, 16411);
   for (int threads : {2, 3}) {
     ThreadScope ts(threads);
@@ -343,7 +363,7 @@ TEST(Linear, BackwardTallMatchesNaiveThreaded) {
   }
 }
 
-TEST(Linear, BackwardFiniteDifference) {
+TEST_P(Linear, BackwardFiniteDifference) {
   LinearData d;
   std::vector<float> y((size_t)d.n * d.out);
   auto loss = [&] {

@@ -18,6 +18,7 @@ expect_error "nearest valid layer counts are 8 and 11" train --config "$cfg" --m
 expect_error "--mor.router: unknown value 'expert_choice'" train --config "$cfg" --mor.router expert_choice
 expect_error "--train.micro_batch: global_batch 16 is not divisible" train --config "$cfg" --train.micro_batch 5
 expect_error "--optim.schedule: unknown value 'linear'" train --config "$cfg" --optim.schedule linear
+expect_error "--train.gemm: unknown value 'mkl'" train --config "$cfg" --train.gemm mkl
 expect_error "model.d_model" train --config "$cfg" --model.d_model abc
 expect_error "cannot open config file '$WORK/none.ini'" train --config "$WORK/none.ini"
 expect_error "unknown command 'trian'" trian
