@@ -78,6 +78,7 @@ rm -rf "$WORK/ckk"
 run 1 "${train[@]}" --train.steps 4 --ckpt.dir "$WORK/ckk" > /dev/null
 MOR_TEST_SAVE_DELAY_MS=20000 "$MOR_BIN" "${train[@]}" --train.steps 8 --ckpt.dir "$WORK/ckk" --resume auto > "$WORK/kill.log" 2>&1 &
 pid=$!
+BG_PIDS+=("$pid")
 for _ in $(seq 200); do [ -d "$WORK/ckk/step_00000008.tmp" ] && ls "$WORK/ckk/step_00000008.tmp"/shard_* > /dev/null 2>&1 && break; sleep 0.1; done
 sleep 0.5
 kill -9 $pid; wait $pid 2>/dev/null || true
@@ -92,6 +93,7 @@ rm -rf "$WORK/cks"
 set +e
 mpirun --oversubscribe --bind-to none -np 2 "$MOR_BIN" "${train[@]}" --train.steps 100000 --ckpt.dir "$WORK/cks" > "$WORK/sig.log" 2>&1 &
 mpid=$!
+BG_PIDS+=("$mpid")
 for _ in $(seq 300); do grep -q "^step      3" "$WORK/sig.log" && break; sleep 0.1; done
 # Every thread of every rank blocks SIGUSR1 and SIGTERM but one, which takes them in sigwait
 # (the kernel unblocks them while it waits in rt_sigtimedwait, syscall 128): a handler run on a

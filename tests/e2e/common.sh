@@ -3,7 +3,8 @@
 set -euo pipefail
 : "${MOR_BIN:?path to mor-dist}" "${MOR_DATA:?corpus directory}" "${MOR_SRC:?source dir}"
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+BG_PIDS=()   # background runs a test starts: ended on exit, so a failed check leaves none behind
+trap 'for p in "${BG_PIDS[@]}"; do kill "$p" 2> /dev/null || true; done; rm -rf "$WORK"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 # Tiny-config training command on the fortunes corpus.
 tiny_train() {
