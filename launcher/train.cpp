@@ -48,7 +48,6 @@ double measure_sgemm_gflops() {
   return 2.0 * n * n * n / best / 1e9;
 }
 
-
 // This rank's row blocks of every tensor (parameters + AdamW moments) for checkpoints.
 std::vector<ckpt::LocalTensor> local_tensors(Model& m, dist::ShardedParams* sp, AdamW& opt) {
   std::vector<ckpt::LocalTensor> v;

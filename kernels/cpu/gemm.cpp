@@ -18,6 +18,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -36,7 +38,8 @@ int num_threads() { return omp_get_max_threads(); }
 
 namespace {
 GemmLib g_lib = GemmLib::Mixed;
-}
+}  // namespace
+
 void set_gemm_lib(GemmLib lib) { g_lib = lib; }
 GemmLib gemm_lib() { return g_lib; }
 
@@ -66,7 +69,13 @@ void run(const Gemm& g) {
     return;
   }
   if (g_lib == GemmLib::Mixed && !g.ta) {  // oneDNN's dnnl_sgemm is row-major, like our calls
-    dnnl_sgemm(g.ta ? 'T' : 'N', g.tb ? 'T' : 'N', g.M, g.N, g.K, g.alpha, g.A, g.lda, g.B, g.ldb, g.beta, g.C, g.ldc);
+    const dnnl_status_t st = dnnl_sgemm('N', g.tb ? 'T' : 'N', g.M, g.N, g.K, g.alpha, g.A, g.lda, g.B, g.ldb, g.beta,
+                                        g.C, g.ldc);
+    if (st != dnnl_success) {  // only for arguments BLAS would also reject: a bug, not bad input
+      std::fprintf(stderr, "dnnl_sgemm(M=%d N=%d K=%d lda=%d ldb=%d ldc=%d) failed with status %d\n", g.M, g.N, g.K,
+                   g.lda, g.ldb, g.ldc, (int)st);
+      std::abort();
+    }
     return;
   }
   cblas_sgemm(CblasRowMajor, g.ta ? CblasTrans : CblasNoTrans, g.tb ? CblasTrans : CblasNoTrans, g.M, g.N, g.K,
