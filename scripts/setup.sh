@@ -2,7 +2,6 @@
 # Set-up + build for mor-dist on Debian 12: installs every Debian package the
 # project needs (skipped when all are present), then configures and builds.
 #   scripts/setup.sh                 # Release, -O3 -march=native
-#   MOR_CUDA=ON scripts/setup.sh     # also build the CUDA backend (needs nvcc)
 #   BUILD_DIR=build-dbg BUILD_TYPE=Debug scripts/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +37,6 @@ fi
 
 BUILD_DIR=${BUILD_DIR:-build}
 BUILD_TYPE=${BUILD_TYPE:-Release}
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DMOR_CUDA="${MOR_CUDA:-OFF}" ${CMAKE_ARGS:-}
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" ${CMAKE_ARGS:-}
 cmake --build "$BUILD_DIR" -j "$(nproc)"
 echo "setup: built into $BUILD_DIR/ (binary: $BUILD_DIR/mor-dist)"
