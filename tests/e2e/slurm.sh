@@ -71,15 +71,16 @@ steps_alive() {  # steps_alive JOB: is any slurmstepd of the job still there?
 # cases independent of this machine's speed: the runs would otherwise have to outlast
 # the time limit's warning (0-30 s late: slurmctld checks limits every 30 s) and the
 # sbatch scripts' forwarding delay on their own, which a fast machine does not.
-job_ranks() {  # job_ranks MARKER N: PIDs of the N mor-dist ranks whose command line holds MARKER
-  local marker=$1 n=$2 p t=$SECONDS pids
+RANKS=()
+job_ranks() {  # job_ranks MARKER N: RANKS = PIDs of the N mor-dist ranks whose command line holds MARKER
+  local marker=$1 n=$2 p t=$SECONDS   # (no subshell: fail must end the test)
   while :; do
-    pids=()
+    RANKS=()
     for p in $(pgrep -x mor-dist); do
-      tr '\0' ' ' < "/proc/$p/cmdline" 2> /dev/null | grep -qF -- "$marker" && pids+=("$p")
+      tr '\0' ' ' < "/proc/$p/cmdline" 2> /dev/null | grep -qF -- "$marker" && RANKS+=("$p")
     done
-    [ ${#pids[@]} -lt "$n" ] || { echo "${pids[@]}"; return; }
-    [ $((SECONDS - t)) -lt 30 ] || fail "found ${#pids[@]} of $n mor-dist ranks running with '$marker'"
+    [ ${#RANKS[@]} -lt "$n" ] || return 0
+    [ $((SECONDS - t)) -lt 30 ] || fail "found ${#RANKS[@]} of $n mor-dist ranks running with '$marker'"
     sleep 0.2
   done
 }
@@ -156,7 +157,7 @@ requeue)
     submit job -n 4 --ntasks-per-node=4 --time=1 --signal=B:USR1@50 -o "$out" "$SBATCH_TRAIN"
   note "submitted job $job (--time=1 --signal=B:USR1@50 --requeue)"
   wait_log "$out" "^\[job $job restart 0\] step +5 \|" 120
-  read -ra ranks <<< "$(job_ranks "$WORK/job.jsonl" 4)"
+  job_ranks "$WORK/job.jsonl" 4; ranks=("${RANKS[@]}")
   hold_ranks "${ranks[@]}"
   note "restart 0 at step 5: ranks ${ranks[*]} held until SIGUSR1 is pending in all of them"
   # the uninterrupted reference, meanwhile, outside SLURM
@@ -297,7 +298,7 @@ chain)
          submit job0 -n 4 --ntasks-per-node=4 --time=30 -o "$out" "$MOR_SRC/slurm/train-chain.sbatch"
   note "submitted chain link 0: job $job0"
   wait_log "$out" "^\[job $job0 restart 0\] step +5 \|" 120
-  read -ra ranks <<< "$(job_ranks "$WORK/ck" 4)"
+  job_ranks "$WORK/ck" 4; ranks=("${RANKS[@]}")
   hold_ranks "${ranks[@]}"   # until the signal is pending in them: see release_when_signalled
   job1=$(sed -nE "s/^\[job $job0 link 0\] train-chain.sbatch: submitted link 1 as job ([0-9]+).*/\1/p" "$out")
   [ -n "$job1" ] || { show_log "$out"; fail "link 0 did not submit link 1"; }
