@@ -21,6 +21,7 @@
 #include "dist/sharded_params.h"
 #include "launcher/log.h"
 #include "launcher/options.h"
+#include "launcher/threads.h"
 #include "launcher/params_io.h"
 #include "model/model.h"
 #include "model/optimizer.h"
@@ -79,19 +80,6 @@ kern::GemmLib gemm_lib_of(const TrainConfig& t) {  // values checked by the opti
   return t.gemm == "openblas" ? kern::GemmLib::OpenBLAS : kern::GemmLib::Mixed;
 }
 
-// OMP_NUM_THREADS if set; else all cores, split between the ranks that share this node.
-int default_threads() {
-  if (const char* n = std::getenv("OMP_NUM_THREADS"))
-    if (std::atoi(n) > 0) return std::atoi(n);
-  int local = 1;
-  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "MPI_LOCALNRANKS"})
-    if (const char* s = std::getenv(v)) {
-      local = std::max(1, std::atoi(s));
-      break;
-    }
-  return std::max(1, (int)std::thread::hardware_concurrency() / local);
-}
-
 std::string depth_histogram(const RouterStats& s) {
   int64_t tot = 0;
   for (auto v : s.tokens_at_depth) tot += v;
@@ -112,7 +100,7 @@ std::string depth_json(const RouterStats& s) {
   return o.str() + "]";
 }
 
-void print_banner(const RunConfig& rc, const Model& m, int world, int micro, int accum) {
+void print_banner(const RunConfig& rc, const Model& m, int world, int micro, int accum, const std::string& threads_why) {
   const ModelConfig& c = rc.model;
   const ParamLayout& L = m.layout;
   logf("mor-dist %s | config %s\n", MOR_VERSION, rc.config_path.empty() ? "(defaults)" : rc.config_path.c_str());
@@ -131,9 +119,9 @@ void print_banner(const RunConfig& rc, const Model& m, int world, int micro, int
   logf("params: total %lld (analytic %lld) = embedding %lld + shared block %lld + unique layers %lld + norm/routers %lld\n",
               (long long)L.total, (long long)analytic_param_count(c), (long long)L.count_embedding(),
               (long long)L.count_shared(), (long long)L.count_unique_layers(), (long long)L.count_other());
-  logf("batch: global %d = world %d x micro %d x accum %d sequences (%lld tokens/step) | threads %d | gemm %s\n",
+  logf("batch: global %d = world %d x micro %d x accum %d sequences (%lld tokens/step) | threads %d (%s) | gemm %s\n",
               rc.train.global_batch, world, micro, accum, (long long)rc.train.global_batch * c.seq_len,
-              kern::num_threads(), rc.train.gemm.c_str());
+              kern::num_threads(), threads_why.c_str(), rc.train.gemm.c_str());
 }
 
 // Mean validation cross-entropy over the first n windows (all if n = 0); each
@@ -178,7 +166,8 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
                                                std::to_string(world) + " x micro_batch " + std::to_string(micro));
   const int accum = tc.global_batch / (world * micro);
   if (rc.data.train.empty()) throw ConfigError("data.train", "is required (a glob of token shards)");
-  kern::set_num_threads(tc.threads > 0 ? tc.threads : default_threads());
+  const ThreadChoice threads = default_threads(tc.threads, world);  // --train.threads, else OMP_NUM_THREADS, else this rank's share of its CPUs
+  kern::set_num_threads(threads.threads);
   kern::set_gemm_lib(gemm_lib_of(tc));
 
   // Resolved first: a resumed run reads every parameter from the checkpoint, so it skips the init.
@@ -202,7 +191,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
   float* const params = sharded ? sharded->param.data() : model.params.data();  // what the optimizer owns
   float* const grads = sharded ? sharded->grad.data() : model.grads.data();
   const int64_t n_local = sharded ? sharded->shard_size() : model.layout.total;
-  if (lead) print_banner(rc, model, world, micro, accum);
+  if (lead) print_banner(rc, model, world, micro, accum, threads.reason);
 
   io::DataLoader loader({rc.data.train, rc.model.seq_len, (uint32_t)rc.model.vocab_size, tc.seed, rc.data.shuffle});
   std::unique_ptr<io::ValLoader> val;
