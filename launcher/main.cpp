@@ -18,6 +18,7 @@
 #include "launcher/stop_signal.h"
 #include "launcher/options.h"
 #include "launcher/train.h"
+#include "launcher/version.h"
 #include "model/config.h"
 
 static const char* kUsage =
@@ -28,6 +29,7 @@ static const char* kUsage =
     "  convert rewrite a checkpoint for another number of shards (mor-dist convert --help)\n"
     "  inspect list and verify a checkpoint (mor-dist inspect CKPT)\n"
     "  prepare tokenize JSONL documents into token shards (mor-dist prepare --help)\n"
+    "mor-dist --version: version, git revision and build flags\n"
     "exit status: 0 ok, 1 runtime error, 2 bad option or config, 85 saved a checkpoint on SIGUSR1/SIGTERM\n";
 
 // Transparent huge pages for the heap. mor-dist keeps ~16 bytes of state per parameter plus the
@@ -66,6 +68,10 @@ int main(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version")) {
+    std::fputs(mor::version_details().c_str(), stdout);
+    return 0;
   }
   const std::string cmd = argv[1];
   // Under mpirun/srun with several tasks, ranks come from the MPI runtime.
