@@ -1,6 +1,15 @@
 #include "launcher/options.h"
 
+#include <boost/make_shared.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
+#include <set>
 #include <iostream>
 #include <sstream>
 
@@ -59,7 +68,7 @@ OptionTable::OptionTable(RunConfig& rc) {
     ("train.log_every", po::value(&t.log_every)->default_value(t.log_every), "steps between log lines")
     ("train.eval_every", po::value(&t.eval_every)->default_value(t.eval_every), "steps between validations (0 = at the end only)")
     ("train.eval_samples", po::value(&t.eval_samples)->default_value(t.eval_samples), "validation windows per evaluation (0 = all)")
-    ("train.threads", po::value(&t.threads)->default_value(t.threads), "CPU threads (0 = all cores)")
+    ("train.threads", po::value(&t.threads)->default_value(t.threads), "CPU threads per rank (0 = OMP_NUM_THREADS if set, else this rank's share of the CPUs in its affinity mask; the run's batch line says which and why)")
     ("train.gemm", po::value(&t.gemm)->default_value(t.gemm),
      "GEMM library: mixed (oneDNN for forward and input-gradient GEMMs, OpenBLAS for weight gradients; fastest measured) | openblas")
     ("train.peak_gflops", po::value(&t.peak_gflops)->default_value(t.peak_gflops), "peak for MFU (0 = measure sgemm)")
@@ -125,46 +134,277 @@ static void finish(OptionTable& tab, RunConfig& rc) {
   if (rc.ckpt.resume == "auto" && rc.ckpt.dir.empty()) throw ConfigError("ckpt.resume", "auto needs --ckpt.dir");
 }
 
-// Boost reports errors with the option name; rethrow as ConfigError (status 2).
+// ---- error messages ------------------------------------------------------------------------
+
+namespace {
+
+// A ConfigError (exit status 2) whose message is complete as it stands: Boost's messages name
+// the option themselves, so no "--option: " prefix is put in front.
+struct OptionError : ConfigError {
+  std::string message;
+  OptionError(std::string opt, std::string msg) : ConfigError(std::move(opt), msg), message(std::move(msg)) {}
+  const char* what() const noexcept override { return message.c_str(); }
+};
+
+// Drop the UTF-8 continuation bytes at the end of a cut, so the message stays valid UTF-8.
+size_t utf8_cut(const std::string& s, size_t n) {
+  while (n > 0 && n < s.size() && ((unsigned char)s[n] & 0xC0) == 0x80) --n;
+  return n;
+}
+
+}  // namespace
+
+std::string clip_value(const std::string& v, size_t keep) {
+  if (v.size() <= keep) return v;
+  return v.substr(0, utf8_cut(v, keep)) + "... (" + std::to_string(v.size()) + " bytes)";
+}
+
+std::string clip_message(const std::string& msg) {
+  // Values are quoted ('...'): a quoted part longer than 80 bytes is cut. The text around them is
+  // ours and short; a part outside quotes longer than 400 bytes can only be a value holding a
+  // quote itself, and is cut too. Control bytes become '?'.
+  std::string out;
+  size_t i = 0;
+  bool quoted = false;
+  while (i <= msg.size()) {
+    const size_t q = std::min(msg.find('\'', i), msg.size());
+    out += clip_value(msg.substr(i, q - i), quoted ? 80 : 400);
+    if (q < msg.size()) out += '\'';
+    quoted = !quoted;
+    i = q + 1;
+  }
+  for (char& c : out)
+    if ((unsigned char)c < 0x20 || c == 0x7f) c = '?';
+  if (out.size() > 1000) out = clip_value(out, 1000);  // a value full of quotes
+  return out;
+}
+
+namespace {
+
+// Edit distance with adjacent transpositions (optimal string alignment): "widht" is 1 from "width".
+size_t edit_distance(const std::string& a, const std::string& b) {
+  const size_t n = a.size(), m = b.size();
+  std::vector<std::vector<size_t>> d(n + 1, std::vector<size_t>(m + 1));
+  for (size_t i = 0; i <= n; ++i) d[i][0] = i;
+  for (size_t j = 0; j <= m; ++j) d[0][j] = j;
+  for (size_t i = 1; i <= n; ++i)
+    for (size_t j = 1; j <= m; ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1])});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[n][m];
+}
+
+std::string key_of(const std::string& name) {  // "train.steps" -> "steps"
+  const size_t dot = name.rfind('.');
+  return dot == std::string::npos ? name : name.substr(dot + 1);
+}
+
+}  // namespace
+
+std::vector<std::string> suggest_options(const std::string& unknown, const std::vector<std::string>& known) {
+  std::string u = unknown;
+  while (!u.empty() && u[0] == '-') u.erase(0, 1);
+  const size_t eq = u.find('=');
+  if (eq != std::string::npos) u.resize(eq);
+  if (u.empty() || u.size() > 200) return {};
+  // Score: the same key in another section (or without one: --steps) is the best guess; else the
+  // edit distance, accepted up to 2 or a quarter of the name.
+  std::vector<std::pair<double, std::string>> scored;
+  for (const std::string& k : known) {
+    if (k == u) continue;
+    double score = (double)edit_distance(u, k);
+    if (key_of(u) == key_of(k)) score = 0.5;
+    if (score <= std::max<double>(2, u.size() / 4)) scored.emplace_back(score, k);
+  }
+  std::stable_sort(scored.begin(), scored.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::string> best;
+  for (const auto& [score, k] : scored)
+    if (score == scored[0].first && best.size() < 3) best.push_back(k);
+  return best;
+}
+
+namespace {
+
+std::vector<std::string> long_names(const po::options_description& desc) {
+  std::vector<std::string> v;
+  for (const auto& o : desc.options()) v.push_back(o->long_name());
+  return v;
+}
+
+// "did you mean --a or --b?" for the command line; "did you mean 'key' (in [section])?" for a file.
+std::string did_you_mean(const std::string& unknown, const po::options_description& desc, bool in_file) {
+  const std::vector<std::string> best = suggest_options(unknown, long_names(desc));
+  if (best.empty()) return "";
+  std::string s = "; did you mean ";
+  for (size_t i = 0; i < best.size(); ++i) {
+    if (i) s += i + 1 == best.size() ? " or " : ", ";
+    const size_t dot = best[i].rfind('.');
+    if (in_file && dot != std::string::npos)
+      s += "'" + best[i].substr(dot + 1) + "' (in [" + best[i].substr(0, dot) + "])";
+    else
+      s += "--" + best[i];
+  }
+  return s + "?";
+}
+
+// Runs one Boost parse step; its errors become OptionError (status 2) with the message cut to a
+// sane length, a "did you mean" for an unknown option, and `where` ("config file 'x.ini': ") in front.
 template <class F>
-static void as_config_error(F&& f) {
+void as_config_error(F&& f, const po::options_description& desc, const std::string& where = "") {
   try {
     f();
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const po::unknown_option& e) {
+    std::string opt = e.get_option_name();
+    throw OptionError(opt, clip_message(where + e.what() + did_you_mean(opt, desc, !where.empty())));
   } catch (const po::error_with_option_name& e) {
     std::string opt = e.get_option_name();
     while (!opt.empty() && opt[0] == '-') opt.erase(0, 1);
-    throw ConfigError(opt.empty() ? "config" : opt, e.what());
+    throw OptionError(opt, clip_message(where + e.what()));
   } catch (const po::error& e) {
-    throw ConfigError("config", e.what());
+    throw OptionError("", clip_message(where + e.what()));
   }
 }
 
-bool parse_run_config(int argc, char** argv, RunConfig& rc, const char* usage) {
+// Our own checks (finish(), ModelConfig::validate) quote values too: cut those that are long.
+template <class F>
+void clipped(F&& f) {
+  try {
+    f();
+  } catch (const ConfigError& e) {
+    const std::string msg = e.what();
+    const std::string cut = clip_message(msg);
+    if (cut == msg) throw;
+    throw OptionError(e.option, cut);
+  }
+}
+
+// The config file, opened for reading; a directory or an unreadable path is an error naming it.
+std::ifstream open_config(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw ConfigError("config", "'" + clip_value(path, 200) + "' is a directory, not a config file");
+  std::ifstream f(path);
+  if (!f) throw ConfigError("config", "cannot open config file '" + clip_value(path, 200) + "'");
+  return f;
+}
+
+// ---- --help -----------------------------------------------------------------------------------
+
+// Shortest text that reads back as the same number, in the form a config would use: "3e-3",
+// "1e-5", "0.02", "10000", "0.95".
+template <class T>
+std::string format_real(T x) {
+  char fixed[128], sci[128];
+  const auto f = std::to_chars(fixed, fixed + sizeof fixed, x, std::chars_format::fixed);
+  const auto s = std::to_chars(sci, sci + sizeof sci, x, std::chars_format::scientific);
+  std::string fs(fixed, f.ec == std::errc() ? f.ptr : fixed), ss(sci, s.ec == std::errc() ? s.ptr : sci);
+  const size_t e = ss.find('e');
+  if (e != std::string::npos) {  // "3e-03" -> "3e-3", "1e+04" -> "1e4"
+    std::string mant = ss.substr(0, e), exp = ss.substr(e + 1);
+    std::string sign = exp[0] == '-' ? "-" : "";
+    if (exp[0] == '-' || exp[0] == '+') exp.erase(0, 1);
+    while (exp.size() > 1 && exp[0] == '0') exp.erase(0, 1);
+    ss = mant + "e" + sign + exp;
+  }
+  if (fs.empty()) return ss;
+  return (x != 0 && std::fabs(x) < 1 && ss.size() < fs.size()) ? ss : fs;
+}
+
+// An option's default as written in a config file; nullopt if it has none.
+std::optional<std::string> default_text(const po::option_description& o) {
+  boost::any v;
+  if (!o.semantic()->apply_default(v)) return std::nullopt;
+  if (auto p = boost::any_cast<bool>(&v)) return *p ? "true" : "false";
+  if (auto p = boost::any_cast<double>(&v)) return format_real(*p);
+  if (auto p = boost::any_cast<float>(&v)) return format_real(*p);
+  if (auto p = boost::any_cast<std::string>(&v)) return p->empty() ? "\"\"" : *p;
+  if (auto p = boost::any_cast<int>(&v)) return std::to_string(*p);
+  if (auto p = boost::any_cast<long>(&v)) return std::to_string(*p);
+  if (auto p = boost::any_cast<long long>(&v)) return std::to_string(*p);
+  if (auto p = boost::any_cast<unsigned>(&v)) return std::to_string(*p);
+  if (auto p = boost::any_cast<unsigned long>(&v)) return std::to_string(*p);
+  if (auto p = boost::any_cast<unsigned long long>(&v)) return std::to_string(*p);
+  // Another type: Boost's own rendering, "arg (=X)".
+  const std::string param = o.format_parameter();
+  const size_t a = param.find("(="), b = param.rfind(')');
+  return a != std::string::npos && b > a ? param.substr(a + 2, b - a - 2) : "";
+}
+
+// What `eval` reads: the model, the parameters, the validation data and how to run.
+bool eval_uses(const std::string& name) {
+  static const std::set<std::string> names = {"help",        "config",           "train.init_params", "data.val",
+                                              "train.eval_samples", "train.micro_batch", "train.threads", "train.gemm"};
+  return names.count(name) || name.rfind("model.", 0) == 0 || name.rfind("mor.", 0) == 0;
+}
+
+const std::map<std::string, std::string>& eval_descriptions() {
+  static const std::map<std::string, std::string> d = {
+      {"train.init_params", "the parameters to score (.mort, from --train.save_params); required"},
+      {"data.val", "glob of validation shards; required"},
+      {"train.eval_samples", "validation windows to score (0 = all)"},
+      {"train.micro_batch", "windows per forward pass (0 = 8)"},
+      {"train.threads", "CPU threads (0 = every CPU in the affinity mask)"},
+  };
+  return d;
+}
+
+// A copy of `from` for display: defaults as a config file would write them; for eval, only what
+// eval reads, with eval's wording.
+po::options_description help_table(const po::options_description& from, const std::string& caption, bool eval) {
+  po::options_description out(caption);
+  for (const auto& o : from.options()) {
+    if (eval && !eval_uses(o->long_name())) continue;
+    std::string desc = o->description();
+    if (eval && eval_descriptions().count(o->long_name())) desc = eval_descriptions().at(o->long_name());
+    const po::value_semantic* sem = nullptr;
+    if (o->semantic()->max_tokens() == 0) sem = new po::untyped_value(true);  // a flag (--help)
+    else if (const auto d = default_text(*o)) sem = po::value<std::string>()->default_value(*d, *d);
+    else sem = po::value<std::string>();
+    std::string spec = o->long_name();
+    const std::string shown = o->format_name();  // "-h [ --help ]" when there is a short name
+    if (shown.size() > 1 && shown[0] == '-' && shown[1] != '-') spec.append(1, ',').append(1, shown[1]);
+    out.add(boost::make_shared<po::option_description>(spec.c_str(), sem, desc.c_str()));
+  }
+  return out;
+}
+
+bool parse(int argc, char** argv, RunConfig& rc, const char* usage, bool eval) {
   OptionTable tab(rc);
   po::options_description cli("command line");
   std::string resume, save_every, keep_last;
-  cli.add_options()("help,h", "show this help")("config,c", po::value(&rc.config_path), "INI config file")
-    ("resume", po::value(&resume), "shorthand for --ckpt.resume")
-    ("save-every", po::value(&save_every), "shorthand for --ckpt.save_every")
-    ("keep-last", po::value(&keep_last), "shorthand for --ckpt.keep_last");
+  cli.add_options()("help,h", "show this help")("config,c", po::value(&rc.config_path), "INI config file (a [section] key = value file)");
+  if (!eval)
+    cli.add_options()
+      ("resume", po::value(&resume), "shorthand for --ckpt.resume")
+      ("save-every", po::value(&save_every), "shorthand for --ckpt.save_every")
+      ("keep-last", po::value(&keep_last), "shorthand for --ckpt.keep_last");
   po::options_description all;
   all.add(cli).add(tab.desc);
   po::variables_map vm;
+  // Exact option names only: Boost's default style would take --train.step for --train.steps.
+  const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
   as_config_error([&] {
-    po::store(po::command_line_parser(argc, argv).options(all).run(), vm);  // first store wins: CLI over file
-    if (vm.count("help")) return;
-    if (vm.count("config")) {
-      const std::string path = vm["config"].as<std::string>();
-      std::ifstream f(path);
-      if (!f) throw ConfigError("config", "cannot open config file '" + path + "'");
-      po::store(po::parse_config_file(f, tab.desc, /*allow_unregistered=*/false), vm);
-    }
-    po::notify(vm);
-  });
+    const po::parsed_options parsed = po::command_line_parser(argc, argv).options(all).style(style).run();
+    if (eval)
+      for (const po::option& o : parsed.options)
+        if (!o.string_key.empty() && !eval_uses(o.string_key))
+          throw OptionError(o.string_key, "--" + o.string_key + " is not used by eval (mor-dist eval --help lists what is)");
+    po::store(parsed, vm);  // first store wins: the command line over the file
+  }, all);
   if (vm.count("help")) {
-    std::cout << usage << "\n" << cli << "\n" << tab.desc << "\n";
+    std::cout << usage << "\n" << help_table(cli, "command line", eval) << "\n" << help_table(tab.desc, OptionTable::kCaption, eval) << "\n";
     return false;
   }
+  if (vm.count("config")) {
+    const std::string path = vm["config"].as<std::string>();
+    std::ifstream f = open_config(path);
+    as_config_error([&] { po::store(po::parse_config_file(f, tab.desc, /*allow_unregistered=*/false), vm); }, tab.desc,
+                    "config file '" + clip_value(path, 200) + "': ");
+  }
+  as_config_error([&] { po::notify(vm); }, all);
   auto to_int = [](const std::string& v, const char* opt) {
     try {
       size_t used = 0;
@@ -172,7 +412,7 @@ bool parse_run_config(int argc, char** argv, RunConfig& rc, const char* usage) {
       if (used != v.size()) throw std::invalid_argument(v);
       return x;
     } catch (const std::exception&) {
-      throw ConfigError(opt, "'" + v + "' is not an integer");
+      throw ConfigError(opt, "'" + clip_value(v, 80) + "' is not an integer");
     }
   };
   if (vm.count("resume")) rc.ckpt.resume = resume;
@@ -182,21 +422,26 @@ bool parse_run_config(int argc, char** argv, RunConfig& rc, const char* usage) {
     if (i) rc.command_line += ' ';
     rc.command_line += argv[i];
   }
-  finish(tab, rc);
+  clipped([&] { finish(tab, rc); });
   return true;
+}
+
+}  // namespace
+
+bool parse_run_config(int argc, char** argv, RunConfig& rc, const char* usage) {
+  return parse(argc, argv, rc, usage, argc > 0 && std::string(argv[0]) == "eval");
 }
 
 RunConfig load_config_file(const std::string& path) {
   RunConfig rc;
   OptionTable tab(rc);
   po::variables_map vm;
+  std::ifstream f = open_config(path);
   as_config_error([&] {
-    std::ifstream f(path);
-    if (!f) throw ConfigError("config", "cannot open config file '" + path + "'");
     po::store(po::parse_config_file(f, tab.desc, false), vm);
     po::notify(vm);
-  });
-  finish(tab, rc);
+  }, tab.desc, "config file '" + clip_value(path, 200) + "': ");
+  clipped([&] { finish(tab, rc); });
   rc.config_path = path;
   return rc;
 }

@@ -4,6 +4,7 @@
 #pragma once
 #include <boost/program_options.hpp>
 #include <string>
+#include <vector>
 
 #include "model/config.h"
 #include "model/optimizer.h"
@@ -18,7 +19,7 @@ struct TrainConfig {
   int log_every = 10;
   int eval_every = 0;          // 0 = only at the end (if data.val is set)
   int eval_samples = 64;       // validation windows per evaluation (0 = all)
-  int threads = 0;             // 0 = all cores
+  int threads = 0;             // 0 = default_threads() (launcher/threads.h)
   std::string gemm = "mixed";  // GEMM library: mixed (oneDNN + OpenBLAS) | openblas
   double peak_gflops = 0;      // for MFU; 0 = measure sgemm at start-up
   std::string metrics;         // JSON-lines file ("" = none)
@@ -63,17 +64,32 @@ struct RunConfig {
 
 // Option table; string-typed options are converted by finish_config().
 struct OptionTable {
-  boost::program_options::options_description desc{"mor-dist options (INI: [section] key = value)"};
+  static constexpr const char* kCaption = "mor-dist options (INI: [section] key = value)";
+  boost::program_options::options_description desc{kCaption};
   std::string sharing = "middle_cycle", router = "none", kv_mode = "recursion", capacity, schedule = "wsd";
   explicit OptionTable(RunConfig& rc);
 };
 
-// Parses argv (after the subcommand) plus --config FILE; throws ConfigError
-// (status 2) naming the option on unknown options, bad values or inconsistency.
-// Returns false if --help was printed.
+// Parses argv (after the subcommand: argv[0] is "train" or "eval") plus --config FILE; throws
+// ConfigError (status 2) naming the option on unknown options, bad values or inconsistency.
+// Option names are exact (no prefix guessing); an unknown one gets a "did you mean" suggestion.
+// For eval, the command line takes only the options eval reads (the config file may hold any).
+// Returns false if --help was printed (defaults as a config file writes them: 3e-3, true).
 bool parse_run_config(int argc, char** argv, RunConfig& rc, const char* usage);
 
-// Loads only the model/optimizer sections of an INI file (tests, tools).
+// Loads an INI file with the defaults for everything it does not set (tests, tools).
 RunConfig load_config_file(const std::string& path);
+
+// The known names closest to `unknown` (leading dashes and "=value" ignored): the same key in
+// another section (--train.lr -> optim.lr), else the smallest edit distance if <= max(2, len/4);
+// ties all listed, at most 3. Empty if nothing is close.
+std::vector<std::string> suggest_options(const std::string& unknown, const std::vector<std::string>& known);
+
+// `v` itself if at most `keep` bytes, else its first `keep` bytes + "... (N bytes)".
+std::string clip_value(const std::string& v, size_t keep = 80);
+// An error message with every quoted part longer than 80 bytes clipped (a 10 MB INI line
+// stays out of the terminal; unquoted text is cut only beyond 400 bytes, the whole beyond 1000)
+// and control bytes replaced by '?'.
+std::string clip_message(const std::string& msg);
 
 }  // namespace mor

@@ -153,4 +153,67 @@ TEST(Options, IniFileAndErrors) {
   EXPECT_THROW(load_config_file(path + ".missing"), ConfigError);
 }
 
+std::string load_error(const std::string& path) {
+  try {
+    load_config_file(path);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Options, ConfigDirectoryIsAnError) {
+  const std::string dir = ::testing::TempDir();
+  EXPECT_EQ(load_error(dir), "--config: '" + dir + "' is a directory, not a config file");
+}
+
+TEST(Options, UnknownKeyInFileSuggestsTheName) {
+  const std::string path = ::testing::TempDir() + "/cfg_typo.ini";
+  std::ofstream(path) << "[train]\nstep = 10\n";
+  EXPECT_EQ(load_error(path), "config file '" + path + "': unrecognised option 'train.step'; did you mean 'steps' (in [train])?");
+}
+
+TEST(Options, LongValuesAreCutInMessages) {
+  const std::string path = ::testing::TempDir() + "/cfg_long.ini";
+  std::ofstream(path) << "[model]\nd_model = " << std::string(10'000'000, '7') << "x\n";
+  std::string msg = load_error(path);
+  EXPECT_LT(msg.size(), 300u) << msg.substr(0, 300);
+  EXPECT_THAT(msg, HasSubstr("'" + std::string(80, '7') + "... (10000001 bytes)'"));
+  EXPECT_THAT(msg, HasSubstr("for option 'model.d_model' is invalid"));
+  std::ofstream(path) << "[mor]\nsharing = " << std::string(5'000'000, 'q') << "\n";
+  msg = load_error(path);
+  EXPECT_LT(msg.size(), 300u) << msg.substr(0, 300);
+  EXPECT_THAT(msg, HasSubstr("... (5000000 bytes)"));
+  std::ofstream(path) << std::string(3'000'000, 'z') << "\n";  // not a key = value line
+  msg = load_error(path);
+  EXPECT_LT(msg.size(), 400u) << msg.substr(0, 400);
+  EXPECT_THAT(msg, HasSubstr("invalid line '" + std::string(80, 'z') + "... (3000000 bytes)'"));
+}
+
+TEST(Options, ClipHelpers) {
+  EXPECT_EQ(clip_value("short"), "short");
+  EXPECT_EQ(clip_value(std::string(81, 'a')), std::string(80, 'a') + "... (81 bytes)");
+  EXPECT_EQ(clip_value(std::string(79, 'a') + "\xc3\xa9xx"), std::string(79, 'a') + "... (83 bytes)");  // no half a UTF-8 character
+  EXPECT_EQ(clip_message("bad value 'abc' for 'x'"), "bad value 'abc' for 'x'");
+  EXPECT_EQ(clip_message("tab\there"), "tab?here");
+  const std::string cut = clip_message("unknown value '" + std::string(1000, 'v') + "' (a | b)");
+  EXPECT_EQ(cut, "unknown value '" + std::string(80, 'v') + "... (1000 bytes)' (a | b)");
+  EXPECT_LE(clip_message(std::string(100000, '\'')).size(), 1100u);  // quotes everywhere: still bounded
+}
+
+TEST(Options, SuggestsNearestNames) {
+  const std::vector<std::string> known = {"train.steps", "train.seed", "optim.lr", "model.d_model", "model.d_ff",
+                                          "config", "save-every", "mor.router"};
+  using ::testing::ElementsAre;
+  EXPECT_THAT(suggest_options("--train.step", known), ElementsAre("train.steps"));
+  EXPECT_THAT(suggest_options("--train.step=10", known), ElementsAre("train.steps"));
+  EXPECT_THAT(suggest_options("--train.lr", known), ElementsAre("optim.lr"));  // same key, other section
+  EXPECT_THAT(suggest_options("steps", known), ElementsAre("train.steps"));
+  EXPECT_THAT(suggest_options("model.d_modle", known), ElementsAre("model.d_model"));  // transposition: 1
+  EXPECT_THAT(suggest_options("--conf", known), ElementsAre("config"));
+  EXPECT_THAT(suggest_options("--train.ste", known), ElementsAre("train.steps", "train.seed"));  // a tie: both
+  EXPECT_TRUE(suggest_options("--learning_rate", known).empty());
+  EXPECT_TRUE(suggest_options("--", known).empty());
+}
+
 }  // namespace

@@ -33,4 +33,62 @@ set -e
 grep -qF "$WORK/edu_fineweb_train_000001.bin" <<<"$out" || fail "bad shard message lacks the file: $out"
 help=$("$MOR_BIN" train --help)
 grep -q -- "--mor.kv_mode" <<<"$help" || fail "--help does not document mor.kv_mode"
+
+# Exact option names: a prefix is not guessed; the message suggests the nearest name(s).
+expect_error "unrecognised option '--train.step'; did you mean --train.steps?" train --config "$cfg" --train.step 10
+expect_error "unrecognised option '--train.step=10'; did you mean --train.steps?" train --config "$cfg" --train.step=10
+expect_error "unrecognised option '--train.lr'; did you mean --optim.lr?" train --config "$cfg" --train.lr 1e-3
+expect_error "unrecognised option '--steps'; did you mean --train.steps?" train --config "$cfg" --steps 3
+expect_error "unrecognised option '--mor.rooter'; did you mean --mor.router?" train --config "$cfg" --mor.rooter token
+expect_error "unrecognised option '--save-evry'; did you mean --save-every?" train --config "$cfg" --save-evry 5
+expect_error "unrecognised option '--conf'; did you mean --config?" train --conf "$cfg"
+printf '[model]\nd_modle = 64\n' > "$WORK/typo.ini"
+expect_error "config file '$WORK/typo.ini': unrecognised option 'model.d_modle'; did you mean 'd_model' (in [model])?" \
+  train --config "$WORK/typo.ini"
+# Boost's messages name the option themselves: no "--option: " prefix in front of them.
+set +e; out=$("$MOR_BIN" train --config "$cfg" --train.step 10 2>&1); set -e
+grep -qE 'error: --[a-z_.-]*: ' <<<"$out" && fail "option-name prefix in: $out"
+echo "ok: no prefix: $out"
+
+# --config naming a directory; a 10 MB INI line is cut in the message.
+expect_error "--config: '$WORK' is a directory, not a config file" train --config "$WORK"
+/usr/bin/python3 -c 'import sys; sys.stdout.write("[model]\nd_model = " + "7x" * 5000000 + "\n")' > "$WORK/long.ini"
+/usr/bin/python3 -c 'import sys; sys.stdout.write("[mor]\nrouter = " + "y" * 10000000 + "\n")' > "$WORK/long2.ini"
+/usr/bin/python3 -c 'import sys; sys.stdout.write("z" * 10000000 + "\n")' > "$WORK/long3.ini"
+for f in long long2 long3; do
+  set +e; out=$("$MOR_BIN" train --config "$WORK/$f.ini" --data.train x 2>&1); rc=$?; set -e
+  [ "$rc" -eq 2 ] || fail "$f.ini: exit $rc (want 2)"
+  [ "${#out}" -lt 400 ] || fail "$f.ini: a ${#out}-byte message"
+  grep -qF "... (10000000 bytes)" <<<"$out" || fail "$f.ini: the cut value does not say its size: $out"
+  echo "ok: $f.ini -> $out"
+done
+
+# --help prints defaults as a config file writes them; eval --help only what eval reads.
+for want in "--optim.lr arg (=3e-3)" "--model.rms_eps arg (=1e-5)" "--data.shuffle arg (=true)" \
+            "--dist.keep_shared_gathered arg (=false)" "--model.init_std arg (=0.02)" "--train.steps arg (=1000)"; do
+  grep -qF -- "$want" <<<"$help" || fail "train --help lacks '$want'"
+done
+grep -qE -- '--data.shuffle arg \(=1\)|0\.0030000|0000000000[1-9]' <<<"$help" && fail "train --help prints raw doubles or 1 for true"
+ehelp=$("$MOR_BIN" eval --help)
+for want in --model.d_model --mor.router --train.init_params --data.val --train.eval_samples --train.micro_batch --config; do
+  grep -qF -- "$want " <<<"$ehelp" || fail "eval --help lacks $want"
+done
+for unused in --train.steps --optim.lr --data.train --ckpt.dir --dist.overlap --train.metrics --save-every; do
+  grep -qF -- "$unused " <<<"$ehelp" && fail "eval --help lists $unused, which eval does not use"
+done
+echo "ok: eval --help lists $(grep -c -- '^  -' <<<"$ehelp") options"
+expect_error "--train.steps is not used by eval" eval --config "$cfg" --train.steps 5
+
+# --version: version, git revision (a commit of this repository, or "unknown"), build flags.
+ver=$("$MOR_BIN" --version)
+echo "$ver"
+grep -qE '^mor-dist [0-9]+\.[0-9]+\.[0-9]+$' <<<"$ver" || fail "--version: no version line"
+rev=$(sed -n 's/^git revision: //p' <<<"$ver")
+[[ "$rev" =~ ^([0-9a-f]{12})(-dirty)?$ || "$rev" == unknown ]] || fail "--version: git revision '$rev'"
+if [ "$rev" != unknown ] && git -C "$MOR_SRC" rev-parse --git-dir > /dev/null 2>&1; then
+  git -C "$MOR_SRC" cat-file -e "${rev%-dirty}^{commit}" || fail "--version: $rev is not a commit of $MOR_SRC"
+fi
+for want in "build type: " "compiler: " "flags: " "BLAS: OpenBLAS"; do
+  grep -q "^$want" <<<"$ver" || fail "--version lacks '$want'"
+done
 echo "cli_errors: all checks passed"
