@@ -138,14 +138,6 @@ static void finish(OptionTable& tab, RunConfig& rc) {
 
 namespace {
 
-// A ConfigError (exit status 2) whose message is complete as it stands: Boost's messages name
-// the option themselves, so no "--option: " prefix is put in front.
-struct OptionError : ConfigError {
-  std::string message;
-  OptionError(std::string opt, std::string msg) : ConfigError(std::move(opt), msg), message(std::move(msg)) {}
-  const char* what() const noexcept override { return message.c_str(); }
-};
-
 // Drop the UTF-8 continuation bytes at the end of a cut, so the message stays valid UTF-8.
 size_t utf8_cut(const std::string& s, size_t n) {
   while (n > 0 && n < s.size() && ((unsigned char)s[n] & 0xC0) == 0x80) --n;
@@ -241,12 +233,26 @@ std::string did_you_mean(const std::string& unknown, const po::options_descripti
     if (i) s += i + 1 == best.size() ? " or " : ", ";
     const size_t dot = best[i].rfind('.');
     if (in_file && dot != std::string::npos)
-      s += "'" + best[i].substr(dot + 1) + "' (in [" + best[i].substr(0, dot) + "])";
+      s.append(1, '\'').append(best[i], dot + 1).append("' (in [").append(best[i], 0, dot).append("])");
     else
-      s += "--" + best[i];
+      s.append("--").append(best[i]);
   }
   return s + "?";
 }
+
+}  // namespace
+
+void throw_option_error(const po::error& e, const po::options_description& desc, const std::string& where) {
+  std::string msg = where;
+  msg.append(e.what());
+  std::string opt;
+  if (auto n = dynamic_cast<const po::error_with_option_name*>(&e)) opt = n->get_option_name();
+  if (dynamic_cast<const po::unknown_option*>(&e)) msg.append(did_you_mean(opt, desc, !where.empty()));
+  const size_t name = opt.find_first_not_of('-');
+  throw OptionError(name == std::string::npos ? std::string() : opt.substr(name), clip_message(msg));
+}
+
+namespace {
 
 // Runs one Boost parse step; its errors become OptionError (status 2) with the message cut to a
 // sane length, a "did you mean" for an unknown option, and `where` ("config file 'x.ini': ") in front.
@@ -254,17 +260,8 @@ template <class F>
 void as_config_error(F&& f, const po::options_description& desc, const std::string& where = "") {
   try {
     f();
-  } catch (const ConfigError&) {
-    throw;
-  } catch (const po::unknown_option& e) {
-    std::string opt = e.get_option_name();
-    throw OptionError(opt, clip_message(where + e.what() + did_you_mean(opt, desc, !where.empty())));
-  } catch (const po::error_with_option_name& e) {
-    std::string opt = e.get_option_name();
-    while (!opt.empty() && opt[0] == '-') opt.erase(0, 1);
-    throw OptionError(opt, clip_message(where + e.what()));
   } catch (const po::error& e) {
-    throw OptionError("", clip_message(where + e.what()));
+    throw_option_error(e, desc, where);
   }
 }
 

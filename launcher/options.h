@@ -80,6 +80,21 @@ bool parse_run_config(int argc, char** argv, RunConfig& rc, const char* usage);
 // Loads an INI file with the defaults for everything it does not set (tests, tools).
 RunConfig load_config_file(const std::string& path);
 
+// A ConfigError (exit status 2) whose message is complete as it stands: Boost's messages name
+// the option themselves, so no "--option: " prefix is put in front.
+struct OptionError : ConfigError {
+  std::string message;
+  OptionError(std::string opt, std::string msg) : ConfigError(std::move(opt), msg), message(std::move(msg)) {}
+  const char* what() const noexcept override { return message.c_str(); }
+};
+
+// Rethrows a Boost.Program_options error as OptionError: the message cut to a sane length
+// (clip_message), "; did you mean --x?" added for an unknown option (names from `desc`; phrased
+// for an INI file when `where` is not empty), `where` ("config file 'x.ini': ") in front.
+[[noreturn]] void throw_option_error(const boost::program_options::error& e,
+                                     const boost::program_options::options_description& desc,
+                                     const std::string& where = "");
+
 // The known names closest to `unknown` (leading dashes and "=value" ignored): the same key in
 // another section (--train.lr -> optim.lr), else the smallest edit distance if <= max(2, len/4);
 // ties all listed, at most 3. Empty if nothing is close.

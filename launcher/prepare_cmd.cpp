@@ -1,4 +1,5 @@
 #include "launcher/prepare_cmd.h"
+#include "launcher/options.h"
 #include "launcher/stop_signal.h"
 
 #include <boost/program_options.hpp>
@@ -53,12 +54,8 @@ int cmd_prepare(int argc, char** argv) {
                   .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing)
                   .run(), vm);  // argv[0] = "prepare"
     po::notify(vm);
-  } catch (const po::error_with_option_name& e) {
-    std::string name = e.get_option_name();
-    while (!name.empty() && name[0] == '-') name.erase(0, 1);
-    throw ConfigError(name.empty() ? "prepare" : name, e.what());
   } catch (const po::error& e) {
-    throw ConfigError("prepare", e.what());
+    throw_option_error(e, desc);  // exact names only (no guessing above); "did you mean" for a typo
   }
   if (vm.count("help")) {
     std::cout << kPrepareUsage << "\n\n" << desc << "\n";

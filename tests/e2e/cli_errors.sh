@@ -42,6 +42,8 @@ expect_error "unrecognised option '--steps'; did you mean --train.steps?" train 
 expect_error "unrecognised option '--mor.rooter'; did you mean --mor.router?" train --config "$cfg" --mor.rooter token
 expect_error "unrecognised option '--save-evry'; did you mean --save-every?" train --config "$cfg" --save-evry 5
 expect_error "unrecognised option '--conf'; did you mean --config?" train --conf "$cfg"
+expect_error "unrecognised option '--tokenizr'; did you mean --tokenizer?" prepare --tokenizr x
+expect_error "unrecognised option '--shard-token'; did you mean --shard-tokens?" prepare --shard-token 5
 printf '[model]\nd_modle = 64\n' > "$WORK/typo.ini"
 expect_error "config file '$WORK/typo.ini': unrecognised option 'model.d_modle'; did you mean 'd_model' (in [model])?" \
   train --config "$WORK/typo.ini"
