@@ -2,6 +2,8 @@
 # SLURM end to end, on the real local cluster of slurm/local-cluster.sh (ctest fixture
 # `slurm`). One case per ctest test: tests/e2e/slurm.sh CASE
 #   srun_parity  srun -n 4 --overcommit gives the same per-step losses as mpirun -np 4
+#   srun_threads srun -n 4 --overcommit without OMP_NUM_THREADS: each rank takes its share of
+#                the node's CPUs (1 thread on 2 cores), and the banner says why
 #   requeue      slurm/train.sbatch with --time=1 --signal=B:USR1@50: saves on the signal,
 #                requeues itself, resumes (restart 1) and ends with the same final
 #                parameters (.mort bytes) as an uninterrupted run
@@ -12,13 +14,14 @@
 #                that failed to launch while srun said 0)
 #   chain        slurm/train-chain.sbatch: on the signal link 0 saves and exits 85, link 1
 #                (afternotok dependency) resumes and finishes, link 2 is dropped
-# MOR_NO_SLURM=1: print that the SLURM tests are disabled and pass.
+# MOR_NO_SLURM=1: print that the SLURM tests are disabled and exit 77, which ctest reports as
+# Skipped (SKIP_RETURN_CODE in tests/CMakeLists.txt).
 if [ "${MOR_NO_SLURM:-0}" = 1 ]; then
   echo "SLURM tests disabled by MOR_NO_SLURM"
-  exit 0
+  exit 77
 fi
 source "$(dirname "$0")/common.sh"
-case_name=${1:?usage: slurm.sh srun_parity|requeue|rank_kill|elastic|chain}
+case_name=${1:?usage: slurm.sh srun_parity|srun_threads|requeue|rank_kill|elastic|chain}
 export SLURM_CONF=${MOR_SLURM_DIR:-/tmp/mor-slurm}/slurm.conf
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1
 unset SLURM_JOB_ID SLURM_JOBID   # never attach to an allocation this test may run inside
@@ -140,6 +143,18 @@ same = all(x["loss"] == y["loss"] for x, y in zip(a, b))
 print(f"ok: srun -n 4 vs mpirun -np 4: 20 losses {'bitwise identical' if same else f'within {worst:.1e}'} (job {b[0]['job_id']})")
 sys.exit(0 if worst <= 1e-12 else 1)
 PYEOF
+  ;;
+# ---------------------------------------------------------------------------------------
+srun_threads)
+  # The README's srun example without OMP_NUM_THREADS (this script exports 1 for the others):
+  # the tasks must split the node's CPUs, not take them all each.
+  env -u OMP_NUM_THREADS srun -n 4 --overcommit "$MOR_BIN" train --config "$MOR_CONFIG" --train.global_batch 12 \
+    --train.peak_gflops 100 --data.train "$MOR_DATA/edu_fineweb_train_*.bin" --data.val "" --train.steps 1 \
+    > "$WORK/srun.log" 2>&1 || { cat "$WORK/srun.log"; fail "srun -n 4 failed"; }
+  line=$(grep -E '^\[job [0-9]+ restart 0\] batch: global' "$WORK/srun.log") || { cat "$WORK/srun.log"; fail "no batch line"; }
+  cpus=$(nproc); want=$((cpus / 4)); [ "$want" -ge 1 ] || want=1
+  grep -qE "\| threads $want \(.*4 ranks on this node" <<<"$line" || fail "want $want thread(s) per rank from $cpus CPUs / 4 ranks: $line"
+  echo "ok: srun -n 4 --overcommit on $cpus CPUs: ${line#*| threads }"
   ;;
 # ---------------------------------------------------------------------------------------
 requeue)

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # ctest fixture of the SLURM tests: `up` starts the local single-node cluster
 # (slurm/local-cluster.sh, installing the Debian packages if they are missing), `down`
-# stops what `up` started. MOR_NO_SLURM=1 turns both (and every SLURM test) into a
-# passing no-op that says so; without it a cluster that cannot start is a FAILED test.
+# stops what `up` started. MOR_NO_SLURM=1 makes both (and every SLURM test) say so and exit 77,
+# which ctest reports as Skipped; without it a cluster that cannot start is a FAILED test.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 if [ "${MOR_NO_SLURM:-0}" = 1 ]; then
   echo "SLURM tests disabled by MOR_NO_SLURM"
-  exit 0
+  exit 77
 fi
 case "${1:-}" in
   up)
