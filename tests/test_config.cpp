@@ -1,5 +1,5 @@
 // Config validation (errors name the option) and parameter counts against
-// hand-derived figures for the SmolLM shapes (mor-spec.md section 1).
+// hand-derived figures for the SmolLM shapes (docs/CONFIG.md).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -80,7 +80,7 @@ TEST(Config, ErrorsNameTheOption) {
 
 TEST(Config, ExpertCapacityTopK) {
   const ModelConfig c = smol(576, 9, 3, 1536, 32, 3, RouterKind::Expert);
-  EXPECT_EQ(c.expert_k(0), 2048);  // mor-spec.md section 3: 2048, 1365, 682
+  EXPECT_EQ(c.expert_k(0), 2048);  // k_r = floor(c_r T) (docs/MODEL.md): 2048, 1365, 682
   EXPECT_EQ(c.expert_k(1), 1365);
   EXPECT_EQ(c.expert_k(2), 682);
   const ModelConfig c4 = smol(960, 15, 5, 2560, 34, 4, RouterKind::Expert);
@@ -93,7 +93,7 @@ TEST(ParamCount, SmolLMShapes) {
   ParamLayout v135(smol(576, 9, 3, 1536, 30, 1, RouterKind::None));
   EXPECT_EQ(v135.count_embedding(), 49152LL * 576);
   EXPECT_EQ(v135.total - v135.count_embedding(), 30LL * 3540096 + 576);
-  // 360M: 9,830,400 matrix + 1,920 norm weights per layer (mor-spec.md section 1); MoR-3 keeps 12 unique layers (118M).
+  // 360M: 9,830,400 matrix + 1,920 norm weights per layer; MoR-3 keeps 12 unique layers (118M).
   ParamLayout v360(smol(960, 15, 5, 2560, 32, 1, RouterKind::None));
   EXPECT_EQ(v360.total - v360.count_embedding() - 960, 32LL * 9832320);
   const ModelConfig m = smol(960, 15, 5, 2560, 32, 3, RouterKind::Expert);
