@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "io/loader.h"
+#include "io/tensor_file.h"
 #include "io/token_shard.h"
 #include "io_test_util.h"
 
@@ -17,6 +18,7 @@ namespace {
 
 using testing::expect_error;
 using testing::read_bytes;
+using testing::write_bytes;
 using testing::TempDir;
 using testing::write_raw_shard;
 
@@ -255,4 +257,55 @@ TEST(TokenShardErrors, WriterRejectsBadInput) {
 }
 
 }  // namespace
+// The `.mort` tensor-file reader (io/tensor_file.h) lives in mor_io too; its corrupt-input cases
+// are here. Found by tests/fuzz (fuzz_mort); the inputs are in tests/fuzz/crashes/mort/.
+TEST(TensorFileErrors, SizesAreCheckedAgainstTheFileBeforeAllocating) {
+  TempDir dir;
+  auto mort = [](uint32_t count, const std::vector<unsigned char>& rest) {
+    std::vector<unsigned char> b = {'M', 'O', 'R', 'T', 'N', 'S', 'R', '1'};
+    for (int k = 0; k < 4; ++k) b.push_back(static_cast<unsigned char>(count >> (8 * k)));
+    b.insert(b.end(), rest.begin(), rest.end());
+    return b;
+  };
+  auto tensor = [](const std::string& name, uint32_t dtype, const std::vector<int64_t>& shape) {
+    std::vector<unsigned char> b;
+    auto put = [&](uint64_t v, int n) {
+      for (int k = 0; k < n; ++k) b.push_back(static_cast<unsigned char>(v >> (8 * k)));
+    };
+    put(name.size(), 4);
+    b.insert(b.end(), name.begin(), name.end());
+    put(dtype, 4);
+    put(shape.size(), 4);
+    for (int64_t d : shape) put(static_cast<uint64_t>(d), 8);
+    return b;
+  };
+  const std::string p = dir.file("t.mort");
+  write_bytes(p, mort(20000000, std::vector<unsigned char>(64, 0)));
+  expect_error<std::runtime_error>([&] { read_mort(p); },
+                                   {p, "header claims 20000000 tensors", "the 64 bytes after it hold at most 5"});
+  write_bytes(p, mort(1, tensor("w", 0, {int64_t(1) << 40})));
+  expect_error<std::runtime_error>([&] { read_mort(p); },
+                                   {p, "tensor 'w' at offset 12", "needs 4398046511104 bytes", "only 0 remain"});
+  write_bytes(p, mort(1, tensor("w", 1, {int64_t(1) << 40, int64_t(1) << 40, 0})));
+  expect_error<std::runtime_error>([&] { read_mort(p); }, {p, "tensor 'w'", "overflows"});
+  write_bytes(p, mort(1, tensor("w", 2, {})));
+  expect_error<std::runtime_error>([&] { read_mort(p); }, {p, "dtype 2"});
+  auto ok = tensor("s", 0, {});
+  ok.insert(ok.end(), {0, 0, 0x80, 0x3F});  // 1.0f
+  write_bytes(p, mort(1, ok));
+  const auto ts = read_mort(p);
+  ASSERT_EQ(ts.size(), 1u);
+  EXPECT_EQ(ts[0].f, std::vector<float>{1.0f});
+  ok.insert(ok.end(), {'j', 'u', 'n', 'k'});
+  write_bytes(p, mort(1, ok));
+  expect_error<std::runtime_error>([&] { read_mort(p); }, {p, "4 trailing bytes after the last of 1 tensors"});
+  ok.resize(ok.size() - 6);
+  write_bytes(p, mort(1, ok));
+  expect_error<std::runtime_error>([&] { read_mort(p); }, {p, "needs 4 bytes of values but only 2 remain", "truncated"});
+  expect_error<std::runtime_error>([&] { read_mort(dir.path()); }, {dir.path(), "is a directory"});
+  // The writer refuses a tensor whose values do not match its shape (it would read past them).
+  NamedTensor bad{"b", {2, 3}, false, {1.0f}, {}};
+  expect_error<std::runtime_error>([&] { write_mort(dir.file("b.mort"), {bad}); }, {"holds 1 values", "shape has 6"});
+}
+
 }  // namespace mor::io
