@@ -6,6 +6,7 @@
 #include <array>
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -395,6 +396,9 @@ const json& field(const json& o, const char* key) {
   return it == o.end() ? null_value : *it;
 }
 
+// How far ids may run past the number of vocab + added_tokens entries (gaps in the id space).
+constexpr uint64_t kIdSlack = 65536;
+
 constexpr const char* kGpt2Pattern =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
@@ -603,6 +607,9 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw std::runtime_error(path + ": is a directory, not a tokenizer.json file");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error(path + ": cannot open tokenizer file");
   std::stringstream ss;
@@ -612,6 +619,16 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
 }
 
 Tokenizer Tokenizer::from_json(std::string_view text, const std::string& name) {
+  // Every structural check in parse_json names the field; a JSON type mismatch that slips past
+  // them (nlohmann::json throws its own exception types) still becomes an error naming the file.
+  try {
+    return parse_json(text, name);
+  } catch (const json::exception& e) {
+    throw std::runtime_error(name + ": unexpected structure: " + e.what());
+  }
+}
+
+Tokenizer Tokenizer::parse_json(std::string_view text, const std::string& name) {
   auto impl = std::make_unique<Impl>();
   Impl& t = *impl;
   t.name = name;
@@ -704,6 +721,17 @@ Tokenizer Tokenizer::from_json(std::string_view text, const std::string& name) {
     }
     return out;
   };
+  // Ids index arrays sized by the largest one: a sparse id (a typo, a corrupt file) must not
+  // allocate gigabytes. Real vocabularies are dense; this leaves room for any gaps they have.
+  const size_t entries = field(*model, "vocab").size() +
+                         (j.contains("added_tokens") && j["added_tokens"].is_array() ? j["added_tokens"].size() : 0);
+  const uint64_t max_id = static_cast<uint64_t>(entries) + kIdSlack;
+  auto check_id = [&](const std::string& where, int64_t id) {
+    if (id < 0 || static_cast<uint64_t>(id) > max_id)
+      t.fail(where + " = " + std::to_string(id) + " is not a valid id: ids must be in [0, " + std::to_string(max_id) +
+             "] (the " + std::to_string(entries) + " vocab and added_tokens entries + " + std::to_string(kIdSlack) +
+             " unused ids at most)");
+  };
   auto set_id = [&](uint32_t id, std::string bytes) {
     if (id >= t.id_bytes.size()) {
       t.id_bytes.resize(static_cast<size_t>(id) + 1);
@@ -719,10 +747,12 @@ Tokenizer Tokenizer::from_json(std::string_view text, const std::string& name) {
   t.str_to_id.reserve(vocab.size() * 2);
   t.bytes_to_id.reserve(vocab.size() * 2);
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
-        it.value().get<int64_t>() >= static_cast<int64_t>(UINT32_MAX))
-      t.fail("model.vocab[\"" + it.key() + "\"] is not a valid id");
+    if (!it.value().is_number_integer()) t.fail("model.vocab[\"" + it.key() + "\"] is not an integer id");
+    check_id("model.vocab[\"" + it.key() + "\"]", it.value().get<int64_t>());
     const auto id = static_cast<uint32_t>(it.value().get<int64_t>());
+    // Two tokens with one id: encode would emit an id that decodes to the other's bytes.
+    if (id < t.id_known.size() && t.id_known[id])
+      t.fail("model.vocab[\"" + it.key() + "\"] = " + std::to_string(id) + ": that id is already another token's");
     auto raw = raw_bytes(it.key());
     std::string bytes = raw ? *raw : it.key();
     if (raw) t.bytes_to_id.emplace(bytes, id);
@@ -743,7 +773,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, const std::string& name) {
           !a["content"].is_string())
         t.fail("added_tokens: an entry lacks an integer \"id\" or a string \"content\"");
       const int64_t id = a["id"].get<int64_t>();
-      if (id < 0 || id >= static_cast<int64_t>(UINT32_MAX)) t.fail("added_tokens: bad id " + std::to_string(id));
+      check_id("added_tokens id", id);
       const std::string content = a["content"].get<std::string>();
       const auto uid = static_cast<uint32_t>(id);
       if (uid >= t.id_known.size() || !t.id_known[uid]) set_id(uid, content);

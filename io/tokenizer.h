@@ -95,6 +95,7 @@ class Tokenizer {
  private:
   struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);
+  static Tokenizer parse_json(std::string_view json, const std::string& name);  // from_json's body
   std::unique_ptr<Impl> impl_;
 };
 

@@ -247,5 +247,42 @@ TEST(Tokenizer, RejectsUnsupportedOrBrokenFiles) {
   expect_error<std::out_of_range>([&] { t.decode({t.vocab_size()}); }, {"is not a token id"});
 }
 
+// Found by tests/fuzz (fuzz_tokenizer); each input is also in tests/fuzz/crashes/tokenizer/.
+TEST(Tokenizer, RejectsDuplicateSparseOrMistypedFields) {
+  auto j = nlohmann::json::parse(small_tokenizer().json());
+  auto with = [&](auto&& edit) {
+    auto k = j;
+    edit(k);
+    return k.dump();
+  };
+  // Two tokens with one id: encode would emit an id that decodes to the other token's bytes.
+  const uint32_t id_b = j["model"]["vocab"]["b"].get<uint32_t>();
+  expect_error<std::runtime_error>(
+      [&] { Tokenizer::from_json(with([&](auto& k) { k["model"]["vocab"]["a"] = id_b; }), "t.json"); },
+      {"t.json", "model.vocab[\"", std::to_string(id_b), "already another token's"});
+  // A far-out id would size the id tables by it (4e9 ids: ~130 GB), not by the vocabulary.
+  expect_error<std::runtime_error>(
+      [&] { Tokenizer::from_json(with([](auto& k) { k["model"]["vocab"]["a"] = 4000000000u; }), "t.json"); },
+      {"t.json", "model.vocab[\"a\"] = 4000000000 is not a valid id", "unused ids at most"});
+  expect_error<std::runtime_error>(
+      [&] { Tokenizer::from_json(with([](auto& k) { k["added_tokens"][0]["id"] = 3000000000u; }), "t.json"); },
+      {"t.json", "added_tokens id = 3000000000 is not a valid id"});
+  // Gaps in the id space are still fine (decode rejects the unused ids).
+  const uint32_t gap = static_cast<uint32_t>(j["model"]["vocab"].size()) + 1000;
+  const Tokenizer g = Tokenizer::from_json(with([&](auto& k) { k["added_tokens"][0]["id"] = gap; }), "t.json");
+  EXPECT_EQ(g.vocab_size(), gap + 1);
+  EXPECT_EQ(g.decode({gap}), "<|endoftext|>");
+  // A field of the wrong JSON type is a runtime_error naming the file, not nlohmann's type_error.
+  expect_error<std::runtime_error>([&] { Tokenizer::from_json(with([](auto& k) { k["normalizer"] = "NFC"; }), "t.json"); },
+                                   {"t.json", "unexpected structure"});
+  expect_error<std::runtime_error>([&] { Tokenizer::from_json(with([](auto& k) { k["model"]["type"] = 7; }), "t.json"); },
+                                   {"t.json"});
+}
+
+TEST(Tokenizer, DirectoryIsNotATokenizerFile) {
+  testing::TempDir dir;
+  expect_error<std::runtime_error>([&] { Tokenizer::from_file(dir.path()); }, {dir.path(), "is a directory"});
+}
+
 }  // namespace
 }  // namespace mor::io
