@@ -2,8 +2,10 @@
 
 #include <glob.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstring>
 #include <stdexcept>
@@ -52,25 +54,81 @@ SampleRange even_slice(uint64_t total, int rank, int world) {
   return {first, base + (r < extra ? 1 : 0)};
 }
 
-std::vector<std::string> glob_shards(const std::string& pattern) {
-  if (pattern.empty()) throw std::runtime_error("token shards: empty file pattern");
+namespace {
+
+// What a path that is not a regular file is, for error messages.
+std::string not_regular_kind(const std::string& p) {
+  struct stat lst {}, st {};
+  if (::lstat(p.c_str(), &lst) != 0) return std::string("cannot stat: ") + std::strerror(errno);
+  if (::stat(p.c_str(), &st) != 0) {
+    const int e = errno;
+    if (S_ISLNK(lst.st_mode)) {
+      if (e == ELOOP) return "a symlink loop";
+      std::string target(4096, '\0');
+      const ssize_t n = ::readlink(p.c_str(), target.data(), target.size());
+      target.resize(n > 0 ? static_cast<size_t>(n) : 0);
+      if (e == ENOENT) return "a dangling symlink to '" + target + "'";
+      return "a symlink to '" + target + "' that cannot be followed: " + std::strerror(e);
+    }
+    return std::string("cannot stat: ") + std::strerror(e);
+  }
+  const std::string via = S_ISLNK(lst.st_mode) ? " (through a symlink)" : "";
+  if (S_ISDIR(st.st_mode)) return "a directory" + via;
+  if (S_ISFIFO(st.st_mode)) return "a fifo" + via;
+  if (S_ISSOCK(st.st_mode)) return "a socket" + via;
+  if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) return "a device" + via;
+  return "not a regular file" + via;
+}
+
+thread_local std::string g_glob_error;  // glob's error callback cannot carry a context pointer
+
+int on_glob_error(const char* path, int err) {
+  g_glob_error = std::string(path) + ": " + std::strerror(err);
+  return 1;  // stop matching (GLOB_ABORTED)
+}
+
+}  // namespace
+
+std::vector<std::string> glob_files(const std::string& pattern, const std::string& what) {
+  if (pattern.empty()) throw std::runtime_error(what + ": empty file pattern");
+  g_glob_error.clear();
   glob_t g{};
-  const int rc = ::glob(pattern.c_str(), 0, nullptr, &g);
-  std::vector<std::string> out;
+  const int rc = ::glob(pattern.c_str(), GLOB_ERR, on_glob_error, &g);
+  std::vector<std::string> out, bad;
   if (rc == 0) {
     for (size_t i = 0; i < g.gl_pathc; ++i) {
       struct stat st {};
       if (::stat(g.gl_pathv[i], &st) == 0 && S_ISREG(st.st_mode)) out.emplace_back(g.gl_pathv[i]);
+      else bad.emplace_back(g.gl_pathv[i]);
     }
   }
   ::globfree(&g);
+  if (rc == GLOB_ABORTED)
+    throw std::runtime_error(what + ": cannot read a directory while matching pattern '" + pattern + "'" +
+                             (g_glob_error.empty() ? "" : ": " + g_glob_error));
   if (rc != 0 && rc != GLOB_NOMATCH)
-    throw std::runtime_error("token shards: glob failed for pattern '" + pattern + "'" +
-                             (rc == GLOB_ABORTED ? " (read error)" : ""));
-  if (out.empty())
-    throw std::runtime_error("token shards: no files match pattern '" + pattern + "'");
+    throw std::runtime_error(what + ": glob failed for pattern '" + pattern + "'" + (rc == GLOB_NOSPACE ? " (out of memory)" : ""));
+  if (bad.size() == 1 && out.empty() && bad[0] == pattern && not_regular_kind(bad[0]).rfind("a directory", 0) == 0)
+    throw std::runtime_error(what + ": '" + pattern + "' is a directory; give a pattern of files in it, e.g. '" + pattern +
+                             (pattern.ends_with("/") ? "" : "/") + "*'");
+  if (!bad.empty()) {
+    std::sort(bad.begin(), bad.end());
+    std::string list;
+    for (size_t i = 0; i < bad.size() && i < 10; ++i)
+      list += (i ? "; '" : "'") + bad[i] + "' is " + not_regular_kind(bad[i]);
+    if (bad.size() > 10) list += "; and " + std::to_string(bad.size() - 10) + " more";
+    throw std::runtime_error(what + ": pattern '" + pattern + "' matches " + std::to_string(bad.size()) +
+                             (bad.size() == 1 ? " path that is not a regular file: " : " paths that are not regular files: ") +
+                             list);
+  }
   std::sort(out.begin(), out.end());  // byte order, independent of locale
   return out;
+}
+
+std::vector<std::string> glob_shards(const std::string& pattern) {
+  auto files = glob_files(pattern, "token shards");
+  if (files.empty()) throw std::runtime_error("token shards: no files match pattern '" + pattern + "'");
+  return files;
 }
 
 // ---------------------------------------------------------------------------

@@ -70,8 +70,14 @@ SampleRange rank_slice(uint64_t step, int global_batch, int rank, int world);
 // total % W ranks get one more item); for spreading validation over ranks.
 SampleRange even_slice(uint64_t total, int rank, int world);
 
-// Files matching a glob pattern, sorted by name (byte order); regular files
-// only. Throws std::runtime_error naming the pattern when nothing matches.
+// The files a glob pattern matches, sorted by name (byte order); empty when nothing matches.
+// Nothing is dropped silently: std::runtime_error, starting with `what` and naming the pattern,
+// when the pattern is itself a directory ("is a directory"), when a directory cannot be read
+// while matching, or when any match is not a regular file — each such match is named with what
+// it is (a directory, a dangling symlink, a symlink loop, a fifo, ...).
+std::vector<std::string> glob_files(const std::string& pattern, const std::string& what);
+
+// glob_files(pattern, "token shards"), and an error naming the pattern when nothing matches.
 std::vector<std::string> glob_shards(const std::string& pattern);
 
 // Seeded pseudo-random permutation of [0, n), a function of (seed, epoch)

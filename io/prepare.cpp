@@ -1,7 +1,6 @@
 #include "io/prepare.h"
 
 #include <fcntl.h>
-#include <glob.h>
 #include <openssl/evp.h>
 #include <sched.h>
 #include <sys/stat.h>
@@ -29,6 +28,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "io/loader.h"
 #include "io/token_shard.h"
 #include "io/tokenizer.h"
 
@@ -522,17 +522,9 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& patterns)
   std::vector<std::string> files;
   std::set<std::string> seen;
   for (const std::string& pat : patterns) {
-    glob_t g{};
-    const int rc = ::glob(pat.c_str(), GLOB_ERR, nullptr, &g);
-    std::vector<std::string> found;
-    if (rc == 0)
-      for (size_t k = 0; k < g.gl_pathc; ++k) {
-        struct stat st{};
-        if (::stat(g.gl_pathv[k], &st) == 0 && S_ISREG(st.st_mode)) found.emplace_back(g.gl_pathv[k]);
-      }
-    ::globfree(&g);
+    // A directory, dangling symlink or symlink loop among the matches is an error naming it.
+    std::vector<std::string> found = glob_files(pat, "--input");
     if (found.empty()) throw std::runtime_error("--input '" + pat + "': no file matches");
-    std::sort(found.begin(), found.end());
     for (auto& f : found)
       if (seen.insert(f).second) files.push_back(std::move(f));
   }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <filesystem>
 #include <numeric>
 #include <set>
 #include <string>
@@ -460,6 +461,47 @@ TEST_F(LoaderTest, ConfigErrors) {
   expect_error<std::runtime_error>(
       [&] { DataLoader d(c); },
       {dir_.file("edu_fineweb_train_000001.bin"), "token id 999", "token index 999"});
+}
+
+// The data glob never drops a match silently: whatever it matches that is not a regular file
+// is an error naming it and what it is, and a directory given as the pattern says so.
+TEST(GlobShards, DirectoryAsThePatternSaysSo) {
+  TempDir dir;
+  write_token_shard(dir.file("edu_fineweb_train_000001.bin"), {1, 2, 3}, 100);
+  expect_error<std::runtime_error>([&] { glob_shards(dir.path()); },
+                                   {"'" + dir.path() + "' is a directory", dir.path() + "/*"});
+  expect_error<std::runtime_error>([&] { DataLoader d(LoaderConfig{dir.path(), 2, 100, 1}); }, {"is a directory"});
+  expect_error<std::runtime_error>([&] { ValLoader v(dir.path(), 2, 100); }, {"is a directory"});
+}
+
+TEST(GlobShards, DanglingSymlinkDirectoryAndLoopAreNamed) {
+  namespace fs = std::filesystem;
+  TempDir dir;
+  const std::string pattern = dir.file("edu_fineweb_train_*.bin");
+  write_token_shard(dir.file("edu_fineweb_train_000001.bin"), {1, 2, 3}, 100);
+  EXPECT_EQ(glob_shards(pattern), std::vector<std::string>{dir.file("edu_fineweb_train_000001.bin")});
+
+  fs::create_symlink(dir.file("gone.bin"), dir.file("edu_fineweb_train_000002.bin"));  // dangling
+  expect_error<std::runtime_error>(
+      [&] { glob_shards(pattern); },
+      {"token shards", pattern, "1 path that is not a regular file", dir.file("edu_fineweb_train_000002.bin"),
+       "a dangling symlink to '" + dir.file("gone.bin") + "'"});
+  expect_error<std::runtime_error>([&] { DataLoader d(LoaderConfig{pattern, 2, 100, 1}); },
+                                   {dir.file("edu_fineweb_train_000002.bin"), "dangling symlink"});
+  fs::remove(dir.file("edu_fineweb_train_000002.bin"));
+
+  fs::create_directory(dir.file("edu_fineweb_train_000003.bin"));
+  fs::create_symlink(dir.file("edu_fineweb_train_000004.bin"), dir.file("edu_fineweb_train_000004.bin"));  // loop
+  expect_error<std::runtime_error>(
+      [&] { glob_shards(pattern); },
+      {"2 paths that are not regular files", "'" + dir.file("edu_fineweb_train_000003.bin") + "' is a directory",
+       "'" + dir.file("edu_fineweb_train_000004.bin") + "' is a symlink loop"});
+  fs::remove(dir.file("edu_fineweb_train_000004.bin"));
+  fs::remove(dir.file("edu_fineweb_train_000003.bin"));
+
+  // A symlink to a real shard is a file like any other.
+  fs::create_symlink(dir.file("edu_fineweb_train_000001.bin"), dir.file("edu_fineweb_train_000005.bin"));
+  EXPECT_EQ(glob_shards(pattern).size(), 2u);
 }
 
 }  // namespace

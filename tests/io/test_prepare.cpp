@@ -447,6 +447,38 @@ TEST(Prepare, ErrorsNameTheFile) {
   expect_error<std::runtime_error>([&] { run(o); }, {"no documents", "2 bad lines", "allbad.jsonl:1: malformed JSON"});
 }
 
+// A directory where a file is expected says so, and no match is dropped silently.
+TEST(Prepare, DirectoriesAndBrokenLinksAreNamed) {
+  namespace fs = std::filesystem;
+  Fixture fx;
+  auto o = fx.options("out");
+  o.tokenizer = fx.dir.path();
+  expect_error<std::runtime_error>([&] { run(o); }, {fx.dir.path(), "is a directory", "not a tokenizer.json"});
+
+  fs::create_directory(fx.dir.file("jsonl_dir"));
+  write_file(fx.dir.file("jsonl_dir/a.jsonl"), jsonl(fx.docs));
+  o = fx.options("out");
+  o.inputs = {fx.dir.file("jsonl_dir")};
+  expect_error<std::runtime_error>([&] { run(o); },
+                                   {"--input", "'" + fx.dir.file("jsonl_dir") + "' is a directory", "jsonl_dir/*"});
+
+  fs::create_symlink(fx.dir.file("moved.jsonl"), fx.dir.file("jsonl_dir/b.jsonl"));
+  fs::create_directory(fx.dir.file("jsonl_dir/c.jsonl"));
+  o = fx.options("out");
+  o.inputs = {fx.dir.file("jsonl_dir/*.jsonl")};
+  expect_error<std::runtime_error>(
+      [&] { run(o); },
+      {"--input", "matches 2 paths that are not regular files",
+       "'" + fx.dir.file("jsonl_dir/b.jsonl") + "' is a dangling symlink to '" + fx.dir.file("moved.jsonl") + "'",
+       "'" + fx.dir.file("jsonl_dir/c.jsonl") + "' is a directory"});
+  EXPECT_FALSE(fs::exists(fx.dir.file("out/manifest.json")));
+
+  // The good file alone still works.
+  fs::remove(fx.dir.file("jsonl_dir/b.jsonl"));
+  fs::remove(fx.dir.file("jsonl_dir/c.jsonl"));
+  EXPECT_EQ(run(o).res.documents, fx.docs.size());
+}
+
 TEST(Prepare, RefusesToMixWithAnEarlierRunUnlessOverwrite) {
   Fixture fx;
   run(fx.options("out"));
