@@ -152,7 +152,8 @@ srun_threads)
     --train.peak_gflops 100 --data.train "$MOR_DATA/edu_fineweb_train_*.bin" --data.val "" --train.steps 1 \
     > "$WORK/srun.log" 2>&1 || { cat "$WORK/srun.log"; fail "srun -n 4 failed"; }
   line=$(grep -E '^\[job [0-9]+ restart 0\] batch: global' "$WORK/srun.log") || { cat "$WORK/srun.log"; fail "no batch line"; }
-  cpus=$(nproc); want=$((cpus / 4)); [ "$want" -ge 1 ] || want=1
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)   # nproc honours OMP_NUM_THREADS, set above
+  want=$((cpus / 4)); [ "$want" -ge 1 ] || want=1
   grep -qE "\| threads $want \(.*4 ranks on this node" <<<"$line" || fail "want $want thread(s) per rank from $cpus CPUs / 4 ranks: $line"
   echo "ok: srun -n 4 --overcommit on $cpus CPUs: ${line#*| threads }"
   ;;

@@ -20,7 +20,7 @@ expect() {  # expect LINE REGEX WHAT
   grep -qE -- "$2" <<<"$1" || fail "$3: want /$2/ in: $1"
   echo "ok: $3: ${1#*| threads }"
 }
-cpus=$(nproc)   # the affinity mask of this shell, which the runs inherit
+cpus=$(env -u OMP_THREAD_LIMIT nproc)   # the affinity mask of this shell, which the runs inherit (OMP_NUM_THREADS is unset above)
 s=s; [ "$cpus" -eq 1 ] && s=
 expect "$(run1 --)" "\| threads $cpus \($cpus CPU$s in affinity mask / 1 rank on this node → $cpus\)" "one process"
 expect "$(run1 taskset -c 0 --)" "\| threads 1 \(1 CPU in affinity mask / 1 rank on this node → 1\)" "taskset -c 0"
