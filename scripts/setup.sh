@@ -22,6 +22,8 @@ PKGS=(
   nodejs $(command -v npm > /dev/null 2>&1 || echo npm)   # npm reference tokenizers for the parity tests (npm ships with NodeSource's nodejs)
   python3 python3-numpy python3-torch python3-h5py   # reference + parity tests
   fortunes                          # real English text for the learning test
+  clang libclang-rt-14-dev          # libFuzzer + sanitizer runtimes for the fuzz build (build-fuzz, docs/TESTING.md)
+  libomp-dev                        # OpenMP for clang: the fuzz build configures the whole tree with it
 )
 
 missing=()

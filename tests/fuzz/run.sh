@@ -14,7 +14,7 @@ case $name in  # longest input: room for a 1024-byte shard header, a whole token
   *) echo "run.sh: unknown harness $name" >&2; exit 2 ;;
 esac
 opts=(-max_len=$max_len)
-[ -f "$src/$name.dict" ] && opts+=(-dict="$src/$name.dict")
+case $name in tokenizer|jsonl) opts+=(-dict="$src/json.dict") ;; esac
 
 files=()
 for d in "$src/corpus/$name" "$src/crashes/$name"; do
