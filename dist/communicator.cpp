@@ -34,7 +34,14 @@ class TimedRequest : public Request {
     r_.reset();
   }
   bool test() override { return !r_ || r_->test(); }
-  ~TimedRequest() override { wait(); }
+  // Never throws: a destructor that threw during unwinding would std::terminate this rank and
+  // leave the others waiting (a stall still ends the job through the timeout).
+  ~TimedRequest() override {
+    try {
+      wait();
+    } catch (...) {
+    }
+  }
 
  private:
   std::unique_ptr<Request> r_;

@@ -15,6 +15,9 @@
 
 namespace mor::dist {
 
+// Exit status of every rank when a collective made no progress within the timeout.
+constexpr int kExitCollectiveTimeout = 5;
+
 struct CommStats {
   std::map<std::string, uint64_t> bytes;  // bytes sent by this rank, per tag
   std::map<std::string, uint64_t> calls;
@@ -55,9 +58,21 @@ class Communicator {
   void all_gather(const float* send, float* recv, size_t count, const std::string& tag);
   void reduce_scatter(const float* send, float* recv, size_t count, const std::string& tag);
 
+  // What the caller is doing ("step 12"), named in a stall report.
+  void set_context(std::string c) { context_ = std::move(c); }
+  const std::string& context() const { return context_; }
+  // A collective that makes no progress for this many seconds (a rank stopped, hung or died
+  // without the runtime noticing) prints the collective, the context and this rank, and ends
+  // every rank with kExitCollectiveTimeout. 0 = wait forever.
+  void set_timeout(double seconds) { timeout_s_ = seconds; }
+  double timeout() const { return timeout_s_; }
+
   CommStats stats;
 
  protected:
+  std::string context_;
+  double timeout_s_ = 600;
+
   void count(const std::string& tag, uint64_t bytes);
   // Wraps a request so its wait time is added to stats.wait_seconds.
   std::unique_ptr<Request> timed(std::unique_ptr<Request> r);
