@@ -3,7 +3,12 @@
 #include <cstdio>
 #include <iostream>
 
+#include <sys/stat.h>
+
 #include "io/checkpoint.h"
+#include "launcher/options.h"
+#include "launcher/stop_signal.h"
+#include "model/params.h"
 #include "launcher/train.h"
 #include "model/config.h"
 
@@ -15,14 +20,29 @@ namespace {
 po::variables_map parse(int argc, char** argv, po::options_description& desc, po::positional_options_description* pos) {
   po::variables_map vm;
   try {
-    auto p = po::command_line_parser(argc, argv).options(desc);
+    // Exact option names only (Boost would take --shard for --shards), with a "did you mean".
+    auto p = po::command_line_parser(argc, argv).options(desc).style(po::command_line_style::default_style &
+                                                                       ~po::command_line_style::allow_guessing);
     if (pos) p.positional(*pos);
     po::store(p.run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
-    throw ConfigError("options", e.what());
+    throw_option_error(e, desc);
   }
   return vm;
+}
+// The tensors (names and shapes) the checkpoint's own model config implies.
+std::vector<ckpt::TensorMeta> expected_tensors(const std::string& dir) {
+  const ckpt::Index idx = ckpt::read_index(dir);
+  ModelConfig mc;
+  try {
+    mc = load_config_text(idx.state.model_config).model;
+  } catch (const std::exception& e) {
+    throw std::runtime_error("checkpoint '" + dir + "/index.h5': its model config is not valid: " + std::string(e.what()));
+  }
+  std::vector<ckpt::TensorMeta> v;
+  for (const auto& t : ParamLayout(mc).tensors) v.push_back({t.name, t.rows, t.cols, t.is_1d});
+  return v;
 }
 }  // namespace
 
@@ -40,16 +60,19 @@ int cmd_convert(int argc, char** argv, dist::Communicator& comm) {
   }
   if (in.empty()) throw ConfigError("in", "is required");
   if (out.empty()) throw ConfigError("out", "is required");
+  if (!vm.count("shards")) throw ConfigError("shards", "is required: the number of shard files to write");
   if (shards < 1) throw ConfigError("shards", "must be >= 1, got " + std::to_string(shards));
-  ckpt::convert(in, out, shards, comm);
+  ckpt::convert(in, out, shards, comm, [] { return stop_requested(); });
   if (comm.rank() == 0) std::printf("converted %s -> %s (%d shard%s)\n", in.c_str(), out.c_str(), shards, shards > 1 ? "s" : "");
   return 0;
 }
 
 int cmd_inspect(int argc, char** argv) {
   std::string dir;
-  po::options_description desc("usage: mor-dist inspect CKPT");
-  desc.add_options()("help,h", "show this help")("ckpt", po::value(&dir), "checkpoint directory (or ROOT/latest's target)");
+  bool quick = false;
+  po::options_description desc("usage: mor-dist inspect [--quick] CKPT   (CKPT: a checkpoint directory, or a root holding 'latest')");
+  desc.add_options()("help,h", "show this help")("ckpt", po::value(&dir), "checkpoint directory (or ROOT: its newest checkpoint)")(
+      "quick", po::bool_switch(&quick), "skip reading every value to check it is finite (checksums are still verified)");
   po::positional_options_description pos;
   pos.add("ckpt", 1);
   auto vm = parse(argc, argv, desc, &pos);
@@ -58,7 +81,16 @@ int cmd_inspect(int argc, char** argv) {
     return 0;
   }
   if (dir.empty()) throw ConfigError("ckpt", "is required: mor-dist inspect CKPT");
-  std::fputs(ckpt::inspect(dir).c_str(), stdout);
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) throw std::runtime_error("'" + dir + "' does not exist");
+  if (::stat((dir + "/index.h5").c_str(), &st) != 0) {  // a checkpoint root: what `--resume auto` would load
+    std::string note;
+    const std::string found = ckpt::resolve(dir, "auto", &note);
+    if (found.empty()) throw std::runtime_error("'" + dir + "' is neither a checkpoint nor a root holding one");
+    if (!note.empty()) std::printf("%s\n", note.c_str());
+    dir = found;
+  }
+  std::fputs(ckpt::inspect(dir, quick, expected_tensors(dir)).c_str(), stdout);
   return 0;
 }
 

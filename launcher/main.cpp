@@ -1,6 +1,7 @@
 // mor-dist: pretraining Mixture-of-Recursions language models.
 #include <malloc.h>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <climits>
@@ -12,6 +13,7 @@
 #include <string>
 
 #include "dist/communicator.h"
+#include "io/checkpoint.h"
 #include "launcher/log.h"
 
 #include "launcher/prepare_cmd.h"
@@ -30,7 +32,9 @@ static const char* kUsage =
     "  inspect list and verify a checkpoint (mor-dist inspect CKPT)\n"
     "  prepare tokenize JSONL documents into token shards (mor-dist prepare --help)\n"
     "mor-dist --version: version, git revision and build flags\n"
-    "exit status: 0 ok, 1 runtime error, 2 bad option or config, 85 saved a checkpoint on SIGUSR1/SIGTERM\n";
+    "exit status: 0 ok, 1 runtime error, 2 bad option or config, 3 a checkpoint could not be saved (the previous one\n"
+    "  is intact), 4 loss or gradients became NaN/inf (nothing saved), 5 a collective stalled (--dist.timeout),\n"
+    "  85 saved a checkpoint on SIGUSR1/SIGTERM/SIGINT, 130 eval/convert stopped by a signal\n";
 
 // Transparent huge pages for the heap. mor-dist keeps ~16 bytes of state per parameter plus the
 // activations resident and sweeps all of it every step; with 4 KiB pages every first touch is a
@@ -65,6 +69,8 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, INT_MAX);
   mor::route_stop_signals();  // before any thread exists; an early signal is never fatal
+  // A write past `ulimit -f` fails with EFBIG (reported with the path) instead of killing the process.
+  signal(SIGXFSZ, SIG_IGN);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
@@ -92,12 +98,28 @@ int main(int argc, char** argv) {
   } catch (const mor::ConfigError& e) {
     std::fprintf(stderr, "%smor-dist %s%s: error: %s\n", mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str(), e.what());
     rc = 2;
+  } catch (const mor::ckpt::SaveError& e) {
+    std::fprintf(stderr, "%smor-dist %s%s: error: saving failed (the previous checkpoint and 'latest' are intact): %s\n",
+                 mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str(), e.what());
+    rc = mor::kExitSaveFailed;
+  } catch (const mor::ckpt::NonFiniteError& e) {
+    std::fprintf(stderr, "%smor-dist %s%s: error: %s\n", mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str(), e.what());
+    rc = mor::kExitNonFinite;
+  } catch (const mor::ckpt::Interrupted& e) {
+    std::fprintf(stderr, "%smor-dist %s%s: %s\n", mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str(), e.what());
+    rc = mor::kExitInterrupted;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "%smor-dist %s%s: error: out of memory (the configuration or an input asks for more than this machine has)\n",
+                 mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str());
+    rc = 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%smor-dist %s%s: error: %s\n", mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str(), e.what());
     rc = 1;
   }
   // A rank that fails alone must not leave the others waiting in a collective.
   // (Exit 85 is not a failure: every rank saved and returns it together.)
-  if (rc != 0 && rc != mor::kExitSavedOnSignal && comm->size() > 1) comm->abort(rc);
+  // (Exits 3, 4 and 85 are reached by every rank together: they leave through MPI_Finalize.)
+  const bool agreed = rc == mor::kExitSavedOnSignal || rc == mor::kExitSaveFailed || rc == mor::kExitNonFinite;
+  if (rc != 0 && !agreed && comm->size() > 1) comm->abort(rc);
   return rc;
 }

@@ -75,6 +75,10 @@ OptionTable::OptionTable(RunConfig& rc) {
     ("train.metrics", po::value(&t.metrics)->default_value(t.metrics), "JSON-lines metrics file")
     ("train.save_params", po::value(&t.save_params)->default_value(t.save_params), "write the final parameters (.mort)")
     ("train.init_params", po::value(&t.init_params)->default_value(t.init_params), "start from parameters (.mort)")
+    ("train.nonfinite", po::value(&t.nonfinite)->default_value(t.nonfinite),
+     "a NaN/inf loss or gradient norm: stop (exit 4, nothing saved) | skip (the update; stop after train.nonfinite_max in a row)")
+    ("train.nonfinite_max", po::value(&t.nonfinite_max)->default_value(t.nonfinite_max),
+     "skip: consecutive skipped steps before the run stops (exit 4)")
     // [data]
     ("data.train", po::value(&d.train)->default_value(d.train), "glob of training shards (llm.c .bin)")
     ("data.val", po::value(&d.val)->default_value(d.val), "glob of validation shards")
@@ -86,13 +90,20 @@ OptionTable::OptionTable(RunConfig& rc) {
      "keep the shared block gathered from forward to backward (saves one all-gather, costs memory)")
     ("dist.overlap", po::value(&x.overlap)->default_value(x.overlap),
      "prefetch the next unit's all-gather while the current unit computes")
+    ("dist.timeout", po::value(&x.timeout)->default_value(x.timeout),
+     "seconds a collective may make no progress before every rank is ended with exit 5, naming the collective (0 = wait forever)")
     // [ckpt]
     ("ckpt.dir", po::value(&k.dir)->default_value(k.dir), "checkpoint root directory (HDF5 sharded checkpoints)")
     ("ckpt.save_every", po::value(&k.save_every)->default_value(k.save_every), "steps between checkpoints (0 = at the end / on signal only)")
     ("ckpt.keep_last", po::value(&k.keep_last)->default_value(k.keep_last), "complete checkpoints to keep (>= 2)")
     ("ckpt.direct_io", po::value(&k.direct_io)->default_value(k.direct_io),
      "write shard files, and read them back on a same-world-size resume, with O_DIRECT (no page cache) where the file system accepts it; false = buffered")
-    ("ckpt.resume", po::value(&k.resume)->default_value(k.resume), "auto | CHECKPOINT_DIR | empty (fresh start)");
+    ("ckpt.resume", po::value(&k.resume)->default_value(k.resume), "auto | CHECKPOINT_DIR | empty (fresh start)")
+    ("ckpt.allow_rewind", po::value(&k.allow_rewind)->default_value(k.allow_rewind),
+     "resume from an older step than the newest checkpoint in ckpt.dir, or start fresh in a ckpt.dir that holds checkpoints: "
+     "rename the newer ones to step_N.rewound-TIME (nothing is deleted) instead of refusing")
+    ("ckpt.allow_seed_change", po::value(&k.allow_seed_change)->default_value(k.allow_seed_change),
+     "resume with another train.seed than the checkpoint's (changes the data order from then on)");
 }
 
 static std::vector<double> parse_list(const std::string& s) {
@@ -129,6 +140,11 @@ static void finish(OptionTable& tab, RunConfig& rc) {
   if (t.eval_samples < 0) throw ConfigError("train.eval_samples", "must be >= 0");
   if (t.threads < 0) throw ConfigError("train.threads", "must be >= 0");
   if (t.gemm != "mixed" && t.gemm != "openblas") throw ConfigError("train.gemm", "unknown value '" + t.gemm + "' (mixed | openblas)");
+  if (t.nonfinite != "stop" && t.nonfinite != "skip")
+    throw ConfigError("train.nonfinite", "unknown value '" + t.nonfinite + "' (stop | skip)");
+  if (t.nonfinite_max < 1) throw ConfigError("train.nonfinite_max", "must be >= 1");
+  if (!(rc.dist.timeout >= 0) || !std::isfinite(rc.dist.timeout))
+    throw ConfigError("dist.timeout", "must be a finite number of seconds >= 0 (0 = off)");
   if (rc.ckpt.save_every < 0) throw ConfigError("ckpt.save_every", "must be >= 0");
   if (rc.ckpt.keep_last < 2) throw ConfigError("ckpt.keep_last", "must be >= 2 (a crash while pruning must leave one good checkpoint)");
   if (rc.ckpt.resume == "auto" && rc.ckpt.dir.empty()) throw ConfigError("ckpt.resume", "auto needs --ckpt.dir");
@@ -343,7 +359,7 @@ const std::map<std::string, std::string>& eval_descriptions() {
       {"data.val", "glob of validation shards; required"},
       {"train.eval_samples", "validation windows to score (0 = all)"},
       {"train.micro_batch", "windows per forward pass (0 = 8)"},
-      {"train.threads", "CPU threads (0 = every CPU in the affinity mask)"},
+      {"train.threads", "CPU threads (0 = OMP_NUM_THREADS if set, else every CPU in the affinity mask)"},
   };
   return d;
 }
@@ -440,6 +456,20 @@ RunConfig load_config_file(const std::string& path) {
   }, tab.desc, "config file '" + clip_value(path, 200) + "': ");
   clipped([&] { finish(tab, rc); });
   rc.config_path = path;
+  return rc;
+}
+
+// A checkpoint's recorded model config (INI text), through the same table and checks.
+RunConfig load_config_text(const std::string& ini) {
+  RunConfig rc;
+  OptionTable tab(rc);
+  po::variables_map vm;
+  as_config_error([&] {
+    std::istringstream f(ini);
+    po::store(po::parse_config_file(f, tab.desc, false), vm);
+    po::notify(vm);
+  }, tab.desc, "recorded model config: ");
+  clipped([&] { finish(tab, rc); });
   return rc;
 }
 

@@ -25,6 +25,8 @@ struct TrainConfig {
   std::string metrics;         // JSON-lines file ("" = none)
   std::string save_params;     // write final parameters (.mort) here ("" = no)
   std::string init_params;     // start from these parameters (.mort) instead of random init
+  std::string nonfinite = "stop";  // a non-finite loss or gradient norm: stop | skip (the update)
+  int nonfinite_max = 3;       // skip: stop after this many consecutive skipped steps
 };
 
 struct DataConfig {
@@ -37,6 +39,7 @@ struct DistConfig {
   bool regather_per_recursion = false;  // comparison mode: all-gather the shared block for every recursion
   bool keep_shared_gathered = false;    // keep the shared block gathered from forward to backward
   bool overlap = true;                  // prefetch the next unit's all-gather while the current computes
+  double timeout = 600;                 // seconds a collective may make no progress before the job is aborted (0 = off)
 };
 
 struct CkptConfig {
@@ -45,11 +48,22 @@ struct CkptConfig {
   int keep_last = 2;       // complete checkpoints kept (>= 2)
   bool direct_io = true;   // write/read shards with O_DIRECT where the file system takes it
   std::string resume;      // "auto" (latest under dir, if any) | a checkpoint directory | "" (fresh)
+  bool allow_rewind = false;       // resume an older step / start fresh over checkpoints: rename the newer ones aside
+  bool allow_seed_change = false;  // resume with another train.seed (changes the data order)
 };
 
 // Exit status after saving on SIGUSR1/SIGTERM (SLURM's warning before a time limit):
 // the job script requeues on it (slurm.conf RequeueExit=85 works too).
 constexpr int kExitSavedOnSignal = 85;
+// Exit status when a checkpoint could not be saved (disk full, file size limit, I/O error): the
+// previous checkpoint and `latest` are untouched; the run is not requeued blindly.
+constexpr int kExitSaveFailed = 3;
+// Exit status when the loss or the gradient norm became non-finite (NaN/inf) and the run stopped
+// without saving that state.
+constexpr int kExitNonFinite = 4;
+// Exit status 5: a collective made no progress within --dist.timeout (dist::kExitCollectiveTimeout).
+// Exit status after SIGINT/SIGTERM ended a command that does not save (eval, convert, prepare).
+constexpr int kExitInterrupted = 130;
 
 struct RunConfig {
   ModelConfig model;
@@ -79,6 +93,8 @@ bool parse_run_config(int argc, char** argv, RunConfig& rc, const char* usage);
 
 // Loads an INI file with the defaults for everything it does not set (tests, tools).
 RunConfig load_config_file(const std::string& path);
+// The same from INI text (a checkpoint's recorded model config).
+RunConfig load_config_text(const std::string& ini);
 
 // A ConfigError (exit status 2) whose message is complete as it stands: Boost's messages name
 // the option themselves, so no "--option: " prefix is put in front.

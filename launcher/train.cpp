@@ -7,7 +7,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <thread>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <ctime>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -20,7 +23,9 @@
 #include "dist/communicator.h"
 #include "dist/sharded_params.h"
 #include "launcher/log.h"
+#include "launcher/memory_check.h"
 #include "launcher/options.h"
+#include "launcher/version.h"
 #include "launcher/threads.h"
 #include "launcher/params_io.h"
 #include "model/model.h"
@@ -103,7 +108,7 @@ std::string depth_json(const RouterStats& s) {
 void print_banner(const RunConfig& rc, const Model& m, int world, int micro, int accum, const std::string& threads_why) {
   const ModelConfig& c = rc.model;
   const ParamLayout& L = m.layout;
-  logf("mor-dist %s | config %s\n", MOR_VERSION, rc.config_path.empty() ? "(defaults)" : rc.config_path.c_str());
+  logf("%s | config %s\n", version_string().c_str(), rc.config_path.empty() ? "(defaults)" : rc.config_path.c_str());
   logf("model: V=%d D=%d heads=%d/%d ff=%d layers=%d T=%d | sharing=%s N_r=%d B=%d router=%s kv=%s\n",
               c.vocab_size, c.d_model, c.n_heads, c.n_kv_heads, c.d_ff, c.n_layers, c.seq_len, to_string(c.sharing),
               c.n_recursions, L.block_size, to_string(c.router), to_string(c.kv_mode));
@@ -127,13 +132,16 @@ void print_banner(const RunConfig& rc, const Model& m, int world, int micro, int
 // Mean validation cross-entropy over the first n windows (all if n = 0); each
 // rank scores a contiguous slice and the sums are added over ranks. Every rank
 // runs the same number of forward passes (sharded units are gathered collectively).
-double evaluate(Model& m, io::ValLoader& val, int n, int micro, dist::Communicator& comm) {
+// interruptible: a stop signal ends the evaluation (ckpt::Interrupted); inside training the
+// signal is taken at the next step boundary instead.
+double evaluate(Model& m, io::ValLoader& val, int n, int micro, dist::Communicator& comm, bool interruptible = false) {
   const int total = n > 0 ? std::min(n, val.num_samples()) : val.num_samples();
   const io::SampleRange mine = io::even_slice(total, comm.rank(), comm.size());
   const int passes = (int)((total + comm.size() - 1) / comm.size() + micro - 1) / micro;
   std::vector<int32_t> buf((size_t)micro * val.sample_len());
   double ce = 0;
   for (int p = 0; p < passes; ++p) {
+    if (interruptible && stop_requested()) throw ckpt::Interrupted("eval: stopped by a signal");
     const int64_t first = (int64_t)mine.first + (int64_t)p * micro;
     const int k = (int)std::max<int64_t>(0, std::min<int64_t>(micro, (int64_t)(mine.first + mine.count) - first));
     if (k > 0) {
@@ -146,6 +154,71 @@ double evaluate(Model& m, io::ValLoader& val, int n, int micro, dist::Communicat
   }
   comm.all_reduce_sum(&ce, 1, "allreduce/eval");
   return ce;
+}
+
+// Why a checkpoint cannot be resumed by this run (ConfigError: the options disagree with it).
+void check_resumable(const ckpt::Index& idx, const RunConfig& rc) {
+  const std::string diff = config_difference(idx.state.model_config, rc.model.to_ini());
+  if (!diff.empty()) throw std::runtime_error("checkpoint '" + idx.dir + "': model config differs: " + diff);
+  if (idx.state.next_sample != (uint64_t)idx.state.step * rc.train.global_batch)
+    throw ConfigError("train.global_batch", "is " + std::to_string(rc.train.global_batch) + " but checkpoint '" + idx.dir +
+                                                "' was trained with " +
+                                                std::to_string(idx.state.next_sample / std::max<int64_t>(1, idx.state.step)));
+  if (idx.state.seed != rc.train.seed && !rc.ckpt.allow_seed_change)
+    throw ConfigError("train.seed", "is " + std::to_string(rc.train.seed) + " but checkpoint '" + idx.dir + "' was trained with " +
+                                        std::to_string(idx.state.seed) +
+                                        " (the seed orders the data); pass --ckpt.allow_seed_change true to change it anyway");
+}
+
+bool all_finite_state(const std::vector<ckpt::LocalTensor>& mine) {
+  for (const auto& t : mine) {
+    const int64_t n = (t.row1 - t.row0) * t.cols;
+    if (!ckpt::all_finite(t.param, n) || !ckpt::all_finite(t.exp_avg, n) || !ckpt::all_finite(t.exp_avg_sq, n)) return false;
+  }
+  return true;
+}
+
+// Resuming from step S while ckpt.dir holds checkpoints of later steps (or starting fresh over
+// any) would prune or overwrite them: refuse, naming them, unless --ckpt.allow_rewind, which
+// renames them step_N.rewound-TIME (nothing is deleted) and points `latest` at the resume point.
+void guard_newer_checkpoints(const RunConfig& rc, const std::string& resume_dir, dist::Communicator& comm) {
+  if (rc.ckpt.dir.empty()) return;
+  const auto found = ckpt::list_checkpoints(rc.ckpt.dir);
+  int64_t from = -1;
+  for (const auto& f : found)
+    if (f.dir == resume_dir) from = f.step;
+  if (!resume_dir.empty() && from < 0) from = ckpt::read_index(resume_dir).state.step;  // outside ckpt.dir
+  std::vector<ckpt::Found> newer;
+  for (const auto& f : found)
+    if (f.step > from && f.dir != resume_dir) newer.push_back(f);
+  if (newer.empty()) return;
+  std::string names;
+  for (const auto& f : newer) names += " " + f.dir + " (step " + std::to_string(f.step) + ")";
+  const std::string what = resume_dir.empty() ? "a fresh start (no --resume) into ckpt.dir " + rc.ckpt.dir
+                                              : "resuming from step " + std::to_string(from);
+  if (!rc.ckpt.allow_rewind)
+    throw ConfigError("ckpt.dir", what + " would overwrite or prune newer checkpoints:" + names +
+                                      ". Resume the newest with --resume auto, or pass --ckpt.allow_rewind true to move them aside");
+  if (comm.rank() == 0) {
+    char stamp[32];
+    const std::time_t now = std::time(nullptr);
+    std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+    const std::string suffix = std::string(".rewound-") + stamp;
+    for (const auto& f : newer) {
+      if (std::rename(f.dir.c_str(), (f.dir + suffix).c_str()) != 0)
+        throw std::runtime_error("cannot move '" + f.dir + "' aside: " + std::strerror(errno));
+      logf("moved %s aside to %s%s (--ckpt.allow_rewind)\n", f.dir.c_str(), f.dir.c_str(), suffix.c_str());
+    }
+  }
+  comm.barrier();
+}
+
+// A JSON number, or null for NaN/inf (JSON has no literal for them).
+std::string json_num(double v, const char* fmt = "%.17g") {
+  if (!std::isfinite(v)) return "null";
+  char b[64];
+  std::snprintf(b, sizeof b, fmt, v);
+  return b;
 }
 
 }  // namespace
@@ -165,13 +238,20 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     throw ConfigError("train.micro_batch", "global_batch " + std::to_string(tc.global_batch) + " is not divisible by world " +
                                                std::to_string(world) + " x micro_batch " + std::to_string(micro));
   const int accum = tc.global_batch / (world * micro);
+  comm.set_timeout(rc.dist.timeout);
+  check_training_memory(rc.model, micro, world);  // before the model allocates anything
   if (rc.data.train.empty()) throw ConfigError("data.train", "is required (a glob of token shards)");
   const ThreadChoice threads = default_threads(tc.threads, world);  // --train.threads, else OMP_NUM_THREADS, else this rank's share of its CPUs
   kern::set_num_threads(threads.threads);
   kern::set_gemm_lib(gemm_lib_of(tc));
 
   // Resolved first: a resumed run reads every parameter from the checkpoint, so it skips the init.
-  const std::string resume_dir = rc.ckpt.resume.empty() ? "" : ckpt::resolve(rc.ckpt.dir, rc.ckpt.resume);
+  // Checkpoints newer than the resume point (or any, for a fresh start) are never silently
+  // overwritten or pruned: the run refuses, or with --ckpt.allow_rewind moves them aside.
+  std::string resume_note;
+  const std::string resume_dir = rc.ckpt.resume.empty() ? "" : ckpt::resolve(rc.ckpt.dir, rc.ckpt.resume, &resume_note);
+  if (lead && !resume_note.empty()) logf("%s\n", resume_note.c_str());
+  guard_newer_checkpoints(rc, resume_dir, comm);
 
   // Every rank builds the same full model (seeded init or a .mort file), then
   // keeps only its shards when sharded (W > 1).
@@ -222,20 +302,18 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     const auto t_load = Clock::now();
     const ckpt::Index idx = ckpt::read_index(resume_dir);
     ckpt::check_present(idx);  // a missing VDS source would silently read as fill values
-    const std::string diff = config_difference(idx.state.model_config, rc.model.to_ini());
-    if (!diff.empty()) throw std::runtime_error("checkpoint '" + resume_dir + "': model config differs: " + diff);
-    if (idx.state.next_sample != (uint64_t)idx.state.step * tc.global_batch)
-      throw ConfigError("train.global_batch", "is " + std::to_string(tc.global_batch) + " but checkpoint '" + resume_dir +
-                                                  "' was trained with " +
-                                                  std::to_string(idx.state.next_sample / std::max<int64_t>(1, idx.state.step)));
+    check_resumable(idx, rc);
     const auto mine = local_tensors(model, sharded.get(), opt);
-    // Same world size: each rank reads and verifies its own shard in one pass. Otherwise rank 0
-    // verifies every shard's checksum first, then each rank reads its rows through the VDS.
+    // Same world size: each rank reads and verifies its own shard in one pass. Otherwise the ranks
+    // verify the shards' checksums first (file j on rank j % W), then read their rows through the VDS.
     if (!ckpt::load_own_shard(idx, mine, rank, world, rc.ckpt.direct_io)) {
-      if (lead) ckpt::verify(idx);
-      comm.barrier();
+      ckpt::verify(idx, &comm);
       ckpt::load_rows(idx, mine);
     }
+    // A checkpoint with NaN/inf (written before saves refused them, or edited) is never trained on.
+    double bad = (double)!all_finite_state(mine);
+    if (world > 1) comm.all_reduce_sum(&bad, 1, "allreduce/resume");
+    if (bad > 0) throw ckpt::NonFiniteError("checkpoint '" + resume_dir + "' holds NaN/inf parameters or moments");
     opt.steps_done = idx.state.adam_steps;
     start_step = idx.state.step;
     if (lead)
@@ -256,6 +334,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     st.world_size = world;
     st.model_config = rc.model.to_ini();
     st.run_config = rc.command_line;
+    st.writer = version_string();
     const auto t = Clock::now();
     const std::string dir = ckpt::save(rc.ckpt.dir, st, local_tensors(model, sharded.get(), opt), comm, rc.ckpt.keep_last,
                                          rc.ckpt.direct_io);
@@ -267,8 +346,11 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
   int64_t window_tokens = 0;
   model.stats.reset(rc.model.n_recursions + 1);
   comm.stats.clear();
+  int nonfinite_run = 0;        // consecutive steps whose update was skipped (--train.nonfinite skip)
+  int64_t nonfinite_total = 0;
   for (int64_t step = start_step; step < tc.steps; ++step) {
     const auto t0 = Clock::now();
+    comm.set_context("step " + std::to_string(step + 1));
     const double wait0 = comm.stats.wait_seconds;
     // 1. forward/backward over this rank's micro-batches of the step
     model.zero_grads();
@@ -291,9 +373,29 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     loss = LossParts{red[0], red[1], red[2], red[3], red[4]};
     const double gnorm = std::sqrt(red[5]);
     const float scale = clip_scale(gnorm, rc.optim.grad_clip);
-    // 3. AdamW on this rank's parameters (its shards when sharded), clipping folded in
     const double lr = lr_at(rc.optim, step);
-    opt.update(params, grads, lr, scale);
+    // Every rank sees the same sums, so every rank takes the same branch here.
+    const bool finite = std::isfinite(loss.total(rc.model)) && std::isfinite(gnorm);
+    if (!finite) {
+      ++nonfinite_run;
+      char what[160];
+      std::snprintf(what, sizeof what, "step %lld: loss %g, gradient norm %g", (long long)step + 1, loss.total(rc.model), gnorm);
+      if (tc.nonfinite == "stop" || nonfinite_run >= tc.nonfinite_max)
+        throw ckpt::NonFiniteError(std::string(what) +
+                                   (tc.nonfinite == "stop" ? " is not finite"
+                                                           : " is not finite for " + std::to_string(nonfinite_run) +
+                                                                 " steps in a row (train.nonfinite_max)") +
+                                   ": stopped without saving this state; the last checkpoint" +
+                                   (rc.ckpt.dir.empty() ? "" : " under " + rc.ckpt.dir) +
+                                   " is intact (lower optim.lr, set optim.grad_clip, or resume with --train.nonfinite skip)");
+      ++nonfinite_total;
+      if (lead) logf("warning: %s is not finite: update skipped (%d in a row, %lld in this run)\n", what, nonfinite_run,
+                     (long long)nonfinite_total);
+    } else {
+      nonfinite_run = 0;
+      // 3. AdamW on this rank's parameters (its shards when sharded), clipping folded in
+      opt.update(params, grads, lr, scale);
+    }
 
     window_time += seconds_since(t0);
     window_wait += comm.stats.wait_seconds - wait0;
@@ -326,15 +428,17 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
         logf("%s\n", line);
       }
       if (metrics) {
-        char line[640];
+        char line[640];  // losses that are not finite are written as null: the file stays valid JSON
         std::snprintf(line, sizeof line,
-                      "{\"step\":%lld,\"loss\":%.17g,\"ce\":%.17g,\"aux\":%.9g,\"bal\":%.9g,\"z\":%.9g,\"lr\":%.9g,"
-                      "\"grad_norm\":%.9g,\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"mfu\":%.4f,\"world\":%d,"
-                      "\"comm_bytes_per_rank\":%llu,\"comm_wait_s\":%.4f,\"step_time_s\":%.4f,\"job_id\":\"%s\","
-                      "\"restart\":%d,\"depth_tokens\":",
-                      (long long)step + 1, total, loss.ce, loss.aux, loss.bal, loss.z + loss.ec_z, lr, gnorm, tps, gflops,
-                      gflops / (peak * world), world, (unsigned long long)comm.stats.total_bytes(), window_wait,
-                      window_time, run_context().job_id.c_str(), run_context().restart);
+                      "{\"step\":%lld,\"loss\":%s,\"ce\":%s,\"aux\":%s,\"bal\":%s,\"z\":%s,\"lr\":%.9g,"
+                      "\"grad_norm\":%s,\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"mfu\":%.4f,\"world\":%d,"
+                      "\"comm_bytes_per_rank\":%llu,\"comm_wait_s\":%.4f,\"step_time_s\":%.4f,\"skipped_nonfinite\":%lld,"
+                      "\"job_id\":\"%s\",\"restart\":%d,\"depth_tokens\":",
+                      (long long)step + 1, json_num(total).c_str(), json_num(loss.ce).c_str(), json_num(loss.aux, "%.9g").c_str(),
+                      json_num(loss.bal, "%.9g").c_str(), json_num(loss.z + loss.ec_z, "%.9g").c_str(), lr,
+                      json_num(gnorm, "%.9g").c_str(), tps, gflops, gflops / (peak * world), world,
+                      (unsigned long long)comm.stats.total_bytes(), window_wait, window_time, (long long)nonfinite_total,
+                      run_context().job_id.c_str(), run_context().restart);
         metrics << line << depth_json(model.stats) << ",\"comm\":{";
         bool first = true;  // cumulative bytes sent by this rank, per collective and unit
         for (const auto& [tag, b] : comm.stats.bytes) {
@@ -357,7 +461,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
       const double vl = evaluate(model, *val, tc.eval_samples, micro, comm);
       if (lead) logf("eval  %6lld | val_loss %.6f\n", (long long)step + 1, vl);
       if (metrics)
-        metrics << "{\"step\":" << step + 1 << ",\"val_loss\":" << vl << ",\"job_id\":\"" << run_context().job_id
+        metrics << "{\"step\":" << step + 1 << ",\"val_loss\":" << json_num(vl) << ",\"job_id\":\"" << run_context().job_id
                 << "\",\"restart\":" << run_context().restart << "}\n" << std::flush;
     }
   }
@@ -386,14 +490,14 @@ int cmd_eval(int argc, char** argv) {
     return 0;
   if (rc.train.init_params.empty()) throw ConfigError("train.init_params", "is required: the parameters to evaluate");
   if (rc.data.val.empty()) throw ConfigError("data.val", "is required: the validation shards");
-  kern::set_num_threads(rc.train.threads);
+  kern::set_num_threads(default_threads(rc.train.threads, 1).threads);
   kern::set_gemm_lib(gemm_lib_of(rc.train));
   Model model(rc.model);
   import_params(model, io::read_mort(rc.train.init_params), rc.train.init_params);
   io::ValLoader val(rc.data.val, rc.model.seq_len, rc.model.vocab_size);
   const int micro = rc.train.micro_batch > 0 ? rc.train.micro_batch : 8;
   auto single = dist::make_single_process_comm();
-  const double vl = evaluate(model, val, rc.train.eval_samples, micro, *single);
+  const double vl = evaluate(model, val, rc.train.eval_samples, micro, *single, true);
   logf("val_loss %.6f over %d windows of %d tokens\n", vl,
               rc.train.eval_samples > 0 ? std::min(rc.train.eval_samples, val.num_samples()) : val.num_samples(),
               rc.model.seq_len);

@@ -19,12 +19,14 @@ const char* to_string(Schedule s) {
 }
 
 void OptimConfig::validate() const {
-  if (!(lr > 0)) throw ConfigError("optim.lr", "must be > 0");
+  if (!(lr > 0) || !std::isfinite(lr)) throw ConfigError("optim.lr", "must be a finite number > 0");
   if (min_lr_ratio < 0 || min_lr_ratio > 1) throw ConfigError("optim.min_lr_ratio", "must be in [0, 1]");
   if (warmup_steps < 0) throw ConfigError("optim.warmup_steps", "must be >= 0");
   if (decay_frac < 0 || decay_frac > 1) throw ConfigError("optim.decay_frac", "must be in [0, 1]");
   if (beta1 < 0 || beta1 >= 1) throw ConfigError("optim.beta1", "must be in [0, 1)");
   if (beta2 < 0 || beta2 >= 1) throw ConfigError("optim.beta2", "must be in [0, 1)");
+  if (!std::isfinite(min_lr_ratio + decay_frac + beta1 + beta2 + eps + weight_decay + grad_clip))
+    throw ConfigError("optim", "every optimizer setting must be a finite number (inf or nan given)");
   if (!(eps > 0)) throw ConfigError("optim.eps", "must be > 0");
   if (weight_decay < 0) throw ConfigError("optim.weight_decay", "must be >= 0");
   if (grad_clip < 0) throw ConfigError("optim.grad_clip", "must be >= 0 (0 = off)");
