@@ -1,8 +1,9 @@
 // Fuzzes the JSONL line parser of `mor-dist prepare` (io/prepare.h, parse_jsonl_text), with
 // nlohmann::json as the reference (differential): a line is accepted exactly when it is one
 // valid JSON object whose "text" member (the last one) is a string, and the text is the same.
-// Differences the reference has by design are left out: it skips a leading UTF-8 BOM, rejects
-// numbers that overflow a double, and has no nesting limit (ours: 1000).
+// Differences the reference has by design are left out: it skips a leading UTF-8 BOM, takes a
+// NUL byte for the end of the input (ours: an error, as Python's json), rejects numbers that
+// overflow a double, and has no nesting limit (ours: 1000).
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -24,6 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (detail.find("nesting deeper") != std::string::npos) return 0;
   }
   if (size >= 3 && std::memcmp(data, "\xEF\xBB\xBF", 3) == 0) return 0;
+  if (std::memchr(data, 0, size) != nullptr) return 0;
 
   bool ref_ok = false;
   std::string ref_text;
