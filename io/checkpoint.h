@@ -71,6 +71,7 @@ struct TrainState {
   std::string model_config;  // canonical [model]/[mor] INI: must match on resume
   std::string run_config;    // every option of the run, for the record
   std::string writer;        // the writing binary's version line (mor::version_string()); "" = MOR_VERSION
+  int64_t schedule_steps = 0;  // train.steps the LR schedule was laid out over (0 = not recorded)
 };
 
 struct TensorMeta {

@@ -137,6 +137,7 @@ void read_state(hid_t f, Index& idx, const std::string& path) {
   s.seed = (uint64_t)h5::read_attr_i64(f, "seed", path);
   s.tokens_seen = in("tokens_seen", 0, big);
   s.world_size = (int)in("world_size", 1, kMaxShardFiles);
+  if (h5::has_attr(f, "schedule_steps")) s.schedule_steps = in("schedule_steps", 0, big);
 }
 
 }  // namespace
@@ -222,6 +223,7 @@ void write_index(const std::string& dir, const TrainState& st, const std::vector
     h5::write_attr_i64(f, "seed", (int64_t)st.seed, path);
     h5::write_attr_i64(f, "tokens_seen", st.tokens_seen, path);
     h5::write_attr_i64(f, "world_size", st.world_size, path);
+    h5::write_attr_i64(f, "schedule_steps", st.schedule_steps, path);
     h5::write_attr_str(f, "rng", "derived from (seed, step); no per-rank streams", path);
     {
       Handle c = h5::create_group(f, "config", path);

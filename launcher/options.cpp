@@ -355,7 +355,8 @@ bool eval_uses(const std::string& name) {
 
 const std::map<std::string, std::string>& eval_descriptions() {
   static const std::map<std::string, std::string> d = {
-      {"train.init_params", "the parameters to score (.mort, from --train.save_params); required"},
+      {"train.init_params", "the parameters to score: a .mort file (--train.save_params), or an HDF5 checkpoint "
+                            "(a step directory on any number of shards, or a checkpoint root: its newest); required"},
       {"data.val", "glob of validation shards; required"},
       {"train.eval_samples", "validation windows to score (0 = all)"},
       {"train.micro_batch", "windows per forward pass (0 = 8)"},

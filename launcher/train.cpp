@@ -2,6 +2,8 @@
 // in train_loop(): read the micro-batches of this step, forward/backward each,
 // clip, AdamW, log.
 #include "launcher/train.h"
+
+#include <sys/stat.h>
 #include "launcher/stop_signal.h"
 
 #include <chrono>
@@ -25,6 +27,7 @@
 #include "launcher/log.h"
 #include "launcher/memory_check.h"
 #include "launcher/options.h"
+#include "launcher/run_log.h"
 #include "launcher/version.h"
 #include "launcher/threads.h"
 #include "launcher/params_io.h"
@@ -38,20 +41,31 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// Best of several 1024^3 sgemm runs: the machine's practical fp32 peak, for MFU. The first call
-// is not timed: it starts the thread team and faults in the buffers (timing it, or only a few
-// calls, gave peaks ~25 % low and MFU estimates above 100 %).
-double measure_sgemm_gflops() {
+// The machine's practical fp32 peak, for MFU: the best of at least 10 warm 1024^3 sgemm runs
+// spread over at least `min_seconds` (a single short probe measured 22-214 GFLOP/s on a busy
+// machine and gave MFU above 100 %). The first call is not timed: it starts the thread team and
+// faults in the buffers.
+struct PeakProbe {
+  double gflops = 0;
+  int runs = 0;
+  double seconds = 0;
+};
+PeakProbe measure_sgemm_gflops(double min_seconds) {
   const int n = 1024;
   std::vector<float> a((size_t)n * n, 0.5f), b((size_t)n * n, 0.25f), c((size_t)n * n);
   kern::gemm(false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
   double best = 1e30;
-  for (int i = 0; i < 10; ++i) {
+  PeakProbe p;
+  const auto t0 = Clock::now();
+  while (p.runs < 10 || (seconds_since(t0) < min_seconds && p.runs < 1000)) {
     auto t = Clock::now();
     kern::gemm(false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
     best = std::min(best, seconds_since(t));
+    ++p.runs;
   }
-  return 2.0 * n * n * n / best / 1e9;
+  p.seconds = seconds_since(t0);
+  p.gflops = 2.0 * n * n * n / best / 1e9;
+  return p;
 }
 
 // This rank's row blocks of every tensor (parameters + AdamW moments) for checkpoints.
@@ -85,25 +99,6 @@ kern::GemmLib gemm_lib_of(const TrainConfig& t) {  // values checked by the opti
   return t.gemm == "openblas" ? kern::GemmLib::OpenBLAS : kern::GemmLib::Mixed;
 }
 
-std::string depth_histogram(const RouterStats& s) {
-  int64_t tot = 0;
-  for (auto v : s.tokens_at_depth) tot += v;
-  std::ostringstream o;
-  for (size_t d = 0; d < s.tokens_at_depth.size(); ++d) {
-    if (d == 0 && s.tokens_at_depth[0] == 0) continue;  // depth 0 only exists with c_0 < 1
-    o << (o.tellp() ? " " : "") << d << ":" << std::fixed;
-    o.precision(1);
-    o << (tot ? 100.0 * s.tokens_at_depth[d] / tot : 0.0) << "%";
-  }
-  return o.str();
-}
-
-std::string depth_json(const RouterStats& s) {
-  std::ostringstream o;
-  o << "[";
-  for (size_t d = 0; d < s.tokens_at_depth.size(); ++d) o << (d ? "," : "") << s.tokens_at_depth[d];
-  return o.str() + "]";
-}
 
 void print_banner(const RunConfig& rc, const Model& m, int world, int micro, int accum, const std::string& threads_why) {
   const ModelConfig& c = rc.model;
@@ -170,6 +165,18 @@ void check_resumable(const ckpt::Index& idx, const RunConfig& rc) {
                                         " (the seed orders the data); pass --ckpt.allow_seed_change true to change it anyway");
 }
 
+// A resumed run whose train.steps differs from the checkpoint's has another LR schedule (WSD and
+// cosine are laid out over train.steps): say what the LR does at the resume point.
+void describe_schedule_change(const ckpt::TrainState& st, const RunConfig& rc) {
+  if (st.schedule_steps <= 0 || st.schedule_steps == rc.train.steps) return;
+  OptimConfig before = rc.optim;
+  before.total_steps = st.schedule_steps;
+  logf("note: the checkpoint's run had a %lld-step schedule, this one has %lld (train.steps): the %s learning rate at step "
+       "%lld is %.3e (it would have been %.3e)\n",
+       (long long)st.schedule_steps, (long long)rc.train.steps, to_string(rc.optim.schedule), (long long)st.step + 1,
+       lr_at(rc.optim, st.step), lr_at(before, st.step));
+}
+
 bool all_finite_state(const std::vector<ckpt::LocalTensor>& mine) {
   for (const auto& t : mine) {
     const int64_t n = (t.row1 - t.row0) * t.cols;
@@ -213,13 +220,6 @@ void guard_newer_checkpoints(const RunConfig& rc, const std::string& resume_dir,
   comm.barrier();
 }
 
-// A JSON number, or null for NaN/inf (JSON has no literal for them).
-std::string json_num(double v, const char* fmt = "%.17g") {
-  if (!std::isfinite(v)) return "null";
-  char b[64];
-  std::snprintf(b, sizeof b, fmt, v);
-  return b;
-}
 
 }  // namespace
 
@@ -278,7 +278,8 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
   if (!rc.data.val.empty()) val = std::make_unique<io::ValLoader>(rc.data.val, rc.model.seq_len, rc.model.vocab_size);
   AdamW opt(rc.optim, n_local,
             sharded ? sharded->decay_mask(rc.optim.no_decay) : decay_mask(model.layout, rc.optim.no_decay, 0, n_local));
-  const double peak = tc.peak_gflops > 0 ? tc.peak_gflops : measure_sgemm_gflops();
+  const PeakProbe probe = tc.peak_gflops > 0 ? PeakProbe{tc.peak_gflops, 0, 0} : measure_sgemm_gflops(0.5);
+  double peak = probe.gflops;
   // Resident parameter + gradient + AdamW bytes on this rank (the engine's own accounting).
   const double resident_mb = 4.0 * n_local * sizeof(float) / 1e6;
   if (lead) {
@@ -288,13 +289,17 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
                 val ? (", " + std::to_string(val->num_samples()) + " validation windows").c_str() : "");
     logf("dist: %s, world %d | resident params+grads+adam %.1f MB per rank%s\n", comm.backend(), world,
                 resident_mb, sharded ? " (sharded on dim 0)" : "");
-    logf("MFU against %.0f GFLOP/s (%s)\n", peak, tc.peak_gflops > 0 ? "train.peak_gflops" : "measured sgemm");
+    if (tc.peak_gflops > 0) logf("MFU against %.0f GFLOP/s per rank (train.peak_gflops)\n", peak);
+    else
+      logf("MFU against %.0f GFLOP/s per rank: best of %d warm 1024^3 sgemm runs over %.1f s with %d thread%s (set "
+           "--train.peak_gflops for figures comparable across runs)\n",
+           peak, probe.runs, probe.seconds, kern::num_threads(), kern::num_threads() > 1 ? "s" : "");
+    if (loader.num_samples() < (uint64_t)tc.global_batch)
+      logf("warning: the training data holds %llu windows of %d tokens, fewer than one global batch (%d): every step "
+           "repeats samples\n",
+           (unsigned long long)loader.num_samples(), rc.model.seq_len, tc.global_batch);
   }
-  std::ofstream metrics;
-  if (lead && !tc.metrics.empty()) {
-    metrics.open(tc.metrics, std::ios::app);
-    if (!metrics) throw ConfigError("train.metrics", "cannot open '" + tc.metrics + "' for writing");
-  }
+  RunLog log(rc, world, peak, lead);
 
   // Resume: the whole training state from an HDF5 checkpoint, on any world size.
   int64_t start_step = 0;
@@ -320,6 +325,10 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
       logf("resumed from %s: step %lld, next sample %llu (saved on %d rank%s, now %d) in %.2f s\n",
                   resume_dir.c_str(), (long long)start_step, (unsigned long long)idx.state.next_sample,
                   idx.state.world_size, idx.state.world_size > 1 ? "s" : "", world, seconds_since(t_load));
+    if (lead) describe_schedule_change(idx.state, rc);
+    if (lead && start_step >= tc.steps)
+      logf("the checkpoint is already at step %lld and train.steps is %lld: nothing to train (raise --train.steps to go on)\n",
+           (long long)start_step, (long long)tc.steps);
   } else if (lead && rc.ckpt.resume == "auto") {
     logf("no checkpoint under %s yet: starting fresh\n", rc.ckpt.dir.c_str());
   }
@@ -335,10 +344,11 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     st.model_config = rc.model.to_ini();
     st.run_config = rc.command_line;
     st.writer = version_string();
+    st.schedule_steps = tc.steps;
     const auto t = Clock::now();
     const std::string dir = ckpt::save(rc.ckpt.dir, st, local_tensors(model, sharded.get(), opt), comm, rc.ckpt.keep_last,
                                          rc.ckpt.direct_io);
-    if (lead) logf("saved checkpoint %s in %.2f s\n", dir.c_str(), seconds_since(t));
+    log.saved(dir, seconds_since(t));
     std::fflush(stdout);
   };
   std::vector<int32_t> batch((size_t)micro * loader.sample_len());
@@ -346,10 +356,18 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
   int64_t window_tokens = 0;
   model.stats.reset(rc.model.n_recursions + 1);
   comm.stats.clear();
+  log.start(start_step);
+  int window_steps = 0;
   int nonfinite_run = 0;        // consecutive steps whose update was skipped (--train.nonfinite skip)
   int64_t nonfinite_total = 0;
   for (int64_t step = start_step; step < tc.steps; ++step) {
     const auto t0 = Clock::now();
+    if (lead && step > start_step && loader.num_samples() > 0) {  // the loader wraps: say when a new epoch begins
+      const uint64_t a = (uint64_t)(step - 1) * tc.global_batch / loader.num_samples(),
+                     b = (uint64_t)step * tc.global_batch / loader.num_samples();
+      if (b != a) logf("data: epoch %llu begins at step %lld (the loader wraps around its %llu windows)\n",
+                       (unsigned long long)b + 1, (long long)step + 1, (unsigned long long)loader.num_samples());
+    }
     comm.set_context("step " + std::to_string(step + 1));
     const double wait0 = comm.stats.wait_seconds;
     // 1. forward/backward over this rank's micro-batches of the step
@@ -364,6 +382,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
       if (sharded) sharded->set_last_micro(mb + 1 == accum);
       loss += model.step(batch.data(), micro, tc.global_batch, true);
       flops += 3 * model.fwd_flops;  // backward ~ 2x forward
+      log.micro_progress(step + 1, mb + 1, accum, seconds_since(t0));
     }
     if (sharded) sharded->finish_backward();  // gradient shards are summed over ranks now
     // 2. global loss and gradient norm (sums over ranks), clip
@@ -401,6 +420,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     window_wait += comm.stats.wait_seconds - wait0;
     window_flops += flops;
     window_tokens += (int64_t)micro * accum * rc.model.seq_len;
+    ++window_steps;
     const bool stop = red[6] > 0;
     const bool last = step + 1 == tc.steps || stop;
     // 4. log
@@ -412,57 +432,44 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
         comm.all_reduce_sum(agg, 2, "allreduce/stats");
       }
       for (size_t d = 0; d < depth.size(); ++d) model.stats.tokens_at_depth[d] = (int64_t)depth[d];
-      const double tps = agg[1] / window_time, gflops = agg[0] / window_time / 1e9;
-      const double total = loss.total(rc.model);
-      const double comm_mb = comm.stats.total_bytes() / 1e6 / std::max<int64_t>(1, step + 1);
-      if (lead) {
-        char line[512];
-        int n = std::snprintf(line, sizeof line,
-                              "step %6lld | loss %.6f | ce %.6f | lr %.3e | gnorm %.4f | %.0f tok/s | %.1f GFLOP/s | MFU %.1f%%",
-                              (long long)step + 1, total, loss.ce, lr, gnorm, tps, gflops, 100 * gflops / (peak * world));
-        if (world > 1)
-          n += std::snprintf(line + n, sizeof line - n, " | comm %.2f MB/step, wait %.0f%%", comm_mb,
-                             100 * window_wait / window_time);
-        if (rc.model.router != RouterKind::None)
-          std::snprintf(line + n, sizeof line - n, " | depth %s", depth_histogram(model.stats).c_str());
-        logf("%s\n", line);
+      LogWindow w;
+      w.step = step + 1;
+      w.steps = window_steps;
+      w.loss = loss;
+      w.lr = lr;
+      w.grad_norm = gnorm;
+      w.seconds = window_time;
+      w.flops = agg[0];
+      w.tokens = agg[1];
+      w.comm_wait_s = window_wait;
+      w.comm_bytes = comm.stats.total_bytes();
+      w.comm_by_tag = comm.stats.bytes;
+      w.tokens_at_depth = model.stats.tokens_at_depth;
+      w.skipped_nonfinite = nonfinite_total;
+      if (lead && probe.runs > 0 && w.flops / w.seconds / 1e9 > peak * world) {  // faster than the reference: say so
+        const PeakProbe again = measure_sgemm_gflops(2.0);
+        logf("note: step %lld ran at %.0f GFLOP/s per rank, above the %.0f GFLOP/s sgemm reference; re-measured it: %.0f "
+             "GFLOP/s (best of %d runs over %.1f s)%s\n",
+             (long long)step + 1, w.flops / w.seconds / 1e9 / world, peak, again.gflops, again.runs, again.seconds,
+             again.gflops > peak ? ", used from now on" : "; kept");
+        peak = std::max(peak, again.gflops);
+        log.set_peak(peak);
       }
-      if (metrics) {
-        char line[640];  // losses that are not finite are written as null: the file stays valid JSON
-        std::snprintf(line, sizeof line,
-                      "{\"step\":%lld,\"loss\":%s,\"ce\":%s,\"aux\":%s,\"bal\":%s,\"z\":%s,\"lr\":%.9g,"
-                      "\"grad_norm\":%s,\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"mfu\":%.4f,\"world\":%d,"
-                      "\"comm_bytes_per_rank\":%llu,\"comm_wait_s\":%.4f,\"step_time_s\":%.4f,\"skipped_nonfinite\":%lld,"
-                      "\"job_id\":\"%s\",\"restart\":%d,\"depth_tokens\":",
-                      (long long)step + 1, json_num(total).c_str(), json_num(loss.ce).c_str(), json_num(loss.aux, "%.9g").c_str(),
-                      json_num(loss.bal, "%.9g").c_str(), json_num(loss.z + loss.ec_z, "%.9g").c_str(), lr,
-                      json_num(gnorm, "%.9g").c_str(), tps, gflops, gflops / (peak * world), world,
-                      (unsigned long long)comm.stats.total_bytes(), window_wait, window_time, (long long)nonfinite_total,
-                      run_context().job_id.c_str(), run_context().restart);
-        metrics << line << depth_json(model.stats) << ",\"comm\":{";
-        bool first = true;  // cumulative bytes sent by this rank, per collective and unit
-        for (const auto& [tag, b] : comm.stats.bytes) {
-          metrics << (first ? "" : ",") << "\"" << tag << "\":" << b;
-          first = false;
-        }
-        metrics << "}}\n" << std::flush;
-      }
+      log.window(w);
       window_time = window_flops = window_wait = 0;
       window_tokens = 0;
+      window_steps = 0;
       model.stats.reset(rc.model.n_recursions + 1);
     }
     if (stop) {
       if (lead) logf("stop signal received: saving at step %lld and exiting with status %d\n", (long long)step + 1, kExitSavedOnSignal);
       save_now(step + 1);
+      log.summary(step + 1);
       return kExitSavedOnSignal;
     }
     if (rc.ckpt.save_every > 0 && (step + 1) % rc.ckpt.save_every == 0 && step + 1 != tc.steps) save_now(step + 1);
     if (val && ((tc.eval_every > 0 && (step + 1) % tc.eval_every == 0) || last)) {
-      const double vl = evaluate(model, *val, tc.eval_samples, micro, comm);
-      if (lead) logf("eval  %6lld | val_loss %.6f\n", (long long)step + 1, vl);
-      if (metrics)
-        metrics << "{\"step\":" << step + 1 << ",\"val_loss\":" << json_num(vl) << ",\"job_id\":\"" << run_context().job_id
-                << "\",\"restart\":" << run_context().restart << "}\n" << std::flush;
+      log.eval(step + 1, evaluate(model, *val, tc.eval_samples, micro, comm));
     }
   }
   if (lead && world == 1) logf("resident: params+grads+adam %lld bytes per rank\n", (long long)(4 * n_local * sizeof(float)));
@@ -481,19 +488,48 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
       logf("saved parameters to %s\n", tc.save_params.c_str());
     }
   }
+  if (start_step < tc.steps) log.summary(tc.steps);
   return 0;
 }
 
+namespace {
+// eval's parameters: a .mort file, or an HDF5 checkpoint (a step directory, or a root whose newest
+// checkpoint --resume auto would take), written on any number of ranks.
+void load_eval_params(Model& model, const RunConfig& rc) {
+  const std::string& src = rc.train.init_params;
+  struct stat st;
+  if (::stat(src.c_str(), &st) != 0) throw std::runtime_error("'" + src + "' (train.init_params) does not exist");
+  if (!S_ISDIR(st.st_mode)) return import_params(model, io::read_mort(src), src);
+  std::string note, dir = src;
+  if (::stat((src + "/index.h5").c_str(), &st) != 0) dir = ckpt::resolve(src, "auto", &note);
+  if (dir.empty()) throw std::runtime_error("'" + src + "' is neither a checkpoint nor a directory holding one");
+  if (!note.empty()) logf("%s\n", note.c_str());
+  const ckpt::Index idx = ckpt::read_index(dir);
+  const std::string diff = config_difference(idx.state.model_config, rc.model.to_ini());
+  if (!diff.empty()) throw std::runtime_error("checkpoint '" + dir + "': model config differs: " + diff);
+  ckpt::check_present(idx);
+  ckpt::verify(idx);
+  std::vector<ckpt::LocalTensor> all;  // every row of every tensor; the AdamW moments are not read
+  for (const TensorInfo& t : model.layout.tensors)
+    all.push_back({t.name, t.rows, t.cols, t.is_1d, 0, t.rows, model.params.data() + t.offset, nullptr, nullptr});
+  ckpt::load_rows(idx, all);
+  if (!ckpt::all_finite(model.params.data(), model.layout.total))
+    throw ckpt::NonFiniteError("checkpoint '" + dir + "' holds NaN/inf parameters");
+  logf("parameters from %s (step %lld, %zu shard file%s)\n", dir.c_str(), (long long)idx.state.step, idx.files.size(),
+       idx.files.size() == 1 ? "" : "s");
+}
+}  // namespace
+
 int cmd_eval(int argc, char** argv) {
   RunConfig rc;
-  if (!parse_run_config(argc, argv, rc, "usage: mor-dist eval --config FILE --train.init_params P.mort --data.val GLOB"))
+  if (!parse_run_config(argc, argv, rc, "usage: mor-dist eval --config FILE --train.init_params P.mort|CHECKPOINT --data.val GLOB"))
     return 0;
   if (rc.train.init_params.empty()) throw ConfigError("train.init_params", "is required: the parameters to evaluate");
   if (rc.data.val.empty()) throw ConfigError("data.val", "is required: the validation shards");
   kern::set_num_threads(default_threads(rc.train.threads, 1).threads);
   kern::set_gemm_lib(gemm_lib_of(rc.train));
   Model model(rc.model);
-  import_params(model, io::read_mort(rc.train.init_params), rc.train.init_params);
+  load_eval_params(model, rc);
   io::ValLoader val(rc.data.val, rc.model.seq_len, rc.model.vocab_size);
   const int micro = rc.train.micro_batch > 0 ? rc.train.micro_batch : 8;
   auto single = dist::make_single_process_comm();
