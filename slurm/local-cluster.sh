@@ -19,7 +19,7 @@
 # Environment: MOR_SLURM_DIR, MOR_SLURM_PORT (slurmctld port, slurmd uses +1; default
 # 6817), MOR_SLURM_CPUS (CPUs advertised, default 8 so that 4 tasks fit on 2 cores),
 # MOR_SLURM_INSTALL=0 (never run apt-get), MOR_SLURM_TIMEOUT (seconds to wait for idle, 60).
-# Facts behind the choices: ../shared/slurm-local-notes.md (pitfall numbers below).
+# Why each setting is there: the comment next to it; docs/SLURM.md describes the local cluster.
 set -euo pipefail
 
 DIR=${MOR_SLURM_DIR:-/tmp/mor-slurm}
@@ -34,7 +34,7 @@ PMIX_LIB=/usr/lib/x86_64-linux-gnu/pmix2/lib/libpmix.so
 say() { echo "local-cluster: $*"; }
 die() { echo "local-cluster: error: $*" >&2; exit 1; }
 
-# ---- processes: trust a PID file only if the process is alive (not a zombie, pitfall 12)
+# ---- processes: trust a PID file only if the process is alive (not a zombie)
 # ---- and has the expected command name (PIDs wrap quickly)
 pid_alive() {  # pid_alive PIDFILE COMM -> prints the pid, status 0 if it runs
   local f=$1 comm=$2 pid stat
@@ -68,7 +68,7 @@ stop_one() {  # stop_one PIDFILE COMM: SIGTERM, wait up to 10 s, then SIGKILL
   say "stopped $comm ($pid)"
 }
 
-# ---- packages (pitfalls 1, 3): no daemon may start behind our back during the install
+# ---- packages: no daemon may start behind our back during the install
 need_install() {
   local b
   for b in slurmctld slurmd srun sbatch scontrol sinfo munged munge mungekey; do
@@ -109,7 +109,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-# own munge socket; a requeued job waits cred_expire+1 s instead of 121 s (pitfall 6)
+# own munge socket; a requeued job waits cred_expire+1 s instead of 121 s
 AuthInfo=socket=$SOCKET,cred_expire=10
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
@@ -119,17 +119,17 @@ SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
-# Debian's Open MPI has only the PMIx client (pitfall 4)
+# Debian's Open MPI has only the PMIx client
 MpiDefault=pmix
-# no cgroups (pitfall 11)
+# no cgroups
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
-# start jobs within ~2 s (pitfall 7)
+# start jobs within ~2 s
 SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=2
-# an impossible request fails at once instead of pending forever (pitfall 5)
+# an impossible request fails at once instead of pending forever
 EnforcePartLimits=ALL
 JobRequeue=1
 ReturnToService=2
@@ -141,14 +141,14 @@ SlurmdTimeout=60
 SlurmctldTimeout=60
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
-# advertise $CPUS CPUs on the real cores so that 4-task jobs fit (pitfall 5)
+# advertise $CPUS CPUs on the real cores so that 4-task jobs fit
 SlurmdParameters=config_overrides
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$CPUS State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
 }
 
-start_munged() {  # our own munged: own key, socket, PID and log (pitfall 2)
+start_munged() {  # our own munged: own key, socket, PID and log
   if pid_alive "$MUNGE_DIR/munged.pid" munged > /dev/null; then return 0; fi
   mkdir -p "$MUNGE_DIR"
   chown munge:munge "$MUNGE_DIR"; chmod 0755 "$MUNGE_DIR"
