@@ -349,13 +349,13 @@ void Model::token_backward(int n_seq, int global_batch) {
   // H_out = H1 + gated updates: dH1 = dOut + (gradient into recursion 0's input).
   add_inplace(dhid_.data(), dxcur.data(), (int64_t)N * D);
   // Balancing loss (f is a constant) and z-loss, then softmax backward.
-  std::vector<float> dl((size_t)N * R);
+  std::vector<float> dl((size_t)N * R), dq(R);  // dq sized by the config: n_recursions has no fixed bound
   for (int b = 0; b < n_seq; ++b) {
     std::vector<float> f(R, 0.f);
     for (int t = b * T; t < (b + 1) * T; ++t) f[S.choice[t]] += (float)R / T;
     for (int t = b * T; t < (b + 1) * T; ++t) {
       const float* q = &S.q[(size_t)t * R];
-      float dq[64], dot = 0.f;  // n_recursions is small
+      float dot = 0.f;
       for (int j = 0; j < R; ++j) {
         dq[j] = cfg.tc_alpha * (dp[(size_t)t * R + j] + cfg.bal_coeff * f[j] / ((float)T * global_batch));
         dot += q[j] * dq[j];

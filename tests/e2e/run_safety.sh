@@ -193,6 +193,12 @@ case_inputs() {
   ! grep -q "HDF5-DIAG" <<<"$out" || fail "HDF5's error stack was printed: $out"
   [ "$(wc -l <<<"$out")" -eq 1 ] || fail "more than one line for a bad index: $out"
   echo "ok: bad sizes and a bad index give one clear line each"
+  # no fixed-size array indexed by a config value: 65 recursions (token router) used to write past
+  # a float[64] on the stack (the ASan build of this test catches any such write)
+  run1 --train.steps 2 --mor.router token --mor.sharing cycle --model.n_layers 65 \
+    --mor.n_recursions 65 --model.d_model 32 --model.n_heads 2 --model.n_kv_heads 1 --model.d_ff 64 > "$WORK/r65.log" ||
+    fail "65 recursions: $(tail -2 "$WORK/r65.log")"
+  echo "ok: a token-choice model with 65 recursions trains"
 }
 
 "case_$1"
