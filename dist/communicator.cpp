@@ -10,12 +10,6 @@ uint64_t CommStats::total_bytes() const {
   for (const auto& [k, v] : bytes) s += v;
   return s;
 }
-uint64_t CommStats::bytes_with_prefix(const std::string& p) const {
-  uint64_t s = 0;
-  for (const auto& [k, v] : bytes)
-    if (k.compare(0, p.size(), p) == 0) s += v;
-  return s;
-}
 
 void Communicator::count(const std::string& tag, uint64_t b) {
   stats.bytes[tag] += b;

@@ -23,7 +23,6 @@ struct CommStats {
   std::map<std::string, uint64_t> calls;
   double wait_seconds = 0;                // time blocked in wait()/blocking collectives
   uint64_t total_bytes() const;
-  uint64_t bytes_with_prefix(const std::string& prefix) const;
   void clear() { bytes.clear(); calls.clear(); wait_seconds = 0; }
 };
 
