@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include "launcher/stop_signal.h"
 
+#include <array>
 #include <chrono>
 #include <cstdlib>
 #include <thread>
@@ -386,11 +387,13 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     }
     if (sharded) sharded->finish_backward();  // gradient shards are summed over ranks now
     // 2. global loss and gradient norm (sums over ranks), clip
-    double red[7] = {loss.ce, loss.aux, loss.ec_z, loss.bal, loss.z, kern::sum_squares(grads, n_local),
-                     (double)(stop_signal() != 0)};  // any rank signalled: all stop after this step
-    if (world > 1) comm.all_reduce_sum(red, 7, "allreduce/loss_norm");
-    loss = LossParts{red[0], red[1], red[2], red[3], red[4]};
-    const double gnorm = std::sqrt(red[5]);
+    // One all-reduce carries the step's sums; any rank signalled: all stop after this step.
+    enum { kCe, kAux, kEcZ, kBal, kZ, kGradSq, kStop, kSums };
+    std::array<double, kSums> red = {loss.ce, loss.aux, loss.ec_z, loss.bal, loss.z, kern::sum_squares(grads, n_local),
+                                     (double)(stop_signal() != 0)};
+    if (world > 1) comm.all_reduce_sum(red.data(), red.size(), "allreduce/loss_norm");
+    loss = LossParts{red[kCe], red[kAux], red[kEcZ], red[kBal], red[kZ]};
+    const double gnorm = std::sqrt(red[kGradSq]);
     const float scale = clip_scale(gnorm, rc.optim.grad_clip);
     const double lr = lr_at(rc.optim, step);
     // Every rank sees the same sums, so every rank takes the same branch here.
@@ -421,7 +424,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     window_flops += flops;
     window_tokens += (int64_t)micro * accum * rc.model.seq_len;
     ++window_steps;
-    const bool stop = red[6] > 0;
+    const bool stop = red[kStop] > 0;
     const bool last = step + 1 == tc.steps || stop;
     // 4. log
     if ((step + 1) % tc.log_every == 0 || step == 0 || last) {
