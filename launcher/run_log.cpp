@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "launcher/log.h"
@@ -135,9 +136,14 @@ void RunLog::saved(const std::string& dir, double seconds) {
 }
 
 void RunLog::micro_progress(int64_t step, int micro_done, int micro_total, double step_seconds) {
-  // Only for steps long enough that a silent console looks hung: a note every ~10 s.
+  // Only for steps long enough that a silent console looks hung: a note every ~10 s
+  // (MOR_PROGRESS_EVERY_S sets the interval).
+  static const double every = [] {
+    const char* v = std::getenv("MOR_PROGRESS_EVERY_S");
+    return v && std::atof(v) > 0 ? std::atof(v) : 10.0;
+  }();
   if (step != micro_step_) micro_step_ = step, last_micro_note_ = 0;
-  if (!lead_ || step_seconds < 10 || step_seconds - last_micro_note_ < 10) return;
+  if (!lead_ || step_seconds < every || step_seconds - last_micro_note_ < every) return;
   last_micro_note_ = step_seconds;
   logf("  step %lld: micro-batch %d/%d done (%s into the step)\n", (long long)step, micro_done, micro_total,
        short_duration(step_seconds).c_str());
