@@ -36,8 +36,9 @@ stage_fuzz() {
     echo "test: clang++ not found: the fuzz tests will report Skipped (scripts/setup.sh installs clang)"
   fi
   if [ ! -f "$FUZZ_DIR/CMakeCache.txt" ]; then
-    cmake -S . -B "$FUZZ_DIR" -DMOR_FUZZ=ON "${cc[@]}" > "$FUZZ_DIR.configure.log" 2>&1 ||
-      { cat "$FUZZ_DIR.configure.log"; return 1; }
+    mkdir -p "$FUZZ_DIR"
+    cmake -S . -B "$FUZZ_DIR" -DMOR_FUZZ=ON "${cc[@]}" > "$FUZZ_DIR/configure.log" 2>&1 ||
+      { cat "$FUZZ_DIR/configure.log"; return 1; }
   fi
   cmake --build "$FUZZ_DIR" -j "$JOBS" --target fuzzers || return 1
   ctest --test-dir "$FUZZ_DIR" --output-on-failure --no-tests=error -j 2 -L fuzz
@@ -45,8 +46,9 @@ stage_fuzz() {
 
 stage_asan() {
   if [ ! -f "$ASAN_DIR/CMakeCache.txt" ]; then
-    cmake -S . -B "$ASAN_DIR" -DMOR_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo > "$ASAN_DIR.configure.log" 2>&1 ||
-      { cat "$ASAN_DIR.configure.log"; return 1; }
+    mkdir -p "$ASAN_DIR"
+    cmake -S . -B "$ASAN_DIR" -DMOR_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo > "$ASAN_DIR/configure.log" 2>&1 ||
+      { cat "$ASAN_DIR/configure.log"; return 1; }
   fi
   cmake --build "$ASAN_DIR" -j "$JOBS" --target sanitize_targets || return 1
   # detect_leaks=0: OpenMPI and OpenMP keep allocations to process exit by design (runtime
