@@ -85,9 +85,18 @@ std::vector<ckpt::LocalTensor> local_tensors(Model& m, dist::ShardedParams* sp, 
   return v;
 }
 
-// First line where two canonical configs differ, as "key: checkpoint vs run".
-std::string config_difference(const std::string& saved, const std::string& now) {
-  std::istringstream a(saved), b(now);
+// The first model setting where a checkpoint's recorded config and this run's differ, as
+// "checkpoint has 'key = a', this run has 'key = b'". Compared field by field: the recorded text
+// is parsed with today's option table (settings it lacks take their defaults), so adding a
+// model option later does not make older checkpoints unloadable.
+std::string config_difference(const std::string& saved, const ModelConfig& now) {
+  std::string saved_canonical;
+  try {
+    saved_canonical = load_config_text(saved).model.to_ini();
+  } catch (const std::exception& e) {
+    return "its recorded model config cannot be read by this mor-dist (" + std::string(e.what()) + ")";
+  }
+  std::istringstream a(saved_canonical), b(now.to_ini());
   std::string la, lb;
   while (true) {
     const bool ga = (bool)std::getline(a, la), gb = (bool)std::getline(b, lb);
@@ -154,7 +163,7 @@ double evaluate(Model& m, io::ValLoader& val, int n, int micro, dist::Communicat
 
 // Why a checkpoint cannot be resumed by this run (ConfigError: the options disagree with it).
 void check_resumable(const ckpt::Index& idx, const RunConfig& rc) {
-  const std::string diff = config_difference(idx.state.model_config, rc.model.to_ini());
+  const std::string diff = config_difference(idx.state.model_config, rc.model);
   if (!diff.empty()) throw std::runtime_error("checkpoint '" + idx.dir + "': model config differs: " + diff);
   if (idx.state.next_sample != (uint64_t)idx.state.step * rc.train.global_batch)
     throw ConfigError("train.global_batch", "is " + std::to_string(rc.train.global_batch) + " but checkpoint '" + idx.dir +
@@ -510,7 +519,7 @@ void load_eval_params(Model& model, const RunConfig& rc) {
   if (dir.empty()) throw std::runtime_error("'" + src + "' is neither a checkpoint nor a directory holding one");
   if (!note.empty()) logf("%s\n", note.c_str());
   const ckpt::Index idx = ckpt::read_index(dir);
-  const std::string diff = config_difference(idx.state.model_config, rc.model.to_ini());
+  const std::string diff = config_difference(idx.state.model_config, rc.model);
   if (!diff.empty()) throw std::runtime_error("checkpoint '" + dir + "': model config differs: " + diff);
   ckpt::check_present(idx);
   ckpt::verify(idx);

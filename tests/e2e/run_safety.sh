@@ -55,6 +55,24 @@ case_ckpt_dir() {
   run1 --train.steps 15 --ckpt.dir "$ck" --resume auto --train.seed 43 --ckpt.allow_seed_change true > /dev/null
   echo "ok: another seed on resume is refused unless --ckpt.allow_seed_change"
   expect 1 "does not exist" run1 --train.steps 15 --ckpt.dir "$ck" --resume "$WORK/nowhere"
+  # model configs are compared field by field: a checkpoint whose recorded config lacks a setting
+  # (written before that option existed) resumes when the setting is at its default
+  local last; last="$ck/$(cat "$ck/latest")"
+  $PY - "$last/index.h5" <<'PYEOF'
+import h5py, numpy as np, sys
+with h5py.File(sys.argv[1], "r+") as f:
+    text = f["config/model"][()].decode()
+    assert "rope_theta = " in text
+    text = "\n".join(l for l in text.split("\n") if not l.startswith("rope_theta"))
+    del f["config/model"]
+    f["config/model"] = np.bytes_(text)
+PYEOF
+  "$MOR_RESEAL" "$last"
+  run1 --train.steps 16 --ckpt.dir "$ck" --resume auto --train.seed 43 > "$WORK/old.log" ||
+    fail "a config without rope_theta did not resume: $(tail -1 "$WORK/old.log")"
+  expect 1 "model config differs: checkpoint has 'rope_theta = 10000', this run has 'rope_theta = 500'" \
+    run1 --train.steps 17 --ckpt.dir "$ck" --resume auto --train.seed 43 --model.rope_theta 500
+  echo "ok: a recorded config missing a (default) setting resumes; a real difference is named"
 }
 
 case_disk() {
@@ -199,6 +217,28 @@ case_inputs() {
     --mor.n_recursions 65 --model.d_model 32 --model.n_heads 2 --model.n_kv_heads 1 --model.d_ff 64 > "$WORK/r65.log" ||
     fail "65 recursions: $(tail -2 "$WORK/r65.log")"
   echo "ok: a token-choice model with 65 recursions trains"
+}
+
+case_compat() {
+  # a checkpoint written by an earlier mor-dist (tests/data/ckpt_format2, 2 shards) still inspects,
+  # resumes on another number of ranks, and converts
+  local old=(train --config "$MOR_SRC/configs/tiny_mor.ini" --model.d_model 16 --model.n_heads 2 --model.n_kv_heads 1
+             --model.d_ff 32 --train.threads 1 --train.peak_gflops 100 --data.train "$MOR_DATA/edu_fineweb_train_*.bin"
+             --data.val "")
+  cp -r "$MOR_SRC/tests/data/ckpt_format2" "$WORK/ck"
+  "$MOR_BIN" inspect "$WORK/ck" | grep -q "format 2, written by mor-dist" || fail "inspect of the kept checkpoint"
+  "$MOR_BIN" "${old[@]}" --train.global_batch 4 --train.steps 5 --ckpt.dir "$WORK/ck" --resume auto > "$WORK/c1.log" ||
+    fail "resume: $(tail -2 "$WORK/c1.log")"
+  grep -q "resumed from $WORK/ck/step_00000003: step 3, next sample 12 (saved on 2 ranks, now 1)" "$WORK/c1.log" ||
+    fail "resume banner: $(grep resumed "$WORK/c1.log")"
+  cp -r "$MOR_SRC/tests/data/ckpt_format2" "$WORK/ck6"
+  expect 2 "train.global_batch: is 6 but checkpoint" \
+    "$MOR_BIN" "${old[@]}" --train.global_batch 6 --train.steps 5 --ckpt.dir "$WORK/ck6" --resume auto
+  "$MOR_BIN" convert --in "$MOR_SRC/tests/data/ckpt_format2/step_00000003" --out "$WORK/one" --shards 1 > /dev/null
+  "$MOR_BIN" inspect "$WORK/one" | grep -q "every value finite" || fail "converted checkpoint does not verify"
+  "$MOR_BIN" "${old[@]}" --train.global_batch 4 --train.steps 4 --ckpt.dir "$WORK/ckone" --resume "$WORK/one" > /dev/null ||
+    fail "resume from the conversion"
+  echo "ok: the kept format-2 checkpoint inspects, resumes (2 -> 1 ranks), converts, and a batch change is refused"
 }
 
 "case_$1"

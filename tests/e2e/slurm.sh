@@ -64,7 +64,7 @@ show_log() {  # the job log without per-step lines, Open MPI's abort banners and
   # (MOR_SLURM_LOG_DIR=DIR keeps a full copy of every job log there)
   [ -z "${MOR_SLURM_LOG_DIR:-}" ] || cp "$1" "$MOR_SLURM_LOG_DIR/${case_name}_$(basename "$1")"
   echo "---- $1"
-  grep -vE '^\[job [0-9]+ restart [0-9]+\] step +[0-9]+ \||^    [a-z_.0-9]+ +float32|^(MPI_ABORT|NOTE: invoking|You may or may not|exactly when|with errorcode|-{20,}|$)' "$1" || true
+  grep -vE '^\[job [0-9]+ restart [0-9]+\] step +[0-9]+/|^    [a-z_.0-9]+ +float32|^(MPI_ABORT|NOTE: invoking|You may or may not|exactly when|with errorcode|-{20,}|$)' "$1" || true
   echo "----"
 }
 steps_alive() {  # steps_alive JOB: is any slurmstepd of the job still there?
@@ -172,7 +172,7 @@ requeue)
     MOR_ARGS="$ARGS --train.steps $S --data.val '$MOR_DATA/edu_fineweb_val_*.bin' --train.eval_every 0 --train.eval_samples 24 --train.metrics $WORK/job.jsonl --train.save_params $WORK/job.mort" \
     submit job -n 4 --ntasks-per-node=4 --time=1 --signal=B:USR1@50 -o "$out" "$SBATCH_TRAIN"
   note "submitted job $job (--time=1 --signal=B:USR1@50 --requeue)"
-  wait_log "$out" "^\[job $job restart 0\] step +5 \|" 120
+  wait_log "$out" "^\[job $job restart 0\] step +5/" 120
   job_ranks "$WORK/job.jsonl" 4; ranks=("${RANKS[@]}")
   hold_ranks "${ranks[@]}"
   note "restart 0 at step 5: ranks ${ranks[*]} held until SIGUSR1 is pending in all of them"
@@ -214,7 +214,7 @@ requeue)
   kk=$(printf %08d "$k")
   grep -qF "[job $job restart 1] resumed from $ck/step_$kk: step $k, next sample $((k * 12)) (saved on 4 ranks, now 4)" "$out" ||
     fail "restart 1 did not resume from step $k"
-  grep -qE "^\[job $job restart [1-9]\] step +$S \|" "$out" || fail "never reached step $S"
+  grep -qE "^\[job $job restart [1-9]\] step +$S/" "$out" || fail "never reached step $S"
   grep -qE "^\[job $job restart [1-9]\] train.sbatch: training finished" "$out" || fail "no 'training finished'"
   cmp "$WORK/ref.mort" "$WORK/job.mort" || fail "final parameters differ from the uninterrupted run"
   $PY - "$WORK/job.jsonl" "$S" "$job" <<'PYEOF' || fail "metrics of the requeued job are wrong"
@@ -269,7 +269,7 @@ rank_kill)
   [ "$st2" = COMPLETED ] || fail "resubmitted job $job2 ended $st2"
   grep -qF "[job $job2 restart 0] resumed from $ck/$last: step $n, next sample $((n * 12)) (saved on 4 ranks, now 4)" "$out2" ||
     fail "resubmitted job did not resume from $last"
-  grep -qE "^\[job $job2 restart 0\] step +$((n + 3)) \|" "$out2" || fail "resubmitted job did not reach step $((n + 3))"
+  grep -qE "^\[job $job2 restart 0\] step +$((n + 3))/" "$out2" || fail "resubmitted job did not reach step $((n + 3))"
   echo "ok: rank 2 killed -> job $job FAILED in ${dt}s naming task 2; job $job2 resumed from $last (step $n)"
   ;;
 # ---------------------------------------------------------------------------------------
@@ -302,7 +302,7 @@ elastic)
   grep -q verified "$WORK/conv.out" || fail "convert.sbatch did not verify its output"
   grep -qF "[job $job2 restart 0] resumed from $ck/step_00000010: step 10, next sample 120 (saved on 4 ranks, now 2)" "$WORK/job2.out" ||
     fail "2-task job did not continue from global sample 120 of the 4-task checkpoint"
-  grep -qE "^\[job $job2 restart 0\] step +14 \|" "$WORK/job2.out" || fail "2-task job did not reach step 14"
+  grep -qE "^\[job $job2 restart 0\] step +14/" "$WORK/job2.out" || fail "2-task job did not reach step 14"
   echo "ok: job $job4: a step that failed to launch (srun said 0) was retried"
   echo "ok: job $job4 (4 tasks) saved step 10; convert.sbatch resharded it 4->2; job $job2 (2 tasks) resumed at step 10, next sample 120"
   ;;
@@ -313,7 +313,7 @@ chain)
          MOR_ARGS="$ARGS --data.val '' --train.steps 16" \
          submit job0 -n 4 --ntasks-per-node=4 --time=30 -o "$out" "$MOR_SRC/slurm/train-chain.sbatch"
   note "submitted chain link 0: job $job0"
-  wait_log "$out" "^\[job $job0 restart 0\] step +5 \|" 120
+  wait_log "$out" "^\[job $job0 restart 0\] step +5/" 120
   job_ranks "$WORK/ck" 4; ranks=("${RANKS[@]}")
   hold_ranks "${ranks[@]}"   # until the signal is pending in them: see release_when_signalled
   job1=$(sed -nE "s/^\[job $job0 link 0\] train-chain.sbatch: submitted link 1 as job ([0-9]+).*/\1/p" "$out")
@@ -331,7 +331,7 @@ chain)
   k=$(sed -nE "s/^\[job $job0 restart 0\] stop signal received: saving at step ([0-9]+) .*/\1/p" "$out")
   [ -n "$k" ] || fail "link 0 did not save on the signal"
   grep -qF "[job $job1 restart 0] resumed from $ck/step_$(printf %08d "$k"): step $k" "$out" || fail "link 1 did not resume from step $k"
-  grep -qE "^\[job $job1 restart 0\] step +16 \|" "$out" || fail "link 1 did not reach step 16"
+  grep -qE "^\[job $job1 restart 0\] step +16/" "$out" || fail "link 1 did not reach step 16"
   job2=$(sed -nE "s/^\[job $job1 link 1\] train-chain.sbatch: submitted link 2 as job ([0-9]+).*/\1/p" "$out")
   [ -n "$job2" ] || fail "link 1 did not submit link 2"
   JOBS+=("$job2")
