@@ -144,6 +144,8 @@ Handle open_scalar_attr(hid_t obj, const char* name, H5T_class_t cls, const std:
   if (!t.valid() || H5Tget_class(t) != cls)
     fail(file, std::string("attribute '") + name + "' has the wrong type (want " +
                    (cls == H5T_INTEGER ? "an integer" : "a string") + ")");
+  if (cls == H5T_INTEGER && (H5Tget_size(t) == 0 || H5Tget_size(t) > 8))
+    fail(file, std::string("attribute '") + name + "' has " + std::to_string(H5Tget_size(t)) + "-byte integers");
   if (!s.valid() || H5Sget_simple_extent_type(s) != H5S_SCALAR) fail(file, std::string("attribute '") + name + "' is not a scalar");
   return a;
 }
@@ -181,9 +183,13 @@ std::vector<hsize_t> dims(hid_t d, int want_rank, const std::string& what, const
 }
 
 namespace {
+// The element type's class, and for integers a size of at most 8 bytes: HDF5 converts through a
+// buffer of (elements x element size), so a corrupt 4 GB integer type would ask for gigabytes.
 void check_class(hid_t d, H5T_class_t cls, const std::string& what, const std::string& file) {
   Handle t(H5Dget_type(d));
   if (!t.valid() || H5Tget_class(t) != cls) fail(file, "dataset '" + what + "' has the wrong element type");
+  if (cls == H5T_INTEGER && (H5Tget_size(t) == 0 || H5Tget_size(t) > 8))
+    fail(file, "dataset '" + what + "' has " + std::to_string(H5Tget_size(t)) + "-byte integers");
 }
 }  // namespace
 
@@ -249,7 +255,7 @@ std::vector<std::string> read_strings(hid_t loc, const char* name, size_t max_co
   if (H5Tis_variable_str(t) > 0) fail(file, std::string("dataset '") + name + "' holds variable-length strings");
   const size_t w = H5Tget_size(t);
   const auto n = dims(d, 1, name, file);
-  if (w == 0 || w > 4096 || n[0] > max_count)
+  if (w == 0 || w > 4096 || n[0] > max_count || n[0] * w > (hsize_t(1) << 28))
     fail(file, std::string("dataset '") + name + "' has an implausible size (" + std::to_string(n[0]) + " strings of " +
                    std::to_string(w) + " bytes)");
   std::vector<char> buf(w * n[0]);
