@@ -1,4 +1,5 @@
 #include "dist/sharded_params.h"
+#include "dist/partition.h"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -35,7 +36,7 @@ ShardedParams::ShardedParams(Model& m, Communicator& comm, ShardOptions opt) : m
     U.off = off;
     for (int t : L.units[u].tensors) {
       const TensorInfo& ti = L.tensors[t];
-      const int64_t rpr = (ti.rows + W - 1) / W;
+      const int64_t rpr = rows_per_part(ti.rows, W);
       U.slices.push_back({t, ti.rows, ti.cols, rpr, U.len});
       U.len += rpr * ti.cols;
     }
@@ -62,7 +63,7 @@ void ShardedParams::shard_from_full() {
     Unit& U = units_[u];
     for (const Slice& s : U.slices) {
       const TensorInfo& ti = m_.layout.tensors[s.tensor];
-      const int64_t r0 = std::min(s.rows, r * s.rows_per_rank), r1 = std::min(s.rows, (r + 1) * s.rows_per_rank);
+      const auto [r0, r1] = row_block(s.rows, r, comm_.size());
       std::memcpy(&param[U.off + s.shard_off], &m_.params[ti.offset + r0 * s.cols], (r1 - r0) * s.cols * sizeof(float));
     }
     release_params((int)u);
@@ -82,7 +83,7 @@ void ShardedParams::finish_gather(int u) {
   for (int q = 0; q < comm_.size(); ++q)
     for (const Slice& s : U.slices) {
       const TensorInfo& ti = m_.layout.tensors[s.tensor];
-      const int64_t r0 = std::min(s.rows, q * s.rows_per_rank), r1 = std::min(s.rows, (q + 1) * s.rows_per_rank);
+      const auto [r0, r1] = row_block(s.rows, q, comm_.size());
       std::memcpy(&m_.params[ti.offset + r0 * s.cols], &U.recv[(size_t)q * U.len + s.shard_off],
                   (r1 - r0) * s.cols * sizeof(float));
     }
@@ -146,7 +147,7 @@ void ShardedParams::done(int u, bool backward, bool last_use) {
     for (int q = 0; q < W; ++q)
       for (const Slice& s : U.slices) {
         const TensorInfo& ti = m_.layout.tensors[s.tensor];
-        const int64_t r0 = std::min(s.rows, q * s.rows_per_rank), r1 = std::min(s.rows, (q + 1) * s.rows_per_rank);
+        const auto [r0, r1] = row_block(s.rows, q, comm_.size());
         std::memcpy(&U.send[(size_t)q * U.len + s.shard_off], &m_.grads[ti.offset + r0 * s.cols],
                     (r1 - r0) * s.cols * sizeof(float));
       }
@@ -179,8 +180,9 @@ void ShardedParams::local_rows(int tensor, int64_t& row0, int64_t& row1, int64_t
   for (const Unit& U : units_)
     for (const Slice& s : U.slices)
       if (s.tensor == tensor) {
-        row0 = std::min(s.rows, r * s.rows_per_rank);
-        row1 = std::min(s.rows, (r + 1) * s.rows_per_rank);
+        const RowBlock b = row_block(s.rows, r, comm_.size());
+        row0 = b.begin;
+        row1 = b.end;
         offset = U.off + s.shard_off;
         return;
       }
@@ -194,7 +196,7 @@ std::vector<uint8_t> ShardedParams::decay_mask(const std::string& no_decay) cons
   for (const Unit& U : units_)
     for (const Slice& s : U.slices) {
       const TensorInfo& ti = m_.layout.tensors[s.tensor];
-      const int64_t r0 = std::min(s.rows, r * s.rows_per_rank), r1 = std::min(s.rows, (r + 1) * s.rows_per_rank);
+      const auto [r0, r1] = row_block(s.rows, r, comm_.size());
       for (int64_t i = 0; i < (r1 - r0) * s.cols; ++i) mask[U.off + s.shard_off + i] = full[ti.offset + r0 * s.cols + i];
     }
   return mask;

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "dist/communicator.h"
+#include "dist/partition.h"
 
 namespace mor::ckpt {
 
@@ -161,10 +162,11 @@ std::string inspect(const std::string& dir, bool quick = false, const std::vecto
 bool all_finite(const float* p, int64_t n);
 
 // Rows of rank r when a tensor of `rows` rows is split into W blocks (the last ones may be short or empty).
+// (dist::row_block: the same rule as the parameter shards, so same-world-size resumes line up.)
 inline void row_block(int64_t rows, int r, int W, int64_t& r0, int64_t& r1) {
-  const int64_t per = (rows + W - 1) / W;
-  r0 = std::min(rows, (int64_t)r * per);
-  r1 = std::min(rows, ((int64_t)r + 1) * per);
+  const dist::RowBlock b = dist::row_block(rows, r, W);
+  r0 = b.begin;
+  r1 = b.end;
 }
 
 // Index internals shared by the save, load and convert code (io/checkpoint_index.cpp).
