@@ -21,6 +21,7 @@ PKGS=(
   libssl-dev                        # SHA-256 (libcrypto) of the shards `prepare` writes
   nodejs $(command -v npm > /dev/null 2>&1 || echo npm)   # npm reference tokenizers for the parity tests (npm ships with NodeSource's nodejs)
   python3 python3-numpy python3-torch python3-h5py   # reference + parity tests
+  python3-matplotlib                # scripts/plot_metrics.py (and its test)
   fortunes                          # real English text for the learning test
   clang libclang-rt-14-dev          # libFuzzer + sanitizer runtimes for the fuzz build (build-fuzz, docs/TESTING.md)
   libomp-dev                        # OpenMP for clang: the fuzz build configures the whole tree with it
