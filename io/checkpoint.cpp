@@ -606,7 +606,7 @@ std::string inspect(const std::string& dir, bool quick, const std::vector<Tensor
   const Index idx = read_index(dir);
   std::ostringstream o;
   o << "checkpoint " << dir << "\n  format " << idx.format_version << ", written by mor-dist " << idx.mor_version
-    << (idx.sealed ? "" : " (index not sealed: format 1)") << "\n  step " << idx.state.step << ", tokens seen "
+    << "\n  step " << idx.state.step << ", tokens seen "
     << idx.state.tokens_seen << ", next sample " << idx.state.next_sample << ", seed " << idx.state.seed
     << ", AdamW steps " << idx.state.adam_steps << "\n  world size at save " << idx.state.world_size << ", "
     << idx.files.size() << " shard files\n";

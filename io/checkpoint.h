@@ -33,7 +33,8 @@
 namespace mor::ckpt {
 
 // 2: lists (shard files, sizes, checksums) and configs stored as datasets (no 64 KiB attribute
-// limit), index.h5 protected by index.h5.xxh3. 1 is still read (without that protection).
+// limit), index.h5 protected by index.h5.xxh3. Format 1 (unsealed) is no longer read: an index is
+// parsed only after its seal matched. parse_index_file still understands format 1's layout.
 constexpr int kFormatVersion = 2;
 
 // A checkpoint could not be written; the previous checkpoint and `latest` are untouched.
