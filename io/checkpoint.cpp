@@ -87,6 +87,19 @@ std::string read_small_file(const std::string& p, size_t max) {
   std::fclose(f);
   return s;
 }
+// What root/latest holds, without its newline ("" when there is none). Only read, never trusted:
+// callers accept it only as a plain step-directory name.
+std::string read_latest(const std::string& root) {
+  std::string name = read_small_file(root + "/latest", 256);
+  while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) name.pop_back();
+  return name;
+}
+// Cleanup on a failure path: a directory that cannot be removed is reported, not fatal (the error
+// being reported is the one that matters).
+void remove_or_warn(const std::string& dir) {
+  if (const std::string e = remove_tree(dir); !e.empty()) std::fprintf(stderr, "warning: could not remove %s\n", e.c_str());
+}
+
 // Writes `text` to root/name through name.tmp, fsyncs it and the directory, renames.
 void replace_file(const std::string& root, const std::string& name, const std::string& text) {
   const std::string tmp = root + "/" + name + ".tmp", dst = root + "/" + name;
@@ -111,14 +124,6 @@ void put_u64(std::vector<double>& v, size_t i, uint64_t x) {
 }
 uint64_t get_u64(const std::vector<double>& v, size_t i) { return ((uint64_t)v[2 * i] << 32) | (uint64_t)v[2 * i + 1]; }
 
-// First tensor block of `mine` holding NaN/inf, as "'name' (group)"; "" when all finite.
-std::string first_non_finite(const std::vector<LocalTensor>& mine) {
-  for (const auto& t : mine)
-    for (int g = 0; g < 3; ++g)
-      if (const float* p = group_data(t, g); p && !all_finite(p, (t.row1 - t.row0) * t.cols))
-        return "'" + t.name + "' (" + kGroups[g] + ")";
-  return "";
-}
 
 // The shard file of rank r: HDF5 lays it out (datasets allocated, not written); then the bytes go to
 // disk in one sequential, hashed pass: no read-back for the checksum, no copies inside the library.
@@ -167,7 +172,7 @@ void remove_debris(const std::string& root) {
     ::closedir(d);
   }
   for (const auto& p : debris)
-    if (const std::string e = remove_tree(p); !e.empty()) std::fprintf(stderr, "warning: could not remove %s\n", e.c_str());
+    remove_or_warn(p);
 }
 
 // Rank 0, after the shards: index (sealed), re-read, rename, `latest`. On failure nothing of this
@@ -186,7 +191,11 @@ void publish(const std::string& root, const std::string& tmp, const std::string&
     fsync_path(root);
     replace_file(root, "latest", final_dir.substr(final_dir.find_last_of('/') + 1) + "\n");
   } catch (...) {
-    ::rename(final_dir.c_str(), tmp.c_str());  // back out: `latest` was not moved
+    // Back out (`latest` was not moved). Should even that fail, final_dir is a complete checkpoint
+    // that --resume auto would take: say so rather than leave it unexplained.
+    if (::rename(final_dir.c_str(), tmp.c_str()) != 0)
+      std::fprintf(stderr, "warning: %s is complete but 'latest' could not be moved to it: %s\n", final_dir.c_str(),
+                   std::strerror(errno));
     throw;
   }
 }
@@ -284,6 +293,14 @@ bool all_finite(const float* p, int64_t n) {
   return acc == 0;
 }
 
+std::string first_non_finite(const std::vector<LocalTensor>& mine) {
+  for (const auto& t : mine)
+    for (int g = 0; g < 3; ++g)
+      if (const float* p = group_data(t, g); p && !all_finite(p, (t.row1 - t.row0) * t.cols))
+        return "'" + t.name + "' (" + kGroups[g] + ")";
+  return "";
+}
+
 std::string save(const std::string& root, const TrainState& st, const std::vector<LocalTensor>& mine,
                  dist::Communicator& comm, int keep_last, bool direct_io) {
   const int W = comm.size(), r = comm.rank();
@@ -336,9 +353,9 @@ std::string save(const std::string& root, const TrainState& st, const std::vecto
     try {
       std::vector<uint64_t> checksums(W), sizes(W);
       for (int j = 0; j < W; ++j) checksums[j] = get_u64(agree, j), sizes[j] = get_u64(agree, W + j);
-      const std::string protect = root + "/" + read_small_file(root + "/latest", 64).substr(0, 30);
+      const std::string protect = root + "/" + read_latest(root);
       publish(root, tmp, final_dir, st, tensors, map, checksums, sizes);
-      prune(root, st.step, keep_last, protect.substr(0, protect.find('\n')));
+      prune(root, st.step, keep_last, protect);
     } catch (const std::exception& e) {
       err = e.what();
     }
@@ -346,14 +363,14 @@ std::string save(const std::string& root, const TrainState& st, const std::vecto
   double fin = (r == 0 && !err.empty()) ? 1.0 : 0.0;
   comm.all_reduce_sum(&fin, 1, "allreduce/checkpoint");
   if (!err.empty() || agree[4 * W] > 0 || fin > 0) {
-    if (r == 0) remove_tree(tmp);  // the previous checkpoint and `latest` stay as they were
+    if (r == 0) remove_or_warn(tmp);  // the previous checkpoint and `latest` stay as they were
     if (!err.empty()) throw SaveError(err);
     throw SaveError("checkpoint '" + final_dir + "': another rank failed to write its part (see its message)");
   }
   return final_dir;
 }
 
-std::vector<Found> list_checkpoints(const std::string& root, std::vector<std::string>* skipped) {
+std::vector<Found> list_checkpoints(const std::string& root, std::vector<Skipped>* skipped) {
   std::vector<Found> v;
   std::vector<std::string> names;
   if (DIR* d = ::opendir(root.c_str())) {
@@ -370,7 +387,7 @@ std::vector<Found> list_checkpoints(const std::string& root, std::vector<std::st
       if (const std::string p = shard_files_problem(idx); !p.empty()) throw std::runtime_error("checkpoint " + p);
       v.push_back({dir, idx.state.step});
     } catch (const std::exception& e) {
-      if (skipped) skipped->push_back(e.what());
+      if (skipped) skipped->push_back({dir, e.what()});
     }
   }
   std::stable_sort(v.begin(), v.end(), [](const Found& a, const Found& b) { return a.step < b.step; });
@@ -385,11 +402,11 @@ std::string resolve(const std::string& root, const std::string& spec, std::strin
     if (!exists(spec + "/index.h5")) fail(spec, "not a complete checkpoint (no index.h5)");
     return spec;
   }
-  std::vector<std::string> skipped;
+  std::vector<Skipped> skipped;
   const auto found = list_checkpoints(root, &skipped);
   // `latest` must hold one plain step-directory name: never a path that leads elsewhere.
-  std::string name = read_small_file(root + "/latest", 256), why_not;
-  while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) name.pop_back();
+  const std::string name = read_latest(root);
+  std::string why_not;
   if (!exists(root + "/latest")) why_not = "there is no 'latest'";
   else if (!is_step_name(name)) why_not = "'latest' does not hold a step directory name";
   const Found* named = nullptr;
@@ -399,7 +416,7 @@ std::string resolve(const std::string& root, const std::string& spec, std::strin
     if (is_dir(root + "/" + name)) {  // it exists but cannot be used: say why rather than go back silently
       std::string reason = "not a complete checkpoint";
       for (const auto& s : skipped)
-        if (s.find("/" + name) != std::string::npos) reason = s;
+        if (s.dir == root + "/" + name) reason = s.reason;
       std::string others;
       for (const auto& f : found) others += " " + f.dir;
       fail(root + "/latest", "names '" + name + "', which cannot be used: " + reason +
@@ -410,7 +427,7 @@ std::string resolve(const std::string& root, const std::string& spec, std::strin
   if (found.empty()) {
     if (!skipped.empty()) {
       std::string all;
-      for (const auto& s : skipped) all += "\n  " + s;
+      for (const auto& s : skipped) all += "\n  " + s.reason;
       fail(root, "holds step directories but no complete checkpoint:" + all);
     }
     return "";
@@ -518,7 +535,8 @@ void convert(const std::string& in_dir, const std::string& out_dir, int shards, 
   if (comm.rank() == 0) {
     try {
       if (exists(out_dir)) fail(out_dir, "already exists: convert never overwrites");
-      if (exists(tmp)) remove_tree(tmp);
+      if (exists(tmp))
+        if (const std::string e = remove_tree(tmp); !e.empty()) fail(tmp, "cannot remove a stale partial output: " + e);
       make_dir(tmp);
     } catch (const std::exception& e) {
       err = e.what();
@@ -595,7 +613,7 @@ void convert(const std::string& in_dir, const std::string& out_dir, int shards, 
   double fin = err.empty() ? 0 : 1;
   comm.all_reduce_sum(&fin, 1, "allreduce/convert");
   if (fin > 0 || sums[4 * (size_t)shards] > 0) {
-    if (comm.rank() == 0) remove_tree(tmp);  // no partial output is ever left behind
+    if (comm.rank() == 0) remove_or_warn(tmp);  // no partial output is ever left behind
     if (stopped) throw Interrupted("convert: stopped by a signal; removed the partial output '" + tmp + "'");
     if (!err.empty()) throw std::runtime_error(err);
     throw std::runtime_error("convert: another rank failed (see its message); removed the partial output '" + tmp + "'");

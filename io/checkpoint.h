@@ -110,10 +110,13 @@ struct Found {
   std::string dir;
   int64_t step = 0;
 };
+struct Skipped {
+  std::string dir, reason;
+};
 // Complete checkpoints directly under root (step_N with a readable, sealed index and every shard
-// file present at its recorded size), sorted by recorded step. `skipped` (if given) gets a line per
+// file present at its recorded size), sorted by recorded step. `skipped` (if given) gets each
 // step_N directory that did not qualify, with the reason.
-std::vector<Found> list_checkpoints(const std::string& root, std::vector<std::string>* skipped = nullptr);
+std::vector<Found> list_checkpoints(const std::string& root, std::vector<Skipped>* skipped = nullptr);
 
 // What a run resumes from. spec "auto": ROOT/latest when it names a complete checkpoint and none
 // newer exists; else the newest complete checkpoint by recorded step (`note` says why); "" when ROOT
@@ -161,6 +164,8 @@ std::string inspect(const std::string& dir, bool quick = false, const std::vecto
 
 // Every value of `n` floats finite (vectorised, ~memory speed).
 bool all_finite(const float* p, int64_t n);
+// The first block of `mine` (parameters or a moment) holding NaN/inf, as "'name' (group)"; "".
+std::string first_non_finite(const std::vector<LocalTensor>& mine);
 
 // Rows of rank r when a tensor of `rows` rows is split into W blocks (the last ones may be short or empty).
 // (dist::row_block: the same rule as the parameter shards, so same-world-size resumes line up.)

@@ -187,17 +187,10 @@ void describe_schedule_change(const ckpt::TrainState& st, const RunConfig& rc) {
        lr_at(rc.optim, st.step), lr_at(before, st.step));
 }
 
-bool all_finite_state(const std::vector<ckpt::LocalTensor>& mine) {
-  for (const auto& t : mine) {
-    const int64_t n = (t.row1 - t.row0) * t.cols;
-    if (!ckpt::all_finite(t.param, n) || !ckpt::all_finite(t.exp_avg, n) || !ckpt::all_finite(t.exp_avg_sq, n)) return false;
-  }
-  return true;
-}
-
 // Resuming from step S while ckpt.dir holds checkpoints of later steps (or starting fresh over
 // any) would prune or overwrite them: refuse, naming them, unless --ckpt.allow_rewind, which
-// renames them step_N.rewound-TIME (nothing is deleted) and points `latest` at the resume point.
+// renames them step_N.rewound-TIME (nothing is deleted); `latest` then names a moved directory,
+// which --resume auto passes over, until this run's first save replaces it.
 void guard_newer_checkpoints(const RunConfig& rc, const std::string& resume_dir, dist::Communicator& comm) {
   if (rc.ckpt.dir.empty()) return;
   const auto found = ckpt::list_checkpoints(rc.ckpt.dir);
@@ -328,7 +321,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
       ckpt::load_rows(idx, mine);
     }
     // A checkpoint with NaN/inf (written before saves refused them, or edited) is never trained on.
-    double bad = (double)!all_finite_state(mine);
+    double bad = ckpt::first_non_finite(mine).empty() ? 0.0 : 1.0;
     if (world > 1) comm.all_reduce_sum(&bad, 1, "allreduce/resume");
     if (bad > 0) throw ckpt::NonFiniteError("checkpoint '" + resume_dir + "' holds NaN/inf parameters or moments");
     opt.steps_done = idx.state.adam_steps;

@@ -8,6 +8,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mpi_yi
 STEPS=40 KILLS=${MOR_FAULT_KILLS:-20}
 seed=${MOR_FAULT_SEED:-$RANDOM}
 RANDOM=$seed
+fail() { echo "FAIL: $* (reproduce the instants with MOR_FAULT_SEED=$seed)" >&2; exit 1; }
 echo "fault injection: $KILLS kills, seed $seed (MOR_FAULT_SEED=$seed reproduces the instants)"
 train=(train --config "$MOR_SRC/configs/tiny_mor.ini" --train.global_batch 12 --train.log_every 1 --train.threads 1
        --train.peak_gflops 100 --data.train "$MOR_DATA/edu_fineweb_train_*.bin" --data.val "" --train.steps $STEPS)
