@@ -1,9 +1,6 @@
 #include "dist/sharded_params.h"
 #include "dist/partition.h"
 
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstring>
 
@@ -11,22 +8,7 @@
 
 namespace mor::dist {
 
-namespace {
-// Hands the whole pages inside [p, p + n floats) back to the OS: this is what
-// "frees" a gathered unit while the arena stays mapped. MADV_FREE, not
-// MADV_DONTNEED: the kernel reclaims them only under memory pressure, so a unit
-// gathered again into pages not yet reclaimed costs no page faults (measured:
-// DONTNEED made a 2-rank step fault ~37 MB back in, ~26% of its time in a VM).
-// Their contents are undefined afterwards; every use is preceded by a gather
-// (params) or zero_grads (grads).
-void release_pages(float* p, int64_t n) {
-  static const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-  uintptr_t a = ((uintptr_t)p + page - 1) / page * page, b = ((uintptr_t)(p + n)) / page * page;
-  if (b > a) madvise((void*)a, b - a, MADV_FREE);
-}
-}  // namespace
-
-ShardedParams::ShardedParams(Model& m, Communicator& comm, ShardOptions opt) : m_(m), comm_(comm), opt_(opt) {
+ShardedParams::ShardedParams(Model& m, Communicator& comm, ShardOptions opt) : param(m.be), grad(m.be), m_(m), be_(m.be), comm_(comm), opt_(opt) {
   const int W = comm.size();
   const ParamLayout& L = m.layout;
   int64_t off = 0;
@@ -42,9 +24,11 @@ ShardedParams::ShardedParams(Model& m, Communicator& comm, ShardOptions opt) : m
     }
     off += U.len;
     fwd_order_.push_back((int)u);
+    U.recv.bind(be_);
+    U.send.bind(be_);
   }
-  param.assign(off, 0.f);
-  grad.assign(off, 0.f);
+  param.assign_zero(off);
+  grad.assign_zero(off);
 }
 
 ShardedParams::~ShardedParams() {
@@ -64,29 +48,44 @@ void ShardedParams::shard_from_full() {
     for (const Slice& s : U.slices) {
       const TensorInfo& ti = m_.layout.tensors[s.tensor];
       const auto [r0, r1] = row_block(s.rows, r, comm_.size());
-      std::memcpy(&param[U.off + s.shard_off], &m_.params[ti.offset + r0 * s.cols], (r1 - r0) * s.cols * sizeof(float));
+      be_.copy(param.data() + U.off + s.shard_off, m_.params.data() + ti.offset + r0 * s.cols,
+               (r1 - r0) * s.cols * sizeof(float));
     }
     release_params((int)u);
   }
 }
 
+void ShardedParams::unpack(int u, const float* packed, float* full) {
+  const Unit& U = units_[u];
+  for (int q = 0; q < comm_.size(); ++q)
+    for (const Slice& s : U.slices) {
+      const auto [r0, r1] = row_block(s.rows, q, comm_.size());
+      be_.copy(full + m_.layout.tensors[s.tensor].offset + r0 * s.cols, packed + (size_t)q * U.len + s.shard_off,
+               (r1 - r0) * s.cols * sizeof(float));
+    }
+}
+
+void ShardedParams::pack(int u, const float* full, float* packed) {
+  const Unit& U = units_[u];
+  for (int q = 0; q < comm_.size(); ++q)
+    for (const Slice& s : U.slices) {
+      const auto [r0, r1] = row_block(s.rows, q, comm_.size());
+      be_.copy(packed + (size_t)q * U.len + s.shard_off, full + m_.layout.tensors[s.tensor].offset + r0 * s.cols,
+               (r1 - r0) * s.cols * sizeof(float));
+    }
+}
+
 void ShardedParams::start_gather(int u) {
   Unit& U = units_[u];
   U.recv.resize((size_t)U.len * comm_.size());
-  U.gather = comm_.iall_gather(&param[U.off], U.recv.data(), U.len, tag("allgather", u));
+  U.gather = comm_.iall_gather(param.data() + U.off, U.recv.data(), U.len, tag("allgather", u));
 }
 
 void ShardedParams::finish_gather(int u) {
   Unit& U = units_[u];
   U.gather->wait();
   U.gather.reset();
-  for (int q = 0; q < comm_.size(); ++q)
-    for (const Slice& s : U.slices) {
-      const TensorInfo& ti = m_.layout.tensors[s.tensor];
-      const auto [r0, r1] = row_block(s.rows, q, comm_.size());
-      std::memcpy(&m_.params[ti.offset + r0 * s.cols], &U.recv[(size_t)q * U.len + s.shard_off],
-                  (r1 - r0) * s.cols * sizeof(float));
-    }
+  unpack(u, U.recv.data(), m_.params.data());
   U.present = true;
   gathered_bytes += unit_bytes(u);
   gathered_peak_bytes = std::max(gathered_peak_bytes, gathered_bytes);
@@ -96,9 +95,9 @@ void ShardedParams::release_params(int u) {
   Unit& U = units_[u];
   for (const Slice& s : U.slices) {
     const TensorInfo& ti = m_.layout.tensors[s.tensor];
-    release_pages(&m_.params[ti.offset], ti.numel());
+    be_.discard(m_.params.data() + ti.offset, ti.numel() * sizeof(float));
   }
-  std::vector<float>().swap(U.recv);
+  U.recv.reset();
   if (U.present) gathered_bytes -= unit_bytes(u);
   U.present = false;
 }
@@ -106,7 +105,7 @@ void ShardedParams::release_params(int u) {
 void ShardedParams::release_grads(int u) {
   for (const Slice& s : units_[u].slices) {
     const TensorInfo& ti = m_.layout.tensors[s.tensor];
-    release_pages(&m_.grads[ti.offset], ti.numel());
+    be_.discard(m_.grads.data() + ti.offset, ti.numel() * sizeof(float));
   }
 }
 
@@ -142,16 +141,9 @@ void ShardedParams::done(int u, bool backward, bool last_use) {
   if (backward && last_use && last_micro_) {
     // This unit's gradient is complete: pack every rank's rows and reduce-scatter into our shard.
     Unit& U = units_[u];
-    const int W = comm_.size();
-    U.send.assign((size_t)U.len * W, 0.f);
-    for (int q = 0; q < W; ++q)
-      for (const Slice& s : U.slices) {
-        const TensorInfo& ti = m_.layout.tensors[s.tensor];
-        const auto [r0, r1] = row_block(s.rows, q, comm_.size());
-        std::memcpy(&U.send[(size_t)q * U.len + s.shard_off], &m_.grads[ti.offset + r0 * s.cols],
-                    (r1 - r0) * s.cols * sizeof(float));
-      }
-    reductions_.push_back(comm_.ireduce_scatter(U.send.data(), &grad[U.off], U.len, tag("reducescatter", u)));
+    U.send.assign_zero(U.len * comm_.size());  // padding rows of short blocks stay 0
+    pack(u, m_.grads.data(), U.send.data());
+    reductions_.push_back(comm_.ireduce_scatter(U.send.data(), grad.data() + U.off, U.len, tag("reducescatter", u)));
     release_grads(u);
   }
   bool free_params = last_use;
@@ -164,7 +156,7 @@ void ShardedParams::done(int u, bool backward, bool last_use) {
 void ShardedParams::finish_backward() {
   for (auto& r : reductions_) r->wait();
   reductions_.clear();
-  for (auto& U : units_) std::vector<float>().swap(U.send);
+  for (auto& U : units_) U.send.reset();
 }
 
 void ShardedParams::gather_full() {

@@ -47,7 +47,7 @@ class ShardedParams : public UnitHooks {
   // This rank's rows [row0, row1) of tensor t and where they start in param/grad (and the AdamW moments).
   void local_rows(int tensor, int64_t& row0, int64_t& row1, int64_t& offset) const;
 
-  std::vector<float> param, grad;  // this rank's packed shards of every unit, unit after unit
+  Buffer<float> param, grad;  // this rank's packed shards of every unit, unit after unit (backend memory)
   int64_t gathered_bytes = 0, gathered_peak_bytes = 0;  // full-unit bytes materialised now / at most
 
  private:
@@ -60,8 +60,8 @@ class ShardedParams : public UnitHooks {
     int64_t off = 0, len = 0;  // in param/grad; len = floats per rank
     bool present = false;
     std::unique_ptr<Request> gather;  // pending prefetch
-    std::vector<float> recv;          // [W][len] all-gather target
-    std::vector<float> send;          // [W][len] reduce-scatter source
+    Buffer<float> recv;               // [W][len] all-gather target
+    Buffer<float> send;               // [W][len] reduce-scatter source
   };
   void start_gather(int u);
   void finish_gather(int u);
@@ -69,9 +69,14 @@ class ShardedParams : public UnitHooks {
   void release_grads(int u);
   void prefetch_after(int u, bool backward);
   void poke();
+  // Unpacks every rank's block of unit u from `packed` ([W][len]) into the full arena `full`, or
+  // (pack) the other way round.
+  void unpack(int u, const float* packed, float* full);
+  void pack(int u, const float* full, float* packed);
   std::string tag(const char* op, int u) const;
 
   Model& m_;
+  kern::Backend& be_;
   Communicator& comm_;
   ShardOptions opt_;
   std::vector<Unit> units_;

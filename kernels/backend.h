@@ -73,8 +73,8 @@ class Buffer {
   // Host transfers of the first n (default: all) elements.
   void to_host(T* host, int64_t n = -1) const;
   std::vector<T> to_host_vector() const;
-  void from_host(const T* host, int64_t n);
-  void from_host(const std::vector<T>& v) { resize((int64_t)v.size()); from_host(v.data(), (int64_t)v.size()); }
+  void from_host(const T* host, int64_t n);  // resize(n), then the copy
+  void from_host(const std::vector<T>& v) { from_host(v.data(), (int64_t)v.size()); }
   void copy_from(const T* src_on_backend, int64_t n);  // resize(n), then a copy on the backend
 
   T* data() { return p_; }
@@ -230,7 +230,7 @@ std::vector<T> Buffer<T>::to_host_vector() const {
 }
 template <class T>
 void Buffer<T>::from_host(const T* host, int64_t n) {
-  if (n > n_) resize(n);
+  resize(n);
   if (n) be_->copy_from_host(p_, host, (size_t)n * sizeof(T));
 }
 template <class T>

@@ -9,6 +9,10 @@ static std::vector<int64_t> shape_of(const TensorInfo& t) {
   return t.is_1d ? std::vector<int64_t>{t.rows} : std::vector<int64_t>{t.rows, t.cols};
 }
 
+std::vector<io::NamedTensor> export_params(const Model& m, const kern::Buffer<float>& arena) {
+  return export_params(m, arena.to_host_vector());
+}
+
 std::vector<io::NamedTensor> export_params(const Model& m, const std::vector<float>& arena) {
   std::vector<io::NamedTensor> out;
   for (const auto& t : m.layout.tensors) {
@@ -27,7 +31,7 @@ void import_params(Model& m, const std::vector<io::NamedTensor>& ts, const std::
     if (!nt) throw std::runtime_error(source + ": tensor '" + t.name + "' is missing");
     if (nt->is_int || nt->shape != shape_of(t))
       throw std::runtime_error(source + ": tensor '" + t.name + "' has another shape or dtype than the model");
-    std::copy(nt->f.begin(), nt->f.end(), m.params.begin() + t.offset);
+    m.be.copy_from_host(m.params.data() + t.offset, nt->f.data(), nt->f.size() * sizeof(float));
   }
 }
 

@@ -9,6 +9,7 @@
 namespace mor {
 
 std::vector<io::NamedTensor> export_params(const Model& m, const std::vector<float>& arena);
+std::vector<io::NamedTensor> export_params(const Model& m, const kern::Buffer<float>& arena);  // copied to the host
 // Copies every parameter from `ts`; throws naming `source` and the tensor when
 // one is missing or has another shape.
 void import_params(Model& m, const std::vector<io::NamedTensor>& ts, const std::string& source);

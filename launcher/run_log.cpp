@@ -79,7 +79,7 @@ void RunLog::window(const LogWindow& w) {
   step_seconds_ += w.seconds;
   tokens_ += w.tokens;
   last_step_ = w.step;
-  last_loss_ = w.loss.total(rc_.model);
+  last_loss_ = w.loss.total();
   if (!lead_) return;
   const int64_t total_steps = rc_.train.steps;
   const double tps = w.tokens / w.seconds, gflops = w.flops / w.seconds / 1e9, mfu = gflops / (peak_ * world_);
@@ -106,8 +106,8 @@ void RunLog::window(const LogWindow& w) {
                 "\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"mfu\":%.4f,\"world\":%d,\"comm_bytes_per_rank\":%llu,\"comm_wait_s\":%.4f,"
                 "\"step_time_s\":%.6f,\"window_time_s\":%.4f,\"window_steps\":%d,\"elapsed_s\":%.3f,\"tokens_seen\":%.0f,"
                 "\"skipped_nonfinite\":%lld,\"job_id\":\"%s\",\"restart\":%d,\"depth_tokens\":",
-                (long long)w.step, json_num(last_loss_).c_str(), json_num(w.loss.ce).c_str(), json_num(w.loss.aux, "%.9g").c_str(),
-                json_num(w.loss.bal, "%.9g").c_str(), json_num(w.loss.z + w.loss.ec_z, "%.9g").c_str(), w.lr,
+                (long long)w.step, json_num(last_loss_).c_str(), json_num(w.loss.ce).c_str(), json_num(w.loss.term("aux"), "%.9g").c_str(),
+                json_num(w.loss.term("bal"), "%.9g").c_str(), json_num(w.loss.term("z") + w.loss.term("ec_z"), "%.9g").c_str(), w.lr,
                 json_num(w.grad_norm, "%.9g").c_str(), tps, gflops, mfu, world_, (unsigned long long)w.comm_bytes, w.comm_wait_s,
                 w.seconds / std::max(1, w.steps), w.seconds, w.steps, el, tokens_seen, (long long)w.skipped_nonfinite,
                 run_context().job_id.c_str(), run_context().restart);

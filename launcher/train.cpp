@@ -22,7 +22,8 @@
 
 #include "io/checkpoint.h"
 #include "io/loader.h"
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "dist/communicator.h"
 #include "dist/sharded_params.h"
 #include "launcher/log.h"
@@ -51,16 +52,20 @@ struct PeakProbe {
   int runs = 0;
   double seconds = 0;
 };
-PeakProbe measure_sgemm_gflops(double min_seconds) {
+PeakProbe measure_sgemm_gflops(kern::Backend& be, double min_seconds) {
   const int n = 1024;
-  std::vector<float> a((size_t)n * n, 0.5f), b((size_t)n * n, 0.25f), c((size_t)n * n);
-  kern::gemm(false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
+  kern::Buffer<float> a(be), b(be), c(be, (int64_t)n * n);
+  a.from_host(std::vector<float>((size_t)n * n, 0.5f));
+  b.from_host(std::vector<float>((size_t)n * n, 0.25f));
+  be.gemm(false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
+  be.synchronize();
   double best = 1e30;
   PeakProbe p;
   const auto t0 = Clock::now();
   while (p.runs < 10 || (seconds_since(t0) < min_seconds && p.runs < 1000)) {
     auto t = Clock::now();
-    kern::gemm(false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
+    be.gemm(false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
+    be.synchronize();
     best = std::min(best, seconds_since(t));
     ++p.runs;
   }
@@ -105,8 +110,8 @@ std::string config_difference(const std::string& saved, const ModelConfig& now) 
   }
 }
 
-kern::GemmLib gemm_lib_of(const TrainConfig& t) {  // values checked by the option parser
-  return t.gemm == "openblas" ? kern::GemmLib::OpenBLAS : kern::GemmLib::Mixed;
+kern::cpu::GemmLib gemm_lib_of(const TrainConfig& t) {  // values checked by the option parser
+  return t.gemm == "openblas" ? kern::cpu::GemmLib::OpenBLAS : kern::cpu::GemmLib::Mixed;
 }
 
 
@@ -131,7 +136,7 @@ void print_banner(const RunConfig& rc, const Model& m, int world, int micro, int
               (long long)L.count_shared(), (long long)L.count_unique_layers(), (long long)L.count_other());
   logf("batch: global %d = world %d x micro %d x accum %d sequences (%lld tokens/step) | threads %d (%s) | gemm %s\n",
               rc.train.global_batch, world, micro, accum, (long long)rc.train.global_batch * c.seq_len,
-              kern::num_threads(), threads_why.c_str(), rc.train.gemm.c_str());
+              kern::cpu::num_threads(), threads_why.c_str(), rc.train.gemm.c_str());
 }
 
 // Mean validation cross-entropy over the first n windows (all if n = 0); each
@@ -245,8 +250,8 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
   check_training_memory(rc.model, micro, world);  // before the model allocates anything
   if (rc.data.train.empty()) throw ConfigError("data.train", "is required (a glob of token shards)");
   const ThreadChoice threads = default_threads(tc.threads, world);  // --train.threads, else OMP_NUM_THREADS, else this rank's share of its CPUs
-  kern::set_num_threads(threads.threads);
-  kern::set_gemm_lib(gemm_lib_of(tc));
+  kern::cpu::set_num_threads(threads.threads);
+  kern::cpu::set_gemm_lib(gemm_lib_of(tc));
 
   // Resolved first: a resumed run reads every parameter from the checkpoint, so it skips the init.
   // Checkpoints newer than the resume point (or any, for a fresh start) are never silently
@@ -258,7 +263,9 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
 
   // Every rank builds the same full model (seeded init or a .mort file), then
   // keeps only its shards when sharded (W > 1).
-  Model model(rc.model);
+  const std::unique_ptr<kern::Backend> backend = kern::make_cpu_backend();
+  kern::Backend& be = *backend;
+  Model model(rc.model, be);
   if (resume_dir.empty()) {
     if (!tc.init_params.empty()) import_params(model, io::read_mort(tc.init_params), tc.init_params);
     else model.init(tc.seed);
@@ -279,9 +286,9 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
   io::DataLoader loader({rc.data.train, rc.model.seq_len, (uint32_t)rc.model.vocab_size, tc.seed, rc.data.shuffle});
   std::unique_ptr<io::ValLoader> val;
   if (!rc.data.val.empty()) val = std::make_unique<io::ValLoader>(rc.data.val, rc.model.seq_len, rc.model.vocab_size);
-  AdamW opt(rc.optim, n_local,
+  AdamW opt(rc.optim, be, n_local,
             sharded ? sharded->decay_mask(rc.optim.no_decay) : decay_mask(model.layout, rc.optim.no_decay, 0, n_local));
-  PeakProbe probe = tc.peak_gflops > 0 ? PeakProbe{tc.peak_gflops, 0, 0} : measure_sgemm_gflops(0.5);
+  PeakProbe probe = tc.peak_gflops > 0 ? PeakProbe{tc.peak_gflops, 0, 0} : measure_sgemm_gflops(be, 0.5);
   // Test hook: MOR_TEST_PEAK_SCALE=0.01 makes the measured reference look 100x too low.
   if (const char* f = std::getenv("MOR_TEST_PEAK_SCALE"); f && probe.runs > 0) probe.gflops *= std::atof(f);
   double peak = probe.gflops;
@@ -298,7 +305,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     else
       logf("MFU against %.0f GFLOP/s per rank: best of %d warm 1024^3 sgemm runs over %.1f s with %d thread%s (set "
            "--train.peak_gflops for figures comparable across runs)\n",
-           peak, probe.runs, probe.seconds, kern::num_threads(), kern::num_threads() > 1 ? "s" : "");
+           peak, probe.runs, probe.seconds, kern::cpu::num_threads(), kern::cpu::num_threads() > 1 ? "s" : "");
     if (loader.num_samples() < (uint64_t)tc.global_batch)
       logf("warning: the training data holds %llu windows of %d tokens, fewer than one global batch (%d): every step "
            "repeats samples\n",
@@ -392,20 +399,24 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     if (sharded) sharded->finish_backward();  // gradient shards are summed over ranks now
     // 2. global loss and gradient norm (sums over ranks), clip
     // One all-reduce carries the step's sums; any rank signalled: all stop after this step.
-    enum { kCe, kAux, kEcZ, kBal, kZ, kGradSq, kStop, kSums };
-    std::array<double, kSums> red = {loss.ce, loss.aux, loss.ec_z, loss.bal, loss.z, kern::sum_squares(grads, n_local),
-                                     (double)(stop_signal() != 0)};
+    // Laid out as: cross-entropy, the router's loss terms, squared gradient norm, stop flag.
+    std::vector<double> red = {loss.ce};
+    for (const LossTerm& t : loss.terms) red.push_back(t.value);
+    const size_t kGradSq = red.size(), kStop = kGradSq + 1;
+    red.push_back(be.sum_squares(grads, n_local));
+    red.push_back((double)(stop_signal() != 0));
     if (world > 1) comm.all_reduce_sum(red.data(), red.size(), "allreduce/loss_norm");
-    loss = LossParts{red[kCe], red[kAux], red[kEcZ], red[kBal], red[kZ]};
+    loss.ce = red[0];
+    for (size_t i = 0; i < loss.terms.size(); ++i) loss.terms[i].value = red[1 + i];
     const double gnorm = std::sqrt(red[kGradSq]);
     const float scale = clip_scale(gnorm, rc.optim.grad_clip);
     const double lr = lr_at(rc.optim, step);
     // Every rank sees the same sums, so every rank takes the same branch here.
-    const bool finite = std::isfinite(loss.total(rc.model)) && std::isfinite(gnorm);
+    const bool finite = std::isfinite(loss.total()) && std::isfinite(gnorm);
     if (!finite) {
       ++nonfinite_run;
       char what[160];
-      std::snprintf(what, sizeof what, "step %lld: loss %g, gradient norm %g", (long long)step + 1, loss.total(rc.model), gnorm);
+      std::snprintf(what, sizeof what, "step %lld: loss %g, gradient norm %g", (long long)step + 1, loss.total(), gnorm);
       if (tc.nonfinite == "stop" || nonfinite_run >= tc.nonfinite_max)
         throw ckpt::NonFiniteError(std::string(what) +
                                    (tc.nonfinite == "stop" ? " is not finite"
@@ -454,7 +465,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
       w.tokens_at_depth = model.stats.tokens_at_depth;
       w.skipped_nonfinite = nonfinite_total;
       if (lead && probe.runs > 0 && w.flops / w.seconds / 1e9 > peak * world) {  // faster than the reference: say so
-        const PeakProbe again = measure_sgemm_gflops(2.0);
+        const PeakProbe again = measure_sgemm_gflops(be, 2.0);
         logf("note: step %lld ran at %.0f GFLOP/s per rank, above the %.0f GFLOP/s sgemm reference; re-measured it: %.0f "
              "GFLOP/s (best of %d runs over %.1f s)%s\n",
              (long long)step + 1, w.flops / w.seconds / 1e9 / world, peak, again.gflops, again.runs, again.seconds,
@@ -491,7 +502,7 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
   if (!tc.save_params.empty()) {
     if (sharded) sharded->gather_full();
     if (lead) {
-      io::write_mort(tc.save_params, export_params(model, model.params));
+      io::write_mort(tc.save_params, export_params(model, model.params.to_host_vector()));
       logf("saved parameters to %s\n", tc.save_params.c_str());
     }
   }
@@ -533,9 +544,10 @@ int cmd_eval(int argc, char** argv) {
     return 0;
   if (rc.train.init_params.empty()) throw ConfigError("train.init_params", "is required: the parameters to evaluate");
   if (rc.data.val.empty()) throw ConfigError("data.val", "is required: the validation shards");
-  kern::set_num_threads(default_threads(rc.train.threads, 1).threads);
-  kern::set_gemm_lib(gemm_lib_of(rc.train));
-  Model model(rc.model);
+  kern::cpu::set_num_threads(default_threads(rc.train.threads, 1).threads);
+  kern::cpu::set_gemm_lib(gemm_lib_of(rc.train));
+  const std::unique_ptr<kern::Backend> backend = kern::make_cpu_backend();
+  Model model(rc.model, *backend);
   load_eval_params(model, rc);
   io::ValLoader val(rc.data.val, rc.model.seq_len, rc.model.vocab_size);
   const int micro = rc.train.micro_batch > 0 ? rc.train.micro_batch : 8;

@@ -1,48 +1,67 @@
 // One decoder layer (pre-norm attention + SwiGLU MLP), forward and backward,
 // on a set of token rows that may be a compacted subset of each sequence
 // (the tokens still active at a recursion). docs/MODEL.md "Layer".
+// All tensor data lives in the backend's memory; this file only sequences backend operations.
 #pragma once
 #include <vector>
 
-#include "kernels/kernels.h"
+#include "kernels/backend.h"
 #include "model/config.h"
 #include "model/params.h"
 
 namespace mor {
 
-// Token rows across a micro-batch: sequence b owns rows [off[b], off[b+1]);
-// pos[row] is the absolute position (ascending within a sequence).
+using kern::Backend;
+using kern::Buffer;
+
+// Token rows across a micro-batch: sequence b owns rows [off[b], off[b+1]); pos[row] is the
+// absolute position (ascending within a sequence). off and pos are host control data (they size
+// the operations); upload() mirrors pos and each row's row in the full hidden state [n_seq * T, D]
+// (b * T + pos) into the backend for the operations that index by them.
 struct TokenSet {
   std::vector<int> off{0};
   std::vector<int> pos;
+  Buffer<int32_t> dev_pos, dev_rows;
   int n() const { return (int)pos.size(); }
   int n_seq() const { return (int)off.size() - 1; }
-  static TokenSet all(int n_seq, int T);
-  // Row of the full hidden state [n_seq * T, D] that row i of this set is.
+  static TokenSet all(Backend& be, int n_seq, int T);
+  // Row of the full hidden state that row i (of sequence b) of this set is.
   int full_row(int i, int b, int T) const { return b * T + pos[i]; }
+  void upload(Backend& be, int T);
+  TokenSet copy(Backend& be, int T) const;
 };
 
 // What a layer visit keeps for its backward pass.
 struct LayerActs {
-  std::vector<float> x, a, rstd1, q, k, v, o, lse, h, m, rstd2, g, u, act;
+  Buffer<float> x, a, rstd1, q, k, v, o, lse, h, m, rstd2, g, u, act;
   // Gradient w.r.t. this visit's (rotated) k and v. Accumulated by later
   // recursions that share this visit's keys/values (kv_mode = share).
-  std::vector<float> dk, dv;
+  Buffer<float> dk, dv;
+  explicit LayerActs(Backend& be);
 };
 
 // Backward temporaries, reused across visits.
 struct LayerScratch {
-  std::vector<float> dh, dact, dg, du, dm, dao, dq, dk, dv, da;
+  Buffer<float> dh, dact, dg, du, dm, dao, dq, da;
+  explicit LayerScratch(Backend& be);
+};
+
+// What every layer visit shares: the backend, the config, the RoPE table, and positions 0..T-1
+// in backend memory (the key positions of a kv-share source, which covers every token).
+struct LayerEnv {
+  Backend& be;
+  const ModelConfig& c;
+  const kern::RopeTable& rope;
+  const int* positions;  // 0..seq_len-1
 };
 
 // y = Layer(x) on the rows of ts. kv_src: a recursion-0 visit of the same block
 // layer over all tokens whose keys/values this visit attends to instead of its own.
-void layer_forward(const LayerView& w, const ModelConfig& c, const kern::RopeTable& rope, const TokenSet& ts,
-                   const float* x, float* y, LayerActs& acts, const LayerActs* kv_src);
+void layer_forward(const LayerEnv& env, const LayerView& w, const TokenSet& ts, const float* x, float* y,
+                   LayerActs& acts, const LayerActs* kv_src);
 
 // dx = dL/dx (written) from dy = dL/dy; parameter gradients accumulate into gw.
-void layer_backward(const LayerView& w, const LayerView& gw, const ModelConfig& c, const kern::RopeTable& rope,
-                    const TokenSet& ts, const float* dy, float* dx, LayerActs& acts, LayerActs* kv_src,
-                    LayerScratch& s);
+void layer_backward(const LayerEnv& env, const LayerView& w, const LayerView& gw, const TokenSet& ts, const float* dy,
+                    float* dx, LayerActs& acts, LayerActs* kv_src, LayerScratch& s);
 
 }  // namespace mor

@@ -4,7 +4,6 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "kernels/kernels.h"
 
 namespace mor {
 
@@ -69,8 +68,10 @@ std::vector<uint8_t> decay_mask(const ParamLayout& lay, const std::string& no_de
   return mask;
 }
 
-AdamW::AdamW(const OptimConfig& o, int64_t n, std::vector<uint8_t> decay)
-    : m(n, 0.f), v(n, 0.f), o_(o) {
+AdamW::AdamW(const OptimConfig& o, kern::Backend& be, int64_t n, std::vector<uint8_t> decay)
+    : m(be, n), v(be, n), o_(o), be_(be) {
+  m.zero();
+  v.zero();
   if ((int64_t)decay.size() != n) throw std::invalid_argument("AdamW: decay mask size differs from the parameter count");
   for (int64_t i = 0; i < n;) {
     int64_t j = i;
@@ -85,7 +86,7 @@ void AdamW::update(float* params, const float* grads, double lr, float grad_scal
   for (const Run& r : runs_) {
     kern::AdamWParams p{(float)lr, (float)o_.beta1, (float)o_.beta2, (float)o_.eps,
                         r.decay ? (float)o_.weight_decay : 0.f, steps_done, grad_scale};
-    kern::adamw_update(params + r.begin, grads + r.begin, m.data() + r.begin, v.data() + r.begin, r.end - r.begin, p);
+    be_.adamw_update(params + r.begin, grads + r.begin, m.data() + r.begin, v.data() + r.begin, r.end - r.begin, p);
   }
 }
 

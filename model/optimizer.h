@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "model/params.h"
 
 namespace mor {
@@ -38,12 +39,13 @@ std::vector<uint8_t> decay_mask(const ParamLayout& lay, const std::string& no_de
 
 class AdamW {
  public:
-  AdamW(const OptimConfig& o, int64_t n, std::vector<uint8_t> decay);
-  // params/grads point at the same range the optimizer was made for; the
+  // n elements of the backend's memory; decay: the per-element weight-decay flag (host).
+  AdamW(const OptimConfig& o, kern::Backend& be, int64_t n, std::vector<uint8_t> decay);
+  // params/grads point at the same range (backend memory) the optimizer was made for; the
   // gradient is multiplied by grad_scale (global-norm clipping) on the fly.
   void update(float* params, const float* grads, double lr, float grad_scale = 1.f);
   int64_t steps_done = 0;
-  std::vector<float> m, v;  // first and second moments
+  kern::Buffer<float> m, v;  // first and second moments
 
  private:
   struct Run {  // elements [begin, end) share one weight-decay flag
@@ -51,6 +53,7 @@ class AdamW {
     bool decay;
   };
   OptimConfig o_;
+  kern::Backend& be_;
   std::vector<Run> runs_;  // from the per-element mask, once: a step then never scans it
 };
 

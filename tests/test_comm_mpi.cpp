@@ -9,6 +9,7 @@
 
 #include "dist/communicator.h"
 #include "dist/sharded_params.h"
+#include "kernels/cpu/cpu_backend.h"
 
 using namespace mor;
 
@@ -72,14 +73,14 @@ TEST(ShardedParams, ShardThenGatherIsBitwiseIdentity) {
   cfg.seq_len = 8;
   cfg.n_recursions = 3;
   cfg.router = RouterKind::Expert;
-  Model m(cfg);
+  Model m(cfg, kern::cpu_backend());
   m.init(3);
-  const std::vector<float> full = m.params;
+  const std::vector<float> full = m.params.to_host_vector();
   dist::ShardedParams sp(m, *g_comm, {});
   sp.shard_from_full();
   // Each rank holds ~1/W of the parameters (plus padding).
   EXPECT_LE(sp.shard_size() * g_comm->size(), m.layout.total + (int64_t)m.layout.tensors.size() * cfg.d_model * g_comm->size());
-  std::fill(m.params.begin(), m.params.end(), -7.f);
+  std::fill(m.params.data(), m.params.data() + m.params.size(), -7.f);  // CPU backend: host memory
   sp.gather_full();
   EXPECT_EQ(std::memcmp(full.data(), m.params.data(), full.size() * sizeof(float)), 0);
 }

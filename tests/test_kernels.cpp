@@ -1,4 +1,4 @@
-// Every numeric CPU kernel of kernels/kernels.h against an independent reference:
+// Every numeric CPU kernel of kernels/cpu/cpu_kernels.h against an independent reference:
 // naive double-precision loops for the forward maps and finite differences for
 // the gradients. Finite differences use a 4th-order central stencil with a
 // power-of-two step on inputs quantised to multiples of 2^-12, so x +- h and
@@ -19,9 +19,10 @@
 #include <vector>
 
 #include "kernels/cpu/vec_math.h"
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kernels.h"
 
-namespace kern = mor::kern;
+namespace kern = mor::kern::cpu;  // the CPU kernels, called directly
 
 namespace {
 
@@ -446,7 +447,7 @@ TEST(RoPE, ForwardMatchesFormula) {
     const int H = 3, max_pos = 40;
     const double theta = 10000;
     const std::vector<int> pos = {0, 1, 5, 2, 39, 17};  // any order, with gaps
-    kern::RopeTable t(hd, max_pos, theta);
+    kern::RopeTable t(mor::kern::cpu_backend(), hd, max_pos, theta);
     ASSERT_EQ(t.cos.size(), (size_t)max_pos * hd / 2);
     std::vector<float> x = rand_vec(pos.size() * H * hd, 51 + hd);
     std::vector<double> ref = rope_ref(x, pos, H, hd, theta);
@@ -458,7 +459,7 @@ TEST(RoPE, ForwardMatchesFormula) {
   {
     const int H = 2, hd = 4;
     const std::vector<int> pos = {3, 7};
-    kern::RopeTable t(hd, 8, 3.0);
+    kern::RopeTable t(mor::kern::cpu_backend(), hd, 8, 3.0);
     std::vector<float> x = rand_vec(pos.size() * H * hd, 59);
     std::vector<double> ref = rope_ref(x, pos, H, hd, 3.0);
     kern::rope_forward(x.data(), pos.data(), (int)pos.size(), H, t);
@@ -470,7 +471,7 @@ TEST(RoPE, BackwardIsTransposeAndNormIsPreserved) {
   const int H = 2, hd = 8;
   const std::vector<int> pos = {0, 3, 4, 9, 11};
   const int n = (int)pos.size();
-  kern::RopeTable t(hd, 16, 10000.0);
+  kern::RopeTable t(mor::kern::cpu_backend(), hd, 16, 10000.0);
   const std::vector<float> x = rand_vec(n * H * hd, 61), y = rand_vec(n * H * hd, 62);
   std::vector<float> rx = x, by = y;
   kern::rope_forward(rx.data(), pos.data(), n, H, t);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <string>
 
+#include "kernels/cpu/cpu_backend.h"
 #include "model/model.h"
 #include "model/rng.h"
 
@@ -49,7 +50,7 @@ double loss_at(Model& m, const std::vector<int32_t>& tok, int n_seq, Routing* r)
     r->sel = m.cfg.router == RouterKind::Expert ? m.last_selected() : std::vector<std::vector<int>>{};
     r->depth = m.cfg.router == RouterKind::Token ? m.last_depths() : std::vector<int>{};
   }
-  return l.total(m.cfg);
+  return l.total();
 }
 
 // gtest prints parameters in test listings; keep them readable.
@@ -59,7 +60,7 @@ class ModelGrad : public ::testing::TestWithParam<Combo> {};
 
 TEST_P(ModelGrad, MatchesFiniteDifferences) {
   const ModelConfig cfg = tiny(GetParam());
-  Model m(cfg);
+  Model m(cfg, kern::cpu_backend());
   m.init(1234);
   const int n_seq = 2, T = cfg.seq_len;
   std::vector<int32_t> tok(n_seq * (T + 1));
@@ -68,7 +69,7 @@ TEST_P(ModelGrad, MatchesFiniteDifferences) {
 
   m.zero_grads();
   m.step(tok.data(), n_seq, n_seq, true);
-  const std::vector<float> grad = m.grads;
+  const std::vector<float> grad = m.grads.to_host_vector();
   Routing base;
   loss_at(m, tok, n_seq, &base);
 
@@ -88,13 +89,14 @@ TEST_P(ModelGrad, MatchesFiniteDifferences) {
     }
     bool done = false;
     for (double h = 1e-2; h >= 1e-3 && !done; h /= 2) {
-      std::vector<float> saved(m.params.begin() + t.offset, m.params.begin() + t.offset + t.numel());
+      float* const P = m.params.data();  // CPU backend: host memory
+      std::vector<float> saved(P + t.offset, P + t.offset + t.numel());
       Routing rp, rm;
-      for (int64_t i = 0; i < t.numel(); ++i) m.params[t.offset + i] = saved[i] + (float)h * dir[i];
+      for (int64_t i = 0; i < t.numel(); ++i) P[t.offset + i] = saved[i] + (float)h * dir[i];
       const double lp = loss_at(m, tok, n_seq, &rp);
-      for (int64_t i = 0; i < t.numel(); ++i) m.params[t.offset + i] = saved[i] - (float)h * dir[i];
+      for (int64_t i = 0; i < t.numel(); ++i) P[t.offset + i] = saved[i] - (float)h * dir[i];
       const double lm = loss_at(m, tok, n_seq, &rm);
-      std::copy(saved.begin(), saved.end(), m.params.begin() + t.offset);
+      std::copy(saved.begin(), saved.end(), P + t.offset);
       if (!(rp == base) || !(rm == base)) continue;  // a routing decision flipped: smaller step
       const double fd = (lp - lm) / (2 * h);
       EXPECT_NEAR(fd, an, 1e-2 * std::fabs(an) + 2e-4) << t.name << " h=" << h;

@@ -11,9 +11,9 @@
 
 #include "kernels/cpu/attention_tiles.h"
 #include "kernels/cpu/vec_math.h"
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
-namespace mor::kern {
+namespace mor::kern::cpu {
 
 using detail::kQB;
 using detail::thread_buffer;
@@ -142,4 +142,4 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   }
 }
 
-}  // namespace mor::kern
+}  // namespace mor::kern::cpu

@@ -22,11 +22,11 @@
 #include <cstdlib>
 #include <vector>
 
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 extern "C" void openblas_set_num_threads(int);
 
-namespace mor::kern {
+namespace mor::kern::cpu {
 
 void set_num_threads(int n) {
   if (n <= 0) n = omp_get_num_procs();
@@ -167,4 +167,4 @@ void linear_backward(float* dx, float* dW, const float* dy, const float* x, cons
   run_all(gs, k);
 }
 
-}  // namespace mor::kern
+}  // namespace mor::kern::cpu

@@ -3,12 +3,13 @@
 // that results do not depend on scheduling: same inputs, same bits.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "kernels/cpu/vec_math.h"
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
-namespace mor::kern {
+namespace mor::kern::cpu {
 
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int n, int d, float eps) {
 #pragma omp parallel for schedule(static) if (n >= 64)
@@ -61,19 +62,6 @@ void rmsnorm_backward(float* dx, const float* dres, float* dw, const float* dy, 
       for (int t = 0; t < m; ++t) dw[j0 + t] += acc[t];
     }
   }
-}
-
-RopeTable::RopeTable(int hd, int mp, double theta) : head_dim(hd), max_pos(mp) {
-  int half = hd / 2;
-  cos.resize((size_t)mp * half);
-  sin.resize((size_t)mp * half);
-  for (int p = 0; p < mp; ++p)
-    for (int i = 0; i < half; ++i) {
-      double inv_freq = std::pow(theta, -2.0 * i / hd);
-      double a = p * inv_freq;
-      cos[(size_t)p * half + i] = (float)std::cos(a);
-      sin[(size_t)p * half + i] = (float)std::sin(a);
-    }
 }
 
 static void rope_apply(float* x, const int* pos, int n, int n_heads, const RopeTable& t, float sign) {
@@ -192,4 +180,66 @@ void add_inplace(float* y, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
-}  // namespace mor::kern
+int64_t first_non_finite(const float* x, int64_t n) {
+  // Blocks in parallel, the first bad block wins: a scan of a whole arena at memory speed.
+  const int64_t blk = 1 << 16, nb = (n + blk - 1) / blk;
+  int64_t first_blk = nb;
+#pragma omp parallel for schedule(static) reduction(min : first_blk) if (n >= 65536)
+  for (int64_t b = 0; b < nb; ++b) {
+    bool bad = false;
+    for (int64_t i = b * blk, e = std::min(n, (b + 1) * blk); i < e; ++i) bad |= !std::isfinite(x[i]);
+    if (bad) first_blk = std::min(first_blk, b);
+  }
+  if (first_blk == nb) return -1;
+  for (int64_t i = first_blk * blk;; ++i)
+    if (!std::isfinite(x[i])) return i;
+}
+
+// ---- rows ----------------------------------------------------------------------------
+void embedding_forward(float* out, const float* table, const int32_t* ids, int n, int D) {
+  for (int i = 0; i < n; ++i) std::memcpy(out + (int64_t)i * D, table + (int64_t)ids[i] * D, D * sizeof(float));
+}
+
+void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int n, int D) {
+  for (int i = 0; i < n; ++i) {  // serial: rows may share a token id, and the sum stays in order of i
+    float* d = dtable + (int64_t)ids[i] * D;
+    const float* g = dout + (int64_t)i * D;
+#pragma omp simd
+    for (int j = 0; j < D; ++j) d[j] += g[j];
+  }
+}
+
+void copy_rows(float* dst, const int32_t* dst_rows, const float* src, const int32_t* src_rows, const float* scale,
+               int n, int D, bool accumulate) {
+  for (int i = 0; i < n; ++i) {
+    float* d = dst + (int64_t)(dst_rows ? dst_rows[i] : i) * D;
+    const float* s = src + (int64_t)(src_rows ? src_rows[i] : i) * D;
+    if (!scale && !accumulate) {
+      std::memcpy(d, s, D * sizeof(float));
+      continue;
+    }
+    const float g = scale ? scale[i] : 1.f;
+    if (accumulate && scale) {
+#pragma omp simd
+      for (int j = 0; j < D; ++j) d[j] += g * s[j];
+    } else if (accumulate) {
+#pragma omp simd
+      for (int j = 0; j < D; ++j) d[j] += s[j];
+    } else {
+#pragma omp simd
+      for (int j = 0; j < D; ++j) d[j] = g * s[j];
+    }
+  }
+}
+
+void row_dots(float* out, const float* a, const int32_t* a_rows, const float* b, const int32_t* b_rows, int n, int D) {
+  for (int i = 0; i < n; ++i) {
+    const float* x = a + (int64_t)(a_rows ? a_rows[i] : i) * D;
+    const float* y = b + (int64_t)(b_rows ? b_rows[i] : i) * D;
+    float s = 0.f;
+    for (int j = 0; j < D; ++j) s += x[j] * y[j];  // in order of j: the same bits on every run
+    out[i] = s;
+  }
+}
+
+}  // namespace mor::kern::cpu

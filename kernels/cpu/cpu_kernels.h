@@ -1,13 +1,18 @@
-// The numeric primitives of mor-dist: one interface, one implementation per
-// backend (kernels/cpu now; kernels/cuda implements the same signatures on
-// device pointers). Everything is fp32, row-major, plain pointers: the caller
-// owns all memory. "Accumulate" (+=) versus "write" (=) is stated per output,
-// because gradients of shared parameters are summed over recursions.
+// The CPU implementation of the backend operations (kernels/backend.h says what each computes):
+// OpenMP loops, OpenBLAS and oneDNN GEMMs, on host pointers. CpuBackend (kernels/cpu/cpu_backend.cpp)
+// forwards to these; tests/test_kernels.cpp checks them directly, including the CPU-only choices
+// below (thread count, GEMM library).
 #pragma once
 #include <cstdint>
 #include <vector>
 
-namespace mor::kern {
+#include "kernels/backend.h"
+
+namespace mor::kern::cpu {
+
+using kern::AdamWParams;
+using kern::AttnShape;
+using kern::RopeTable;
 
 // ---- threads ---------------------------------------------------------------
 // Sets the OpenMP (and OpenBLAS) thread count; 0 = all cores.
@@ -46,13 +51,6 @@ void rmsnorm_backward(float* dx, const float* dres, float* dw, const float* dy, 
                       const float* w, const float* rstd, int n, int d);
 
 // ---- RoPE (non-interleaved rotate_half) --------------------------------------
-// cos/sin table for positions 0..max_pos-1, [max_pos, head_dim/2] each.
-struct RopeTable {
-  int head_dim = 0, max_pos = 0;
-  std::vector<float> cos, sin;
-  RopeTable() = default;
-  RopeTable(int head_dim, int max_pos, double theta);
-};
 // In place on x[n, n_heads, head_dim]; pos[n] absolute positions.
 void rope_forward(float* x, const int* pos, int n, int n_heads, const RopeTable& t);
 // In place: turns dL/d(rotated) into dL/d(unrotated) (the inverse rotation).
@@ -68,7 +66,6 @@ void swiglu_backward(float* dg, float* du, const float* dh, const float* g, cons
 // q[nq, H, hd], k/v[nk, Hkv, hd]; query i sees key j iff kpos[j] <= qpos[i]; both
 // position lists ascending. GQA: query head h uses kv head h / (H / Hkv).
 // o[nq, H, hd] written; lse[H, nq] (log-sum-exp of the scaled scores) saved for backward.
-struct AttnShape { int nq, nk, n_heads, n_kv_heads, head_dim; };
 void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v,
                        const int* qpos, const int* kpos, const AttnShape& s);
 // dq written; dk, dv accumulated (+=) — shared keys/values collect gradient from many recursions.
@@ -83,18 +80,20 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 double softmax_xent(float* logits, const int32_t* targets, int n, int V, float scale);
 
 // ---- AdamW on a contiguous shard ----------------------------------------------
-struct AdamWParams {
-  float lr, beta1, beta2, eps, weight_decay;
-  int64_t step;
-  float grad_scale = 1.f;  // gradient clipping folded into the update (saves a pass over the gradients)
-};
-// Decoupled weight decay applied where decay_mask is null or 1 (per element block
-// is handled by the caller: pass weight_decay = 0 for excluded tensors).
+// Decoupled weight decay on every element; the caller passes weight_decay = 0 for excluded tensors.
 void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& p);
 
 // ---- Small helpers ---------------------------------------------------------------
 double sum_squares(const float* x, int64_t n);       // in double, fixed reduction order
 void scale_inplace(float* x, float s, int64_t n);
 void add_inplace(float* y, const float* x, int64_t n);  // y += x
+int64_t first_non_finite(const float* x, int64_t n);
 
-}  // namespace mor::kern
+// ---- Rows (Backend::embedding_*, copy_rows, row_dots) --------------------------------
+void embedding_forward(float* out, const float* table, const int32_t* ids, int n, int D);
+void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int n, int D);
+void copy_rows(float* dst, const int32_t* dst_rows, const float* src, const int32_t* src_rows, const float* scale,
+               int n, int D, bool accumulate);
+void row_dots(float* out, const float* a, const int32_t* a_rows, const float* b, const int32_t* b_rows, int n, int D);
+
+}  // namespace mor::kern::cpu

@@ -1,0 +1,447 @@
+// Backend conformance: every operation of kern::Backend (kernels/backend.h), called through the
+// interface on the backend's own buffers, against a double-precision reference written here from
+// the operation's definition. The suite is parameterised by backend: a new backend (CUDA) adds
+// its factory to backends() and must pass the same tests.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
+
+namespace {
+
+using mor::kern::AdamWParams;
+using mor::kern::AttnShape;
+using mor::kern::Backend;
+using mor::kern::Buffer;
+using mor::kern::RopeTable;
+using V = std::vector<float>;
+using D = std::vector<double>;
+
+struct Factory {
+  std::string name;
+  std::function<std::unique_ptr<Backend>()> make;
+};
+void PrintTo(const Factory& f, std::ostream* os) { *os << f.name; }
+std::vector<Factory> backends() { return {{"cpu", mor::kern::make_cpu_backend}}; }
+
+V rand_vec(size_t n, unsigned seed, float scale = 1.f) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.f, scale);
+  V v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+class Conformance : public ::testing::TestWithParam<Factory> {
+ protected:
+  void SetUp() override { be_ = GetParam().make(); }
+  Backend& be() { return *be_; }
+  template <class T>
+  Buffer<T> up(const std::vector<T>& v) {
+    Buffer<T> b(be());
+    b.from_host(v);
+    return b;
+  }
+  template <class T>
+  std::vector<T> down(const Buffer<T>& b) {
+    be().synchronize();
+    return b.to_host_vector();
+  }
+  // |got - want| <= atol + rtol * |want| everywhere, with the first offender named.
+  static void expect_close(const D& want, const V& got, double rtol, double atol, const std::string& what) {
+    ASSERT_EQ(want.size(), got.size()) << what;
+    for (size_t i = 0; i < want.size(); ++i)
+      if (!(std::fabs(got[i] - want[i]) <= atol + rtol * std::fabs(want[i]))) {
+        ADD_FAILURE() << what << "[" << i << "] = " << got[i] << ", want " << want[i];
+        return;
+      }
+  }
+  std::unique_ptr<Backend> be_;
+};
+
+D to_d(const V& v) { return D(v.begin(), v.end()); }
+
+// ---- memory ---------------------------------------------------------------------------
+TEST_P(Conformance, BuffersRoundTripCopyZeroAndResize) {
+  const V x = rand_vec(1000, 1);
+  Buffer<float> a = up(x), b(be(), 1000);
+  b.copy_from(a.data(), a.size());
+  EXPECT_EQ(down(b), x);
+  be().copy(b.data() + 10, a.data(), 5 * sizeof(float));  // a copy at an offset
+  V want = x;
+  std::copy(x.begin(), x.begin() + 5, want.begin() + 10);
+  EXPECT_EQ(down(b), want);
+  b.zero();
+  EXPECT_EQ(down(b), V(1000, 0.f));
+  b.resize(10);  // shrinking keeps the allocation
+  EXPECT_EQ(b.size(), 10);
+  b.resize(5000);
+  b.assign_zero(5000);
+  EXPECT_EQ(down(b), V(5000, 0.f));
+  Buffer<int32_t> ids = up(std::vector<int32_t>{3, -1, 7});
+  EXPECT_EQ(down(ids), (std::vector<int32_t>{3, -1, 7}));
+  Buffer<float> moved = std::move(a);
+  EXPECT_EQ(down(moved), x);
+  EXPECT_EQ(a.size(), 0);
+  // discard: the contents may go, the buffer stays usable.
+  be().discard(moved.data(), moved.size() * sizeof(float));
+  moved.from_host(x);
+  EXPECT_EQ(down(moved), x);
+}
+
+// ---- GEMM and linear layers -------------------------------------------------------------
+D gemm_ref(bool ta, bool tb, int M, int N, int K, double alpha, const V& A, const V& B, double beta, const V& C) {
+  D c(C.begin(), C.end());
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) {
+      double s = 0;
+      for (int k = 0; k < K; ++k) s += (double)(ta ? A[k * M + i] : A[i * K + k]) * (tb ? B[j * K + k] : B[k * N + j]);
+      c[i * N + j] = alpha * s + beta * C[i * N + j];
+    }
+  return c;
+}
+
+TEST_P(Conformance, GemmAllTransposes) {
+  const int M = 37, N = 29, K = 53;
+  for (int t = 0; t < 4; ++t) {
+    const bool ta = t & 1, tb = t & 2;
+    const V A = rand_vec(M * K, 10 + t), B = rand_vec(K * N, 20 + t), C = rand_vec(M * N, 30 + t);
+    Buffer<float> a = up(A), b = up(B), c = up(C);
+    be().gemm(ta, tb, M, N, K, 0.5f, a.data(), ta ? M : K, b.data(), tb ? K : N, 2.f, c.data(), N);
+    expect_close(gemm_ref(ta, tb, M, N, K, 0.5, A, B, 2.0, C), down(c), 1e-5, 1e-5,
+                 "gemm ta=" + std::to_string(ta) + " tb=" + std::to_string(tb));
+  }
+}
+
+TEST_P(Conformance, LinearForwardPairAndBackward) {
+  const int n = 19, in = 24, out = 13, out2 = 7;
+  const V X = rand_vec(n * in, 40), W = rand_vec(out * in, 41), W2 = rand_vec(out2 * in, 42);
+  Buffer<float> x = up(X), w = up(W), w2 = up(W2), y(be(), n * out), y2(be(), n * out2);
+  be().linear_forward(y.data(), x.data(), w.data(), n, in, out);
+  const D yref = gemm_ref(false, true, n, out, in, 1, X, W, 0, V(n * out, 0.f));
+  expect_close(yref, down(y), 1e-5, 1e-5, "linear_forward");
+  be().linear_forward_pair(y.data(), w.data(), out, y2.data(), w2.data(), out2, x.data(), n, in);
+  expect_close(yref, down(y), 1e-5, 1e-5, "linear_forward_pair y1");
+  expect_close(gemm_ref(false, true, n, out2, in, 1, X, W2, 0, V(n * out2, 0.f)), down(y2), 1e-5, 1e-5,
+               "linear_forward_pair y2");
+  // dx = dy W (written, then accumulated), dW += dy^T x.
+  const V DY = rand_vec(n * out, 43), DX0 = rand_vec(n * in, 44), DW0 = rand_vec(out * in, 45);
+  for (bool acc : {false, true}) {
+    Buffer<float> dy = up(DY), dx = up(DX0), dw = up(DW0);
+    be().linear_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), n, in, out, acc);
+    expect_close(gemm_ref(false, false, n, in, out, 1, DY, W, acc ? 1 : 0, DX0), down(dx), 1e-5, 1e-5,
+                 acc ? "linear_backward dx (accumulate)" : "linear_backward dx");
+    expect_close(gemm_ref(true, false, out, in, n, 1, DY, X, 1, DW0), down(dw), 1e-5, 1e-5, "linear_backward dW");
+  }
+}
+
+// ---- RMSNorm ------------------------------------------------------------------------------
+TEST_P(Conformance, RmsNormForwardAndBackward) {
+  const int n = 70, d = 48;  // n >= 64: the threaded path on the CPU
+  const float eps = 1e-5f;
+  const V X = rand_vec(n * d, 50), W = rand_vec(d, 51), DY = rand_vec(n * d, 52), RES = rand_vec(n * d, 53),
+          DW0 = rand_vec(d, 54);
+  D y(n * d), rstd(n), dx(n * d), dw(DW0.begin(), DW0.end());
+  for (int i = 0; i < n; ++i) {
+    double ss = 0, c = 0;
+    for (int j = 0; j < d; ++j) ss += (double)X[i * d + j] * X[i * d + j];
+    rstd[i] = 1 / std::sqrt(ss / d + eps);
+    for (int j = 0; j < d; ++j) c += (double)W[j] * DY[i * d + j] * X[i * d + j];
+    for (int j = 0; j < d; ++j) {
+      y[i * d + j] = X[i * d + j] * rstd[i] * W[j];
+      dx[i * d + j] = rstd[i] * W[j] * DY[i * d + j] - std::pow(rstd[i], 3) * c / d * X[i * d + j];
+      dw[j] += DY[i * d + j] * X[i * d + j] * rstd[i];
+    }
+  }
+  Buffer<float> x = up(X), w = up(W), yb(be(), n * d), rb(be(), n);
+  be().rmsnorm_forward(yb.data(), rb.data(), x.data(), w.data(), n, d, eps);
+  expect_close(y, down(yb), 1e-5, 1e-6, "rmsnorm y");
+  expect_close(rstd, down(rb), 1e-5, 0, "rmsnorm rstd");
+  // dres null (written), separate, and dx itself (accumulate).
+  for (int mode = 0; mode < 3; ++mode) {
+    Buffer<float> dy = up(DY), dxb = up(mode == 2 ? RES : V(n * d, 7.f)), res = up(RES), dwb = up(DW0);
+    const float* dres = mode == 0 ? nullptr : mode == 1 ? res.data() : dxb.data();
+    be().rmsnorm_backward(dxb.data(), dres, dwb.data(), dy.data(), x.data(), w.data(), rb.data(), n, d);
+    D want = dx;
+    if (mode > 0)
+      for (int i = 0; i < n * d; ++i) want[i] += RES[i];
+    expect_close(want, down(dxb), 1e-4, 1e-5, "rmsnorm dx, mode " + std::to_string(mode));
+    expect_close(dw, down(dwb), 1e-4, 1e-5, "rmsnorm dw");
+  }
+}
+
+// ---- RoPE ----------------------------------------------------------------------------------
+TEST_P(Conformance, RopeForwardMatchesFormulaAndBackwardInverts) {
+  const int H = 3, hd = 8, max_pos = 40;
+  const double theta = 10000;
+  const std::vector<int32_t> P = {0, 1, 5, 2, 39, 17};
+  const int n = (int)P.size(), half = hd / 2;
+  RopeTable t(be(), hd, max_pos, theta);
+  const V X = rand_vec(n * H * hd, 60);
+  D want(X.begin(), X.end());
+  for (int i = 0; i < n; ++i)
+    for (int h = 0; h < H; ++h)
+      for (int j = 0; j < half; ++j) {
+        const double a = P[i] * std::pow(theta, -2.0 * j / hd), c = std::cos(a), s = std::sin(a);
+        const size_t o = ((size_t)i * H + h) * hd;
+        want[o + j] = X[o + j] * c - X[o + j + half] * s;
+        want[o + j + half] = X[o + j + half] * c + X[o + j] * s;
+      }
+  Buffer<float> x = up(X);
+  Buffer<int32_t> pos = up(P);
+  be().rope_forward(x.data(), pos.data(), n, H, t);
+  expect_close(want, down(x), 1e-5, 1e-6, "rope_forward");
+  be().rope_backward(x.data(), pos.data(), n, H, t);  // the inverse rotation
+  expect_close(to_d(X), down(x), 1e-5, 1e-6, "rope_backward(rope_forward(x))");
+}
+
+// ---- SwiGLU ---------------------------------------------------------------------------------
+TEST_P(Conformance, SwigluForwardAndBackward) {
+  const int n = 1000;
+  const V G = rand_vec(n, 70, 3.f), U = rand_vec(n, 71), DH = rand_vec(n, 72);
+  D h(n), dg(n), du(n);
+  for (int i = 0; i < n; ++i) {
+    const double s = 1 / (1 + std::exp(-(double)G[i])), silu = G[i] * s;
+    h[i] = silu * U[i];
+    du[i] = DH[i] * silu;
+    dg[i] = DH[i] * U[i] * s * (1 + G[i] * (1 - s));
+  }
+  Buffer<float> g = up(G), u = up(U), dh = up(DH), hb(be(), n), dgb(be(), n), dub(be(), n);
+  be().swiglu_forward(hb.data(), g.data(), u.data(), n);
+  expect_close(h, down(hb), 1e-5, 1e-6, "swiglu h");
+  be().swiglu_backward(dgb.data(), dub.data(), dh.data(), g.data(), u.data(), n);
+  expect_close(dg, down(dgb), 1e-5, 1e-6, "swiglu dg");
+  expect_close(du, down(dub), 1e-5, 1e-6, "swiglu du");
+}
+
+// ---- attention ------------------------------------------------------------------------------
+// Reference in double: causal by position, GQA, with the analytic backward.
+struct AttnRef {
+  D o, lse, dq, dk, dv;
+};
+AttnRef attention_ref(const V& q, const V& k, const V& v, const V& dout, const std::vector<int32_t>& qp,
+                      const std::vector<int32_t>& kp, const AttnShape& s) {
+  const int hd = s.head_dim, grp = s.n_heads / s.n_kv_heads;
+  const double scale = 1 / std::sqrt((double)hd);
+  AttnRef r{D((size_t)s.nq * s.n_heads * hd), D((size_t)s.n_heads * s.nq), D((size_t)s.nq * s.n_heads * hd),
+            D((size_t)s.nk * s.n_kv_heads * hd), D((size_t)s.nk * s.n_kv_heads * hd)};
+  auto Q = [&](int i, int h) { return &q[((size_t)i * s.n_heads + h) * hd]; };
+  auto KV = [&](const V& x, int j, int h) { return &x[((size_t)j * s.n_kv_heads + h / grp) * hd]; };
+  for (int h = 0; h < s.n_heads; ++h)
+    for (int i = 0; i < s.nq; ++i) {
+      D p(s.nk, 0);
+      double mx = -1e300;
+      for (int j = 0; j < s.nk; ++j)
+        if (kp[j] <= qp[i]) {
+          double d = 0;
+          for (int e = 0; e < hd; ++e) d += (double)Q(i, h)[e] * KV(k, j, h)[e];
+          p[j] = d * scale;
+          mx = std::max(mx, p[j]);
+        }
+      double sum = 0;
+      for (int j = 0; j < s.nk; ++j) sum += kp[j] <= qp[i] ? std::exp(p[j] - mx) : 0;
+      r.lse[(size_t)h * s.nq + i] = mx + std::log(sum);
+      for (int j = 0; j < s.nk; ++j) p[j] = kp[j] <= qp[i] ? std::exp(p[j] - mx) / sum : 0;
+      const float* g = &dout[((size_t)i * s.n_heads + h) * hd];
+      D dp(s.nk, 0);
+      double pdp = 0;
+      for (int j = 0; j < s.nk; ++j) {
+        for (int e = 0; e < hd; ++e) {
+          r.o[((size_t)i * s.n_heads + h) * hd + e] += p[j] * KV(v, j, h)[e];
+          dp[j] += (double)g[e] * KV(v, j, h)[e];
+        }
+        pdp += p[j] * dp[j];
+      }
+      for (int j = 0; j < s.nk; ++j) {
+        const double ds = p[j] * (dp[j] - pdp) * scale;
+        const size_t kvo = ((size_t)j * s.n_kv_heads + h / grp) * hd;
+        for (int e = 0; e < hd; ++e) {
+          r.dq[((size_t)i * s.n_heads + h) * hd + e] += ds * KV(k, j, h)[e];
+          r.dk[kvo + e] += ds * Q(i, h)[e];
+          r.dv[kvo + e] += p[j] * g[e];
+        }
+      }
+    }
+  return r;
+}
+
+TEST_P(Conformance, AttentionCompactedGqaForwardAndBackward) {
+  // Queries: a compacted subset of positions; keys: every position (a kv-share source) or the
+  // same subset. Head dims 16 (tiled on AVX-512 CPUs) and 12 (the general path).
+  for (int hd : {16, 12})
+    for (bool share : {false, true}) {
+      const std::vector<int32_t> qp = {0, 2, 3, 7, 8, 11};
+      std::vector<int32_t> kp = qp;
+      if (share) {
+        kp.resize(12);
+        for (int j = 0; j < 12; ++j) kp[j] = j;
+      }
+      const AttnShape s{(int)qp.size(), (int)kp.size(), 4, 2, hd};
+      const V Q = rand_vec((size_t)s.nq * 4 * hd, 80), K = rand_vec((size_t)s.nk * 2 * hd, 81),
+              Vv = rand_vec((size_t)s.nk * 2 * hd, 82), G = rand_vec((size_t)s.nq * 4 * hd, 83);
+      const AttnRef ref = attention_ref(Q, K, Vv, G, qp, kp, s);
+      Buffer<float> q = up(Q), k = up(K), v = up(Vv), g = up(G), o(be(), (int64_t)s.nq * 4 * hd),
+                    lse(be(), (int64_t)4 * s.nq), dq(be(), (int64_t)s.nq * 4 * hd);
+      Buffer<int32_t> qpos = up(qp), kpos = up(kp);
+      const V DK0 = rand_vec(K.size(), 84), DV0 = rand_vec(K.size(), 85);  // dk, dv accumulate
+      Buffer<float> dk = up(DK0), dv = up(DV0);
+      const std::string what = "attention hd=" + std::to_string(hd) + (share ? " kv-share" : "");
+      be().attention_forward(o.data(), lse.data(), q.data(), k.data(), v.data(), qpos.data(), kpos.data(), s);
+      expect_close(ref.o, down(o), 1e-4, 1e-5, what + " o");
+      expect_close(ref.lse, down(lse), 1e-5, 1e-5, what + " lse");
+      be().attention_backward(dq.data(), dk.data(), dv.data(), g.data(), o.data(), lse.data(), q.data(), k.data(),
+                              v.data(), qpos.data(), kpos.data(), s);
+      D dkw = ref.dk, dvw = ref.dv;
+      for (size_t i = 0; i < dkw.size(); ++i) dkw[i] += DK0[i], dvw[i] += DV0[i];
+      expect_close(ref.dq, down(dq), 1e-4, 1e-5, what + " dq");
+      expect_close(dkw, down(dk), 1e-4, 1e-5, what + " dk");
+      expect_close(dvw, down(dv), 1e-4, 1e-5, what + " dv");
+    }
+}
+
+// ---- cross-entropy --------------------------------------------------------------------------
+TEST_P(Conformance, SoftmaxCrossEntropyLossAndGradient) {
+  const int n = 9, Vn = 301;
+  const float scale = 0.25f;
+  const V L = rand_vec(n * Vn, 90, 4.f);
+  const std::vector<int32_t> T = {0, 300, 5, 5, 17, 299, 1, 150, 42};
+  double loss = 0;
+  D grad(n * Vn);
+  for (int i = 0; i < n; ++i) {
+    double mx = -1e300, sum = 0;
+    for (int j = 0; j < Vn; ++j) mx = std::max(mx, (double)L[i * Vn + j]);
+    for (int j = 0; j < Vn; ++j) sum += std::exp(L[i * Vn + j] - mx);
+    loss += std::log(sum) + mx - L[i * Vn + T[i]];
+    for (int j = 0; j < Vn; ++j) grad[i * Vn + j] = scale * (std::exp(L[i * Vn + j] - mx) / sum - (j == T[i]));
+  }
+  Buffer<float> l = up(L);
+  Buffer<int32_t> t = up(T);
+  const double got = be().softmax_xent(l.data(), t.data(), n, Vn, scale);
+  EXPECT_NEAR(got, loss, 1e-5 * loss);
+  expect_close(grad, down(l), 1e-4, 1e-7, "softmax_xent gradient");
+}
+
+// ---- rows -----------------------------------------------------------------------------------
+TEST_P(Conformance, EmbeddingForwardAndBackwardWithRepeatedIds) {
+  const int Vn = 11, Dm = 20;
+  const std::vector<int32_t> ids = {3, 0, 3, 10, 7, 3};
+  const int n = (int)ids.size();
+  const V E = rand_vec(Vn * Dm, 100), G = rand_vec(n * Dm, 101), DE0 = rand_vec(Vn * Dm, 102);
+  D out(n * Dm), de(DE0.begin(), DE0.end());
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < Dm; ++j) {
+      out[i * Dm + j] = E[ids[i] * Dm + j];
+      de[ids[i] * Dm + j] += G[i * Dm + j];
+    }
+  Buffer<float> e = up(E), g = up(G), o(be(), n * Dm), dtab = up(DE0);
+  Buffer<int32_t> id = up(ids);
+  be().embedding_forward(o.data(), e.data(), id.data(), n, Dm);
+  expect_close(out, down(o), 0, 0, "embedding_forward");
+  be().embedding_backward(dtab.data(), g.data(), id.data(), n, Dm);
+  expect_close(de, down(dtab), 1e-6, 1e-6, "embedding_backward");
+}
+
+TEST_P(Conformance, CopyRowsEveryForm) {
+  const int Dm = 13, rows = 10;
+  const V S = rand_vec(rows * Dm, 110), D0 = rand_vec(rows * Dm, 111), SC = rand_vec(4, 112);
+  const std::vector<int32_t> dr = {9, 2, 5, 0}, sr = {1, 1, 8, 3};  // dst rows distinct, src rows may repeat
+  for (int form = 0; form < 16; ++form) {
+    const bool use_dr = form & 1, use_sr = form & 2, use_scale = form & 4, acc = form & 8;
+    D want(D0.begin(), D0.end());
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < Dm; ++j) {
+        const double v = (use_scale ? SC[i] : 1.0) * S[(use_sr ? sr[i] : i) * Dm + j];
+        double& d = want[(use_dr ? dr[i] : i) * Dm + j];
+        d = acc ? d + v : v;
+      }
+    Buffer<float> dst = up(D0), src = up(S), sc = up(SC);
+    Buffer<int32_t> dbuf = up(dr), sbuf = up(sr);
+    be().copy_rows(dst.data(), use_dr ? dbuf.data() : nullptr, src.data(), use_sr ? sbuf.data() : nullptr,
+                   use_scale ? sc.data() : nullptr, 4, Dm, acc);
+    expect_close(want, down(dst), 1e-6, 1e-6, "copy_rows form " + std::to_string(form));
+  }
+}
+
+TEST_P(Conformance, RowDots) {
+  const int Dm = 33;
+  const V A = rand_vec(6 * Dm, 120), B = rand_vec(5 * Dm, 121);
+  const std::vector<int32_t> ar = {5, 0, 2}, br = {4, 4, 1};
+  for (bool rows : {false, true}) {
+    D want(3);
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < Dm; ++j)
+        want[i] += (double)A[(rows ? ar[i] : i) * Dm + j] * B[(rows ? br[i] : i) * Dm + j];
+    Buffer<float> a = up(A), b = up(B), out(be(), 3);
+    Buffer<int32_t> ab = up(ar), bb = up(br);
+    be().row_dots(out.data(), a.data(), rows ? ab.data() : nullptr, b.data(), rows ? bb.data() : nullptr, 3, Dm);
+    expect_close(want, down(out), 1e-5, 1e-5, rows ? "row_dots with row lists" : "row_dots");
+  }
+}
+
+// ---- optimizer and vector helpers -------------------------------------------------------------
+TEST_P(Conformance, AdamWMatchesTorchFormula) {
+  const int n = 100000;  // past the CPU's threading threshold
+  const V P = rand_vec(n, 130), G = rand_vec(n, 131), M0 = rand_vec(n, 132, 0.1f);
+  V V0 = rand_vec(n, 133, 0.1f);
+  for (auto& x : V0) x = x * x;
+  const AdamWParams p{1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 3, 0.5f};
+  D pw(n), mw(n), vw(n);
+  for (int i = 0; i < n; ++i) {
+    const double g = (double)G[i] * p.grad_scale;
+    mw[i] = p.beta1 * M0[i] + (1 - p.beta1) * g;
+    vw[i] = p.beta2 * V0[i] + (1 - p.beta2) * g * g;
+    const double bc1 = 1 - std::pow(p.beta1, p.step), bc2 = 1 - std::pow(p.beta2, p.step);
+    pw[i] = P[i] * (1 - p.lr * p.weight_decay) - p.lr / bc1 * mw[i] / (std::sqrt(vw[i]) / std::sqrt(bc2) + p.eps);
+  }
+  Buffer<float> pb = up(P), gb = up(G), mb = up(M0), vb = up(V0);
+  be().adamw_update(pb.data(), gb.data(), mb.data(), vb.data(), n, p);
+  expect_close(mw, down(mb), 1e-5, 1e-7, "adamw m");
+  expect_close(vw, down(vb), 1e-5, 1e-9, "adamw v");
+  expect_close(pw, down(pb), 1e-5, 1e-6, "adamw param");
+}
+
+TEST_P(Conformance, SumSquaresScaleAddAndFirstNonFinite) {
+  const int n = 200003;
+  const V X = rand_vec(n, 140), Y = rand_vec(n, 141);
+  double ss = 0;
+  for (float x : X) ss += (double)x * x;
+  Buffer<float> x = up(X), y = up(Y);
+  EXPECT_NEAR(be().sum_squares(x.data(), n), ss, 1e-12 * ss);
+  EXPECT_EQ(be().sum_squares(x.data(), n), be().sum_squares(x.data(), n)) << "not deterministic";
+  be().add_inplace(y.data(), x.data(), n);
+  D sum(n), scaled(n);
+  for (int i = 0; i < n; ++i) sum[i] = (double)Y[i] + X[i], scaled[i] = X[i] * 0.5;
+  expect_close(sum, down(y), 1e-6, 1e-6, "add_inplace");
+  be().scale_inplace(x.data(), 0.5f, n);
+  expect_close(scaled, down(x), 0, 0, "scale_inplace");
+  EXPECT_EQ(be().first_non_finite(x.data(), n), -1);
+  for (int64_t at : {(int64_t)n - 1, (int64_t)70000, (int64_t)3}) {
+    V bad = X;
+    bad[at] = at % 2 ? std::numeric_limits<float>::infinity() : std::nanf("");
+    if (at == 3) bad[150000] = -std::numeric_limits<float>::infinity();  // the first one counts
+    Buffer<float> b = up(bad);
+    EXPECT_EQ(be().first_non_finite(b.data(), n), at);
+  }
+}
+
+TEST_P(Conformance, ContextAndSynchronize) {
+  be().context();  // exists for every backend; the CPU's has no stream
+  Buffer<float> a = up(V{1, 2, 3});
+  be().scale_inplace(a.data(), 2.f, 3);
+  be().synchronize();
+  EXPECT_EQ(a.to_host_vector(), (V{2, 4, 6}));
+  EXPECT_STRNE(be().name(), "");
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::ValuesIn(backends()),
+                         [](const ::testing::TestParamInfo<Factory>& i) { return i.param.name; });
+
+}  // namespace
