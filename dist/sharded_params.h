@@ -59,7 +59,7 @@ class ShardedParams : public UnitHooks {
     std::vector<Slice> slices;
     int64_t off = 0, len = 0;  // in param/grad; len = floats per rank
     bool present = false;
-    std::unique_ptr<Request> gather;  // pending prefetch
+    std::unique_ptr<Work> gather;  // pending prefetch
     std::vector<float> recv;          // [W][len] all-gather target
     std::vector<float> send;          // [W][len] reduce-scatter source
   };
@@ -76,7 +76,7 @@ class ShardedParams : public UnitHooks {
   ShardOptions opt_;
   std::vector<Unit> units_;
   std::vector<int> fwd_order_;  // units in forward order (the embedding first)
-  std::vector<std::unique_ptr<Request>> reductions_;
+  std::vector<std::unique_ptr<Work>> reductions_;
   bool last_micro_ = true;
 };
 

@@ -57,7 +57,7 @@ TEST(MpiComm, AllReduceAndBroadcast) {
   EXPECT_EQ(v[0], c.size() * (c.size() - 1) / 2.0);
   EXPECT_EQ(v[1], 2.0 * c.size());
   int x = c.rank() == 0 ? 42 : -1;
-  c.broadcast(&x, sizeof x, 0, "t/bc");
+  c.broadcast(&x, 1, 0, "t/bc");  // typed: one int, not sizeof(int) bytes
   EXPECT_EQ(x, 42);
 }
 
