@@ -157,73 +157,49 @@ class MpiComm : public Communicator {
  protected:
   std::unique_ptr<Work> start_all_gather(const void* send, void* recv, int64_t n, kern::DType dt,
                                          const std::string& tag, kern::Context*) override {
-    auto w = std::make_unique<MpiWork>(*this, tag);
     const MPI_Datatype t = mpi_type(dt);
-    if (n <= max_chunk_) {
-      check(MPI_Iallgather(send, (int)n, t, recv, (int)n, t, comm_, w->add()), "MPI_Iallgather");
-      return w;
-    }
-    ++stats.split_calls;
-    const int64_t es = (int64_t)kern::dtype_size(dt);
-    for (int64_t off = 0; off < n; off += max_chunk_) {
-      const int64_t len = std::min(max_chunk_, n - off);
+    return split(tag, n, [&](int64_t off, int len, MpiWork& w) {
+      if (len == n) {
+        check(MPI_Iallgather(send, len, t, recv, len, t, comm_, w.add()), "MPI_Iallgather");
+        return;
+      }
       TypeGuard piece, strided;  // len elements, then the next rank's block `n` elements further
-      check(MPI_Type_contiguous((int)len, t, &piece.t), "MPI_Type_contiguous");
-      check(MPI_Type_create_resized(piece.t, 0, (MPI_Aint)(n * es), &strided.t), "MPI_Type_create_resized");
+      check(MPI_Type_contiguous(len, t, &piece.t), "MPI_Type_contiguous");
+      check(MPI_Type_create_resized(piece.t, 0, (MPI_Aint)(n * kern::dtype_size(dt)), &strided.t),
+            "MPI_Type_create_resized");
       check(MPI_Type_commit(&strided.t), "MPI_Type_commit");
-      check(MPI_Iallgather(static_cast<const char*>(send) + off * es, (int)len, t, static_cast<char*>(recv) + off * es,
-                           1, strided.t, comm_, w->add()),
-            "MPI_Iallgather");
-    }
-    return w;
+      check(MPI_Iallgather(at(send, off, dt), len, t, at(recv, off, dt), 1, strided.t, comm_, w.add()), "MPI_Iallgather");
+    });
   }
 
   std::unique_ptr<Work> start_reduce_scatter(const void* send, void* recv, int64_t n, kern::DType dt, ReduceOp op,
                                              const std::string& tag, kern::Context*) override {
-    auto w = std::make_unique<MpiWork>(*this, tag);
-    const MPI_Datatype t = mpi_type(dt);
-    if (n <= max_chunk_) {
-      check(MPI_Ireduce_scatter_block(send, recv, (int)n, t, mpi_op(dt, op), comm_, w->add()),
-            "MPI_Ireduce_scatter_block");
-      return w;
-    }
-    ++stats.split_calls;
-    const int64_t es = (int64_t)kern::dtype_size(dt);
-    for (int64_t off = 0; off < n; off += max_chunk_) {
-      const int len = (int)std::min(max_chunk_, n - off);
-      for (int q = 0; q < size_; ++q)
-        check(MPI_Ireduce(static_cast<const char*>(send) + ((int64_t)q * n + off) * es,
-                          q == rank_ ? static_cast<char*>(recv) + off * es : nullptr, len, t, mpi_op(dt, op), q, comm_,
-                          w->add()),
+    return split(tag, n, [&](int64_t off, int len, MpiWork& w) {
+      if (len == n) {
+        check(MPI_Ireduce_scatter_block(send, recv, len, mpi_type(dt), mpi_op(dt, op), comm_, w.add()),
+              "MPI_Ireduce_scatter_block");
+        return;
+      }
+      for (int q = 0; q < size_; ++q)  // piece `off` of rank q's block goes to rank q
+        check(MPI_Ireduce(at(send, (int64_t)q * n + off, dt), q == rank_ ? at(recv, off, dt) : nullptr, len,
+                          mpi_type(dt), mpi_op(dt, op), q, comm_, w.add()),
               "MPI_Ireduce");
-    }
-    return w;
+    });
   }
 
   std::unique_ptr<Work> start_all_reduce(void* data, int64_t n, kern::DType dt, ReduceOp op, const std::string& tag,
                                          kern::Context*) override {
-    auto w = std::make_unique<MpiWork>(*this, tag);
-    const int64_t es = (int64_t)kern::dtype_size(dt);
-    if (n > max_chunk_) ++stats.split_calls;
-    for (int64_t off = 0; off < n || off == 0; off += max_chunk_) {
-      const int len = (int)std::min(max_chunk_, n - off);
-      check(MPI_Iallreduce(MPI_IN_PLACE, static_cast<char*>(data) + off * es, len, mpi_type(dt), mpi_op(dt, op), comm_,
-                           w->add()),
+    return split(tag, n, [&](int64_t off, int len, MpiWork& w) {
+      check(MPI_Iallreduce(MPI_IN_PLACE, at(data, off, dt), len, mpi_type(dt), mpi_op(dt, op), comm_, w.add()),
             "MPI_Iallreduce");
-    }
-    return w;
+    });
   }
 
   std::unique_ptr<Work> start_broadcast(void* data, int64_t n, kern::DType dt, int root, const std::string& tag,
                                         kern::Context*) override {
-    auto w = std::make_unique<MpiWork>(*this, tag);
-    const int64_t es = (int64_t)kern::dtype_size(dt);
-    if (n > max_chunk_) ++stats.split_calls;
-    for (int64_t off = 0; off < n || off == 0; off += max_chunk_) {
-      const int len = (int)std::min(max_chunk_, n - off);
-      check(MPI_Ibcast(static_cast<char*>(data) + off * es, len, mpi_type(dt), root, comm_, w->add()), "MPI_Ibcast");
-    }
-    return w;
+    return split(tag, n, [&](int64_t off, int len, MpiWork& w) {
+      check(MPI_Ibcast(at(data, off, dt), len, mpi_type(dt), root, comm_, w.add()), "MPI_Ibcast");
+    });
   }
 
  private:
@@ -231,6 +207,23 @@ class MpiComm : public Communicator {
   int rank_ = 0, size_ = 1;
   int64_t max_chunk_;
   MPI_Op bf16_sum_ = MPI_OP_NULL, bf16_max_ = MPI_OP_NULL;
+
+  // One Work for a collective of n elements: fn(off, len, work) starts the MPI calls of each
+  // consecutive piece [off, off + len), at most max_chunk_ long; one piece (len == n, possibly 0)
+  // when n fits in one MPI call.
+  template <class F>
+  std::unique_ptr<Work> split(const std::string& tag, int64_t n, F&& fn) {
+    auto w = std::make_unique<MpiWork>(*this, tag);
+    if (n > max_chunk_) ++stats.split_calls;
+    for (int64_t off = 0; off == 0 || off < n; off += max_chunk_) fn(off, (int)std::min(max_chunk_, n - off), *w);
+    return w;
+  }
+  static char* at(void* p, int64_t elems, kern::DType dt) {
+    return static_cast<char*>(p) + elems * (int64_t)kern::dtype_size(dt);
+  }
+  static const char* at(const void* p, int64_t elems, kern::DType dt) {
+    return static_cast<const char*>(p) + elems * (int64_t)kern::dtype_size(dt);
+  }
 
   MPI_Op mpi_op(kern::DType dt, ReduceOp op) const {
     if (dt == kern::DType::BF16) return op == ReduceOp::Sum ? bf16_sum_ : bf16_max_;
