@@ -1,9 +1,20 @@
 #include "dist/communicator.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <stdexcept>
 
 namespace mor::dist {
+
+const char* to_string(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum: return "sum";
+    case ReduceOp::Max: return "max";
+  }
+  return "?";
+}
 
 uint64_t CommStats::total_bytes() const {
   uint64_t s = 0;
@@ -11,38 +22,70 @@ uint64_t CommStats::total_bytes() const {
   return s;
 }
 
-void Communicator::count(const std::string& tag, uint64_t b) {
+void Communicator::count_bytes(const std::string& tag, uint64_t b) {
   stats.bytes[tag] += b;
   stats.calls[tag] += 1;
 }
 
 namespace {
-class TimedRequest : public Request {
+
+void check_count(int64_t n, const std::string& tag) {
+  if (n < 0) throw std::invalid_argument("collective '" + tag + "': negative count " + std::to_string(n));
+}
+
+// Every handle a Communicator returns: adds its wait time to stats.wait_seconds and holds the
+// destruction contract of communicator.h.
+class TrackedWork : public Work {
  public:
-  TimedRequest(std::unique_ptr<Request> r, double* acc) : r_(std::move(r)), acc_(acc) {}
+  TrackedWork(std::unique_ptr<Work> w, Communicator& comm, std::string tag)
+      : w_(std::move(w)), comm_(comm), tag_(std::move(tag)) {}
   void wait() override {
-    if (!r_) return;
+    if (!w_) return;
+    if (failed_) throw std::runtime_error("collective '" + tag_ + "' failed earlier");
     auto t = std::chrono::steady_clock::now();
-    r_->wait();
-    *acc_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-    r_.reset();
+    try {
+      w_->wait();
+    } catch (...) {
+      failed_ = true;
+      throw;
+    }
+    comm_.stats.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    w_.reset();
   }
-  bool test() override { return !r_ || r_->test(); }
-  // Never throws: a destructor that threw during unwinding would std::terminate this rank and
-  // leave the others waiting (a stall still ends the job through the timeout).
-  ~TimedRequest() override {
+  bool test() override {
+    if (!w_ || failed_) return !w_;
+    try {
+      return w_->test();
+    } catch (...) {
+      failed_ = true;
+      throw;
+    }
+  }
+  ~TrackedWork() override {
+    if (!w_ || failed_) return;  // complete, or its failure was already thrown to the caller
     try {
       wait();
+      return;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "mor-dist [rank %d/%d]: error: collective '%s' failed while its handle was destroyed: %s. "
+                   "Ending the job with exit status %d\n", comm_.rank(), comm_.size(), tag_.c_str(), e.what(),
+                   kExitCollectiveFailed);
     } catch (...) {
+      std::fprintf(stderr, "mor-dist [rank %d/%d]: error: collective '%s' failed while its handle was destroyed. "
+                   "Ending the job with exit status %d\n", comm_.rank(), comm_.size(), tag_.c_str(), kExitCollectiveFailed);
     }
+    std::fflush(stderr);
+    comm_.abort(kExitCollectiveFailed);
   }
 
  private:
-  std::unique_ptr<Request> r_;
-  double* acc_;
+  std::unique_ptr<Work> w_;
+  Communicator& comm_;
+  std::string tag_;
+  bool failed_ = false;
 };
 
-class DoneRequest : public Request {
+class DoneWork : public Work {
  public:
   void wait() override {}
   bool test() override { return true; }
@@ -54,32 +97,63 @@ class SingleProcessComm : public Communicator {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   const char* backend() const override { return "single"; }
-  std::unique_ptr<Request> iall_gather(const float* send, float* recv, size_t n, const std::string& tag) override {
-    if (send != recv) std::memcpy(recv, send, n * sizeof(float));
-    count(tag, 0);
-    return std::make_unique<DoneRequest>();
-  }
-  std::unique_ptr<Request> ireduce_scatter(const float* send, float* recv, size_t n, const std::string& tag) override {
-    if (send != recv) std::memcpy(recv, send, n * sizeof(float));
-    count(tag, 0);
-    return std::make_unique<DoneRequest>();
-  }
-  void all_reduce_sum(double*, size_t, const std::string& tag) override { count(tag, 0); }
-  void broadcast(void*, size_t, int, const std::string& tag) override { count(tag, 0); }
   void barrier() override {}
   [[noreturn]] void abort(int code) override { std::exit(code); }
+
+ protected:
+  std::unique_ptr<Work> start_all_gather(const void* send, void* recv, int64_t n, kern::DType dt, const std::string&,
+                                         kern::Context*) override {
+    if (send != recv) std::memcpy(recv, send, (size_t)n * kern::dtype_size(dt));
+    return std::make_unique<DoneWork>();
+  }
+  std::unique_ptr<Work> start_reduce_scatter(const void* send, void* recv, int64_t n, kern::DType dt, ReduceOp,
+                                             const std::string&, kern::Context*) override {
+    if (send != recv) std::memcpy(recv, send, (size_t)n * kern::dtype_size(dt));
+    return std::make_unique<DoneWork>();
+  }
+  std::unique_ptr<Work> start_all_reduce(void*, int64_t, kern::DType, ReduceOp, const std::string&,
+                                         kern::Context*) override {
+    return std::make_unique<DoneWork>();
+  }
+  std::unique_ptr<Work> start_broadcast(void*, int64_t, kern::DType, int, const std::string&, kern::Context*) override {
+    return std::make_unique<DoneWork>();
+  }
 };
 }  // namespace
 
-std::unique_ptr<Request> Communicator::timed(std::unique_ptr<Request> r) {
-  return std::make_unique<TimedRequest>(std::move(r), &stats.wait_seconds);
+std::unique_ptr<Work> Communicator::track(std::unique_ptr<Work> w, const std::string& tag) {
+  return std::make_unique<TrackedWork>(std::move(w), *this, tag);
 }
 
-void Communicator::all_gather(const float* send, float* recv, size_t count, const std::string& tag) {
-  iall_gather(send, recv, count, tag)->wait();
+std::unique_ptr<Work> Communicator::iall_gather(const void* send, void* recv, int64_t n, kern::DType dt,
+                                                const std::string& tag, kern::Context* ctx) {
+  check_count(n, tag);
+  count_bytes(tag, (uint64_t)n * kern::dtype_size(dt) * (size() - 1));
+  return track(start_all_gather(send, recv, n, dt, tag, ctx), tag);
 }
-void Communicator::reduce_scatter(const float* send, float* recv, size_t count, const std::string& tag) {
-  ireduce_scatter(send, recv, count, tag)->wait();
+
+std::unique_ptr<Work> Communicator::ireduce_scatter(const void* send, void* recv, int64_t n, kern::DType dt,
+                                                    ReduceOp op, const std::string& tag, kern::Context* ctx) {
+  check_count(n, tag);
+  count_bytes(tag, (uint64_t)n * kern::dtype_size(dt) * (size() - 1));
+  return track(start_reduce_scatter(send, recv, n, dt, op, tag, ctx), tag);
+}
+
+std::unique_ptr<Work> Communicator::iall_reduce(void* data, int64_t n, kern::DType dt, ReduceOp op,
+                                                const std::string& tag, kern::Context* ctx) {
+  check_count(n, tag);
+  count_bytes(tag, (uint64_t)(2.0 * (double)n * (double)kern::dtype_size(dt) * (size() - 1) / size()));
+  return track(start_all_reduce(data, n, dt, op, tag, ctx), tag);
+}
+
+std::unique_ptr<Work> Communicator::ibroadcast(void* data, int64_t n, kern::DType dt, int root, const std::string& tag,
+                                               kern::Context* ctx) {
+  check_count(n, tag);
+  if (root < 0 || root >= size())
+    throw std::invalid_argument("broadcast '" + tag + "': root " + std::to_string(root) + " outside a world of " +
+                                std::to_string(size()));
+  count_bytes(tag, rank() == root ? (uint64_t)n * kern::dtype_size(dt) * (size() - 1) : 0);
+  return track(start_broadcast(data, n, dt, root, tag, ctx), tag);
 }
 
 std::unique_ptr<Communicator> make_single_process_comm() { return std::make_unique<SingleProcessComm>(); }

@@ -1,17 +1,32 @@
-// The MPI communicator (host memory, Open MPI). Non-blocking collectives map
-// to MPI_Iallgather / MPI_Ireduce_scatter_block; the caller keeps computing
-// and waits when it needs the result. Every wait, including those of the
-// blocking calls (all-reduce, broadcast, barrier: non-blocking MPI calls waited
-// on at once), polls with a deadline: a collective that makes no progress
-// within the timeout ends the job with a message instead of hanging forever.
+// The MPI communicator (host memory, Open MPI 4.1). Non-blocking collectives map to
+// MPI_Iallgather / MPI_Ireduce_scatter_block / MPI_Iallreduce / MPI_Ibcast; the caller keeps
+// computing and waits when it needs the result. Every wait, including those of the blocking calls
+// (non-blocking MPI calls waited on at once), polls with a deadline: a collective that makes no
+// progress within the timeout ends the job with a message instead of hanging forever.
+//
+// Types: fp32/fp64/int32/int64/uint64 are MPI's own; bf16 travels as MPI_UINT16_T, and its
+// reductions are user ops that compute in fp32 and round to nearest even back to bf16.
+//
+// 64-bit counts: MPI-3 calls take int counts (Open MPI 4.1 has no MPI-4 `_c` functions). A
+// collective over more than max_chunk_ elements (INT_MAX unless a test lowers it) is split into
+// pieces of at most max_chunk_ elements, all started at once under one Work handle:
+// - all-reduce, broadcast: consecutive ranges of the buffer;
+// - all-gather: piece [off, off+len) of every rank's block lands at recv + q*count + off through a
+//   receive datatype of len elements resized to an extent of `count` elements;
+// - reduce-scatter: one MPI_Ireduce per destination rank and piece (each rank's block of the
+//   send buffer is contiguous; a strided datatype under a reduction op is not portable MPI).
 #include <mpi.h>
 
+#include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "dist/communicator.h"
 
@@ -28,44 +43,98 @@ void check(int rc, const char* what) {
   }
 }
 
+// ---- bf16 reductions ------------------------------------------------------------------------------
+float bf16_to_float(uint16_t b) {
+  const uint32_t u = (uint32_t)b << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Round to nearest, ties to even; NaN stays a (quiet) NaN, overflow becomes inf.
+uint16_t float_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
+  const uint16_t* a = static_cast<const uint16_t*>(in);
+  uint16_t* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = float_to_bf16(bf16_to_float(a[i]) + bf16_to_float(b[i]));
+}
+
+// The larger value (exact: no rounding); a NaN wins, so a NaN anywhere is seen everywhere.
+void bf16_max(void* in, void* inout, int* len, MPI_Datatype*) {
+  const uint16_t* a = static_cast<const uint16_t*>(in);
+  uint16_t* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i) {
+    const float x = bf16_to_float(a[i]), y = bf16_to_float(b[i]);
+    if (x != x || x > y) b[i] = a[i];
+  }
+}
+
+MPI_Datatype mpi_type(kern::DType dt) {
+  switch (dt) {
+    case kern::DType::F32: return MPI_FLOAT;
+    case kern::DType::BF16: return MPI_UINT16_T;
+    case kern::DType::F64: return MPI_DOUBLE;
+    case kern::DType::I32: return MPI_INT32_T;
+    case kern::DType::I64: return MPI_INT64_T;
+    case kern::DType::U64: return MPI_UINT64_T;
+  }
+  throw std::invalid_argument("mpi communicator: unknown dtype");
+}
+
 class MpiComm;
 
-// Waits for `req`: spins on MPI_Test first (collectives usually finish within microseconds of
-// the last rank arriving), then sleeps between polls so a long wait does not burn a core.
-void wait_with_deadline(MPI_Request* req, const MpiComm& comm, const std::string& tag);
+// Waits for every request: spins on MPI_Testall first (collectives usually finish within
+// microseconds of the last rank arriving), then sleeps between polls so a long wait does not burn
+// a core; past the communicator's timeout it ends the job with kExitCollectiveTimeout.
+void wait_with_deadline(std::vector<MPI_Request>& reqs, const MpiComm& comm, const std::string& tag);
 
-class MpiRequest : public Request {
+class MpiWork : public Work {
  public:
-  MpiRequest(const MpiComm& c, std::string tag) : comm_(c), tag_(std::move(tag)) {}
-  MPI_Request req = MPI_REQUEST_NULL;
-  void wait() override { wait_with_deadline(&req, comm_, tag_); }
+  MpiWork(const MpiComm& c, std::string tag) : comm_(c), tag_(std::move(tag)) {}
+  std::vector<MPI_Request> reqs;
+  MPI_Request* add() { return &reqs.emplace_back(MPI_REQUEST_NULL); }
+  void wait() override { wait_with_deadline(reqs, comm_, tag_); }
   bool test() override {
     int done = 1;
-    if (req != MPI_REQUEST_NULL) check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (!reqs.empty()) check(MPI_Testall((int)reqs.size(), reqs.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall");
     return done != 0;
   }
-  ~MpiRequest() override {
-    try {
-      wait();
-    } catch (...) {  // never throw from a destructor (std::terminate would leave the other ranks hanging)
-    }
-  }
+  // Communicator::track wraps every MpiWork and waits for it before it is destroyed.
 
  private:
   const MpiComm& comm_;
   std::string tag_;
 };
 
+// A derived datatype freed when the scope ends (MPI lets pending operations finish with it).
+struct TypeGuard {
+  MPI_Datatype t = MPI_DATATYPE_NULL;
+  ~TypeGuard() {
+    if (t != MPI_DATATYPE_NULL) MPI_Type_free(&t);
+  }
+};
+
 class MpiComm : public Communicator {
  public:
-  MpiComm() {
+  explicit MpiComm(int64_t max_chunk) : max_chunk_(max_chunk) {
     MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
     // Errors come back as codes (turned into exceptions naming the call), not silent aborts.
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
+    check(MPI_Op_create(&bf16_sum, 1, &bf16_sum_), "MPI_Op_create");
+    check(MPI_Op_create(&bf16_max, 1, &bf16_max_), "MPI_Op_create");
   }
   ~MpiComm() override {
+    MPI_Op_free(&bf16_sum_);
+    MPI_Op_free(&bf16_max_);
     MPI_Comm_free(&comm_);
     int fin = 0;
     MPI_Finalized(&fin);
@@ -75,54 +144,100 @@ class MpiComm : public Communicator {
   int size() const override { return size_; }
   const char* backend() const override { return "mpi"; }
 
-  std::unique_ptr<Request> iall_gather(const float* send, float* recv, size_t n, const std::string& tag) override {
-    count(tag, (uint64_t)n * sizeof(float) * (size_ - 1));
-    auto r = std::make_unique<MpiRequest>(*this, tag);
-    check(MPI_Iallgather(send, (int)n, MPI_FLOAT, recv, (int)n, MPI_FLOAT, comm_, &r->req), "MPI_Iallgather");
-    return timed(std::move(r));
-  }
-  std::unique_ptr<Request> ireduce_scatter(const float* send, float* recv, size_t n, const std::string& tag) override {
-    count(tag, (uint64_t)n * sizeof(float) * (size_ - 1));
-    auto r = std::make_unique<MpiRequest>(*this, tag);
-    check(MPI_Ireduce_scatter_block(send, recv, (int)n, MPI_FLOAT, MPI_SUM, comm_, &r->req), "MPI_Ireduce_scatter_block");
-    return timed(std::move(r));
-  }
-  void all_reduce_sum(double* data, size_t n, const std::string& tag) override {
-    count(tag, (uint64_t)(2.0 * n * sizeof(double) * (size_ - 1) / size_));
-    auto t = std::chrono::steady_clock::now();
-    MPI_Request req = MPI_REQUEST_NULL;
-    check(MPI_Iallreduce(MPI_IN_PLACE, data, (int)n, MPI_DOUBLE, MPI_SUM, comm_, &req), "MPI_Iallreduce");
-    wait_with_deadline(&req, *this, tag);
-    stats.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-  }
-  void broadcast(void* data, size_t bytes, int root, const std::string& tag) override {
-    count(tag, rank_ == root ? (uint64_t)bytes * (size_ - 1) : 0);
-    MPI_Request req = MPI_REQUEST_NULL;
-    check(MPI_Ibcast(data, (int)bytes, MPI_BYTE, root, comm_, &req), "MPI_Ibcast");
-    wait_with_deadline(&req, *this, tag);
-  }
   void barrier() override {
-    MPI_Request req = MPI_REQUEST_NULL;
-    check(MPI_Ibarrier(comm_, &req), "MPI_Ibarrier");
-    wait_with_deadline(&req, *this, "barrier");
+    std::vector<MPI_Request> req(1, MPI_REQUEST_NULL);
+    check(MPI_Ibarrier(comm_, &req[0]), "MPI_Ibarrier");
+    wait_with_deadline(req, *this, "barrier");
   }
   [[noreturn]] void abort(int code) override {
     MPI_Abort(MPI_COMM_WORLD, code);
     std::exit(code);
   }
 
+ protected:
+  std::unique_ptr<Work> start_all_gather(const void* send, void* recv, int64_t n, kern::DType dt,
+                                         const std::string& tag, kern::Context*) override {
+    const MPI_Datatype t = mpi_type(dt);
+    return split(tag, n, [&](int64_t off, int len, MpiWork& w) {
+      if (len == n) {
+        check(MPI_Iallgather(send, len, t, recv, len, t, comm_, w.add()), "MPI_Iallgather");
+        return;
+      }
+      TypeGuard piece, strided;  // len elements, then the next rank's block `n` elements further
+      check(MPI_Type_contiguous(len, t, &piece.t), "MPI_Type_contiguous");
+      check(MPI_Type_create_resized(piece.t, 0, (MPI_Aint)(n * kern::dtype_size(dt)), &strided.t),
+            "MPI_Type_create_resized");
+      check(MPI_Type_commit(&strided.t), "MPI_Type_commit");
+      check(MPI_Iallgather(at(send, off, dt), len, t, at(recv, off, dt), 1, strided.t, comm_, w.add()), "MPI_Iallgather");
+    });
+  }
+
+  std::unique_ptr<Work> start_reduce_scatter(const void* send, void* recv, int64_t n, kern::DType dt, ReduceOp op,
+                                             const std::string& tag, kern::Context*) override {
+    return split(tag, n, [&](int64_t off, int len, MpiWork& w) {
+      if (len == n) {
+        check(MPI_Ireduce_scatter_block(send, recv, len, mpi_type(dt), mpi_op(dt, op), comm_, w.add()),
+              "MPI_Ireduce_scatter_block");
+        return;
+      }
+      for (int q = 0; q < size_; ++q)  // piece `off` of rank q's block goes to rank q
+        check(MPI_Ireduce(at(send, (int64_t)q * n + off, dt), q == rank_ ? at(recv, off, dt) : nullptr, len,
+                          mpi_type(dt), mpi_op(dt, op), q, comm_, w.add()),
+              "MPI_Ireduce");
+    });
+  }
+
+  std::unique_ptr<Work> start_all_reduce(void* data, int64_t n, kern::DType dt, ReduceOp op, const std::string& tag,
+                                         kern::Context*) override {
+    return split(tag, n, [&](int64_t off, int len, MpiWork& w) {
+      check(MPI_Iallreduce(MPI_IN_PLACE, at(data, off, dt), len, mpi_type(dt), mpi_op(dt, op), comm_, w.add()),
+            "MPI_Iallreduce");
+    });
+  }
+
+  std::unique_ptr<Work> start_broadcast(void* data, int64_t n, kern::DType dt, int root, const std::string& tag,
+                                        kern::Context*) override {
+    return split(tag, n, [&](int64_t off, int len, MpiWork& w) {
+      check(MPI_Ibcast(at(data, off, dt), len, mpi_type(dt), root, comm_, w.add()), "MPI_Ibcast");
+    });
+  }
+
  private:
   MPI_Comm comm_;
   int rank_ = 0, size_ = 1;
+  int64_t max_chunk_;
+  MPI_Op bf16_sum_ = MPI_OP_NULL, bf16_max_ = MPI_OP_NULL;
+
+  // One Work for a collective of n elements: fn(off, len, work) starts the MPI calls of each
+  // consecutive piece [off, off + len), at most max_chunk_ long; one piece (len == n, possibly 0)
+  // when n fits in one MPI call.
+  template <class F>
+  std::unique_ptr<Work> split(const std::string& tag, int64_t n, F&& fn) {
+    auto w = std::make_unique<MpiWork>(*this, tag);
+    if (n > max_chunk_) ++stats.split_calls;
+    for (int64_t off = 0; off == 0 || off < n; off += max_chunk_) fn(off, (int)std::min(max_chunk_, n - off), *w);
+    return w;
+  }
+  static char* at(void* p, int64_t elems, kern::DType dt) {
+    return static_cast<char*>(p) + elems * (int64_t)kern::dtype_size(dt);
+  }
+  static const char* at(const void* p, int64_t elems, kern::DType dt) {
+    return static_cast<const char*>(p) + elems * (int64_t)kern::dtype_size(dt);
+  }
+
+  MPI_Op mpi_op(kern::DType dt, ReduceOp op) const {
+    if (dt == kern::DType::BF16) return op == ReduceOp::Sum ? bf16_sum_ : bf16_max_;
+    return op == ReduceOp::Sum ? MPI_SUM : MPI_MAX;
+  }
 };
 
-void wait_with_deadline(MPI_Request* req, const MpiComm& comm, const std::string& tag) {
-  if (*req == MPI_REQUEST_NULL) return;
+void wait_with_deadline(std::vector<MPI_Request>& reqs, const MpiComm& comm, const std::string& tag) {
+  if (reqs.empty()) return;
   const double limit = comm.timeout();
   const auto start = std::chrono::steady_clock::now();
   for (long polls = 0;; ++polls) {
     int done = 0;
-    check(MPI_Test(req, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    check(MPI_Testall((int)reqs.size(), reqs.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall");
     if (done) return;
     if (polls < 20000) continue;  // ~ a few ms of spinning, like MPI_Wait
     std::this_thread::sleep_for(std::chrono::microseconds(polls < 40000 ? 50 : 500));
@@ -140,16 +255,29 @@ void wait_with_deadline(MPI_Request* req, const MpiComm& comm, const std::string
   }
 }
 
+int64_t chunk_limit(int64_t requested) {
+  if (requested > 0) return std::min<int64_t>(requested, INT_MAX);
+  if (const char* s = std::getenv("MOR_TEST_COMM_MAX_CHUNK")) {
+    char* end = nullptr;
+    const long long v = std::strtoll(s, &end, 10);
+    if (end == s || *end != '\0' || v < 1)
+      throw std::invalid_argument(std::string("MOR_TEST_COMM_MAX_CHUNK='") + s + "': expected a positive element count");
+    return std::min<int64_t>(v, INT_MAX);
+  }
+  return INT_MAX;
+}
+
 }  // namespace
 
-std::unique_ptr<Communicator> make_mpi_comm(int* argc, char*** argv) {
+std::unique_ptr<Communicator> make_mpi_comm(int* argc, char*** argv, int64_t max_chunk) {
+  const int64_t limit = chunk_limit(max_chunk);
   int init = 0;
   MPI_Initialized(&init);
   if (!init) {
     int provided = 0;
     check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
   }
-  return std::make_unique<MpiComm>();
+  return std::make_unique<MpiComm>(limit);
 }
 
 }  // namespace mor::dist

@@ -59,9 +59,9 @@ class ShardedParams : public UnitHooks {
     std::vector<Slice> slices;
     int64_t off = 0, len = 0;  // in param/grad; len = floats per rank
     bool present = false;
-    std::unique_ptr<Request> gather;  // pending prefetch
-    Buffer<float> recv;               // [W][len] all-gather target
-    Buffer<float> send;               // [W][len] reduce-scatter source
+    std::unique_ptr<Work> gather;  // pending prefetch
+    Buffer<float> recv;            // [W][len] all-gather target
+    Buffer<float> send;            // [W][len] reduce-scatter source
   };
   void start_gather(int u);
   void finish_gather(int u);
@@ -81,7 +81,7 @@ class ShardedParams : public UnitHooks {
   ShardOptions opt_;
   std::vector<Unit> units_;
   std::vector<int> fwd_order_;  // units in forward order (the embedding first)
-  std::vector<std::unique_ptr<Request>> reductions_;
+  std::vector<std::unique_ptr<Work>> reductions_;
   bool last_micro_ = true;
 };
 
