@@ -24,12 +24,6 @@ std::string depth_histogram(const std::vector<int64_t>& at) {
   return o.str();
 }
 
-std::string depth_json(const std::vector<int64_t>& at) {
-  std::ostringstream o;
-  o << "[";
-  for (size_t d = 0; d < at.size(); ++d) o << (d ? "," : "") << at[d];
-  return o.str() + "]";
-}
 
 // 1234567 -> "1.23M", for the tokens-seen column.
 std::string short_count(double n) {
@@ -53,19 +47,10 @@ std::string short_duration(double s) {
   return b;
 }
 
-std::string json_num(double v, const char* fmt) {
-  if (!std::isfinite(v)) return "null";
-  char b[64];
-  std::snprintf(b, sizeof b, fmt, v);
-  return b;
-}
 
 RunLog::RunLog(const RunConfig& rc, int world, double peak_gflops, bool lead)
     : rc_(rc), world_(world), peak_(peak_gflops), lead_(lead), t0_(std::chrono::steady_clock::now()) {
-  if (lead_ && !rc.train.metrics.empty()) {
-    metrics_.open(rc.train.metrics, std::ios::app);
-    if (!metrics_) throw ConfigError("train.metrics", "cannot open '" + rc.train.metrics + "' for writing");
-  }
+  if (lead_ && !rc.train.metrics.empty()) metrics_.open(rc.train.metrics);
 }
 
 void RunLog::start(int64_t start_step) {
@@ -99,35 +84,14 @@ void RunLog::window(const LogWindow& w) {
   std::snprintf(line + n, sizeof line - n, " | %s tok | %s, ETA %s", short_count(tokens_seen).c_str(), short_duration(el).c_str(),
                 left <= 0 ? "0s" : short_duration(eta).c_str());
   logf("%s\n", line);
-  if (!metrics_) return;
-  char json[1024];  // values that are not finite are written as null: the file stays valid JSON
-  std::snprintf(json, sizeof json,
-                "{\"step\":%lld,\"loss\":%s,\"ce\":%s,\"aux\":%s,\"bal\":%s,\"z\":%s,\"lr\":%.9g,\"grad_norm\":%s,"
-                "\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"mfu\":%.4f,\"world\":%d,\"comm_bytes_per_rank\":%llu,\"comm_wait_s\":%.4f,"
-                "\"step_time_s\":%.6f,\"window_time_s\":%.4f,\"window_steps\":%d,\"elapsed_s\":%.3f,\"tokens_seen\":%.0f,"
-                "\"skipped_nonfinite\":%lld,\"job_id\":\"%s\",\"restart\":%d,\"depth_tokens\":",
-                (long long)w.step, json_num(last_loss_).c_str(), json_num(w.loss.ce).c_str(), json_num(w.loss.term("aux"), "%.9g").c_str(),
-                json_num(w.loss.term("bal"), "%.9g").c_str(), json_num(w.loss.term("z") + w.loss.term("ec_z"), "%.9g").c_str(), w.lr,
-                json_num(w.grad_norm, "%.9g").c_str(), tps, gflops, mfu, world_, (unsigned long long)w.comm_bytes, w.comm_wait_s,
-                w.seconds / std::max(1, w.steps), w.seconds, w.steps, el, tokens_seen, (long long)w.skipped_nonfinite,
-                run_context().job_id.c_str(), run_context().restart);
-  metrics_ << json << depth_json(w.tokens_at_depth) << ",\"comm\":{";
-  bool first = true;  // cumulative bytes sent by this rank, per collective and unit
-  for (const auto& [tag, b] : w.comm_by_tag) {
-    metrics_ << (first ? "" : ",") << "\"" << tag << "\":" << b;
-    first = false;
-  }
-  metrics_ << "}}\n" << std::flush;
+  metrics_.window(w, {last_loss_, tps, gflops, mfu, el, tokens_seen}, world_);
 }
 
 void RunLog::eval(int64_t step, double val_loss) {
   last_val_ = val_loss;
   if (!lead_) return;
   logf("eval  %6lld | val_loss %.6f\n", (long long)step, val_loss);
-  if (metrics_)
-    metrics_ << "{\"step\":" << step << ",\"val_loss\":" << json_num(val_loss) << ",\"elapsed_s\":" << json_num(elapsed(), "%.3f")
-             << ",\"job_id\":\"" << run_context().job_id << "\",\"restart\":" << run_context().restart << "}\n"
-             << std::flush;
+  metrics_.eval(step, val_loss, elapsed());
 }
 
 void RunLog::saved(const std::string& dir, double seconds) {

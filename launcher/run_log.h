@@ -1,34 +1,17 @@
 // What a training run tells its user: one console line per logging window (with progress,
-// elapsed time and an ETA), the metrics JSONL (one object per window and per evaluation), and the
-// summary at the end. Only the lead rank (rank 0) writes; every number arrives already summed over
+// elapsed time and an ETA), the metrics JSONL (launcher/metrics_file.h), and the summary at the
+// end. Only the lead rank (rank 0) writes; every number arrives already summed over
 // ranks. train.cpp measures, this file words and formats.
 #pragma once
 #include <chrono>
 #include <cstdint>
-#include <fstream>
-#include <map>
 #include <string>
 #include <vector>
 
+#include "launcher/metrics_file.h"
 #include "launcher/options.h"
-#include "model/model.h"
 
 namespace mor {
-
-// One logging window: the steps since the previous line.
-struct LogWindow {
-  int64_t step = 0;         // optimizer steps completed at the end of the window
-  int steps = 0;            // steps in the window
-  LossParts loss;           // of the window's last step
-  double lr = 0, grad_norm = 0;
-  double seconds = 0;       // wall time of the window's steps (without saves and evaluations)
-  double flops = 0, tokens = 0;  // over all ranks
-  double comm_wait_s = 0;   // this rank's time blocked in collectives
-  uint64_t comm_bytes = 0;  // cumulative bytes this rank sent
-  std::map<std::string, uint64_t> comm_by_tag;
-  std::vector<int64_t> tokens_at_depth;  // over all ranks
-  int64_t skipped_nonfinite = 0;         // this run so far
-};
 
 class RunLog {
  public:
@@ -51,7 +34,7 @@ class RunLog {
   int world_;
   double peak_;
   bool lead_;
-  std::ofstream metrics_;
+  MetricsFile metrics_;
   std::chrono::steady_clock::time_point t0_;
   int64_t start_step_ = 0, last_step_ = 0;
   double step_seconds_ = 0, tokens_ = 0;  // over the logged windows of this run
@@ -63,7 +46,5 @@ class RunLog {
 
 // "1h02m", "3m05s", "42s": short durations for log lines.
 std::string short_duration(double seconds);
-// A JSON number, or null for NaN/inf (JSON has no literal for them).
-std::string json_num(double v, const char* fmt = "%.17g");
 
 }  // namespace mor

@@ -1,0 +1,92 @@
+// `mor-dist eval` and the validation loss used by training.
+#include "launcher/eval.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <memory>
+
+#include "io/checkpoint.h"
+#include "launcher/log.h"
+#include "launcher/options.h"
+#include "launcher/params_io.h"
+#include "launcher/resume.h"
+#include "launcher/run_backend.h"
+#include "launcher/stop_signal.h"
+#include "launcher/threads.h"
+#include "launcher/train.h"
+
+namespace mor {
+
+double evaluate(Model& m, io::ValLoader& val, int n, int micro, dist::Communicator& comm, bool interruptible) {
+  const int total = n > 0 ? std::min(n, val.num_samples()) : val.num_samples();
+  const io::SampleRange mine = io::even_slice(total, comm.rank(), comm.size());
+  const int passes = (int)((total + comm.size() - 1) / comm.size() + micro - 1) / micro;
+  std::vector<int32_t> buf((size_t)micro * val.sample_len());
+  double ce = 0;
+  for (int p = 0; p < passes; ++p) {
+    if (interruptible && stop_requested()) throw ckpt::Interrupted("eval: stopped by a signal");
+    const int64_t first = (int64_t)mine.first + (int64_t)p * micro;
+    const int k = (int)std::max<int64_t>(0, std::min<int64_t>(micro, (int64_t)(mine.first + mine.count) - first));
+    if (k > 0) {
+      val.read_samples(first, k, buf.data());
+      ce += m.step(buf.data(), k, total, false).ce;
+    } else {  // nothing left here, but the collective gathers must still be matched
+      val.read_samples(0, 1, buf.data());
+      m.step(buf.data(), 1, total, false);
+    }
+  }
+  comm.all_reduce_sum(&ce, 1, "allreduce/eval");
+  return ce;
+}
+
+namespace {
+// eval's parameters: a .mort file, or an HDF5 checkpoint (a step directory, or a root whose newest
+// checkpoint --resume auto would take), written on any number of ranks.
+void load_eval_params(Model& model, const RunConfig& rc) {
+  const std::string& src = rc.train.init_params;
+  struct stat st;
+  if (::stat(src.c_str(), &st) != 0) throw std::runtime_error("'" + src + "' (train.init_params) does not exist");
+  if (!S_ISDIR(st.st_mode)) return import_params(model, io::read_mort(src), src);
+  std::string note, dir = src;
+  if (::stat((src + "/index.h5").c_str(), &st) != 0) dir = ckpt::resolve(src, "auto", &note);
+  if (dir.empty()) throw std::runtime_error("'" + src + "' is neither a checkpoint nor a directory holding one");
+  if (!note.empty()) logf("%s\n", note.c_str());
+  const ckpt::Index idx = ckpt::read_index(dir);
+  const std::string diff = config_difference(idx.state.model_config, rc.model);
+  if (!diff.empty()) throw std::runtime_error("checkpoint '" + dir + "': model config differs: " + diff);
+  ckpt::check_present(idx);
+  ckpt::verify(idx);
+  // Read in place: the run's backend is the CPU's (host memory). Every row of every tensor; the
+  // AdamW moments are not read.
+  std::vector<ckpt::LocalTensor> all;
+  for (const TensorInfo& t : model.layout.tensors)
+    all.push_back({t.name, t.rows, t.cols, t.is_1d, 0, t.rows, model.params.data() + t.offset, nullptr, nullptr});
+  ckpt::load_rows(idx, all);
+  if (model.be.first_non_finite(model.params.data(), model.layout.total) >= 0)
+    throw ckpt::NonFiniteError("checkpoint '" + dir + "' holds NaN/inf parameters");
+  logf("parameters from %s (step %lld, %zu shard file%s)\n", dir.c_str(), (long long)idx.state.step, idx.files.size(),
+       idx.files.size() == 1 ? "" : "s");
+}
+}  // namespace
+
+int cmd_eval(int argc, char** argv) {
+  RunConfig rc;
+  if (!parse_run_config(argc, argv, rc, "usage: mor-dist eval --config FILE --train.init_params P.mort|CHECKPOINT --data.val GLOB"))
+    return 0;
+  if (rc.train.init_params.empty()) throw ConfigError("train.init_params", "is required: the parameters to evaluate");
+  if (rc.data.val.empty()) throw ConfigError("data.val", "is required: the validation shards");
+  const std::unique_ptr<kern::Backend> backend = make_run_backend(rc.train, default_threads(rc.train.threads, 1).threads);
+  Model model(rc.model, *backend);
+  load_eval_params(model, rc);
+  io::ValLoader val(rc.data.val, rc.model.seq_len, rc.model.vocab_size);
+  const int micro = rc.train.micro_batch > 0 ? rc.train.micro_batch : 8;
+  auto single = dist::make_single_process_comm();
+  const double vl = evaluate(model, val, rc.train.eval_samples, micro, *single, true);
+  logf("val_loss %.6f over %d windows of %d tokens\n", vl,
+              rc.train.eval_samples > 0 ? std::min(rc.train.eval_samples, val.num_samples()) : val.num_samples(),
+              rc.model.seq_len);
+  return 0;
+}
+
+}  // namespace mor

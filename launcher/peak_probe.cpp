@@ -1,0 +1,33 @@
+#include "launcher/peak_probe.h"
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+namespace mor {
+
+PeakProbe measure_sgemm_gflops(kern::Backend& be, double min_seconds) {
+  using Clock = std::chrono::steady_clock;
+  auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  const int n = 1024;
+  kern::Buffer<float> a(be), b(be), c(be, (int64_t)n * n);
+  a.from_host(std::vector<float>((size_t)n * n, 0.5f));
+  b.from_host(std::vector<float>((size_t)n * n, 0.25f));
+  be.gemm(false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
+  be.synchronize();
+  double best = 1e30;
+  PeakProbe p;
+  const auto t0 = Clock::now();
+  while (p.runs < 10 || (since(t0) < min_seconds && p.runs < 1000)) {
+    const auto t = Clock::now();
+    be.gemm(false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
+    be.synchronize();
+    best = std::min(best, since(t));
+    ++p.runs;
+  }
+  p.seconds = since(t0);
+  p.gflops = 2.0 * n * n * n / best / 1e9;
+  return p;
+}
+
+}  // namespace mor
