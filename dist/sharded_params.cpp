@@ -114,7 +114,7 @@ void ShardedParams::prefetch_after(int u, bool backward) {
   auto it = std::find(fwd_order_.begin(), fwd_order_.end(), u);
   int next = -1;
   if (!backward && it + 1 != fwd_order_.end()) next = *(it + 1);
-  if (backward && it != fwd_order_.begin() && *(it - 1) != 0) next = *(it - 1);  // the embedding stays gathered
+  if (backward && it != fwd_order_.begin() && *(it - 1) != ParamLayout::kEmbedUnit) next = *(it - 1);  // the embedding stays gathered
   if (next < 0 || units_[next].present || units_[next].gather) return;
   start_gather(next);
 }

@@ -22,8 +22,8 @@ void Model::init(uint64_t seed) {
   params.from_host(host);
 }
 
-void Model::run_visit(int visit, int u, const TokenSet& ts, const float* x, float* y, const LayerActs* kv_src) {
-  layer_forward(env(), pw(u), ts, x, y, acts_[visit], kv_src);
+void Model::run_visit(int visit, int ul, const TokenSet& ts, const float* x, float* y, const LayerActs* kv_src) {
+  layer_forward(env(), pw(ul), ts, x, y, acts_[visit], kv_src);
   // FLOPs: 2 per weight per token, plus q.k and p.v over the visible pairs.
   const double D = cfg.d_model, F = cfg.d_ff, Hd = cfg.n_heads * cfg.head_dim(), KVd = cfg.n_kv_heads * cfg.head_dim();
   const double w = D * Hd * 2 + 3 * D * F + (kv_src ? 0 : 2 * D * KVd);
@@ -32,8 +32,8 @@ void Model::run_visit(int visit, int u, const TokenSet& ts, const float* x, floa
     for (int i = ts.off[b]; i < ts.off[b + 1]; ++i) pairs += kv_src ? ts.pos[i] + 1 : i - ts.off[b] + 1;
   fwd_flops += 2 * w * ts.n() + 4 * Hd * pairs;
 }
-void Model::back_visit(int visit, int u, const TokenSet& ts, const float* dy, float* dx, LayerActs* kv_src) {
-  layer_backward(env(), pw(u), gw(u), ts, dy, dx, acts_[visit], kv_src, scratch_);
+void Model::back_visit(int visit, int ul, const TokenSet& ts, const float* dy, float* dx, LayerActs* kv_src) {
+  layer_backward(env(), pw(ul), gw(ul), ts, dy, dx, acts_[visit], kv_src, scratch_);
 }
 
 // kv_mode = share: recursion r >= 1 attends to recursion 0's keys/values of the same block layer.
@@ -78,19 +78,19 @@ void Model::section_layer_backward(int l, const float* dy, float* dx) {
   back_visit(visit_id(0, 0) + l, layout.section_layer(l, cfg), all_, dy, dx, kv);
 }
 
-void Model::unique_layer_forward(int u, int visit) {
-  need(layout.unit_of_layer[u], false);
+void Model::unique_layer_forward(int ul, int visit) {
+  need(layout.unit_of_layer[ul], false);
   buf_a_.resize(hid_.size());
-  run_visit(visit, u, all_, hid_.data(), buf_a_.data(), nullptr);
+  run_visit(visit, ul, all_, hid_.data(), buf_a_.data(), nullptr);
   hid_.swap(buf_a_);
-  done(layout.unit_of_layer[u], false, true);
+  done(layout.unit_of_layer[ul], false, true);
 }
-void Model::unique_layer_backward(int u, int visit) {
-  need(layout.unit_of_layer[u], true);
+void Model::unique_layer_backward(int ul, int visit) {
+  need(layout.unit_of_layer[ul], true);
   gbuf_a_.resize(dhid_.size());
-  back_visit(visit, u, all_, dhid_.data(), gbuf_a_.data(), nullptr);
+  back_visit(visit, ul, all_, dhid_.data(), gbuf_a_.data(), nullptr);
   dhid_.swap(gbuf_a_);
-  done(layout.unit_of_layer[u], true, true);
+  done(layout.unit_of_layer[ul], true, true);
 }
 
 Section Model::section(int n_seq, int global_batch) {
@@ -146,7 +146,7 @@ LossParts Model::step(const int32_t* tokens, int n_seq, int global_batch, bool b
   Section sec = section(n_seq, global_batch);
 
   // Forward.
-  need(0, false);  // embedding + final norm: kept for the whole step (tied head)
+  need(ParamLayout::kEmbedUnit, false);  // embedding + final norm: kept for the whole step (tied head)
   hid_.resize((int64_t)N * D);
   be.embedding_forward(hid_.data(), params.data() + layout.embed, inputs_.data(), N, D);
   if (layout.prelude >= 0) unique_layer_forward(layout.prelude, 0);
@@ -154,7 +154,7 @@ LossParts Model::step(const int32_t* tokens, int n_seq, int global_batch, bool b
   if (layout.coda >= 0) unique_layer_forward(layout.coda, cfg.n_layers - 1);
   loss.ce = head(n_seq, global_batch, backward);
   if (!backward) {
-    done(0, false, true);
+    done(ParamLayout::kEmbedUnit, false, true);
     return loss;
   }
 
@@ -163,7 +163,7 @@ LossParts Model::step(const int32_t* tokens, int n_seq, int global_batch, bool b
   router_->backward(sec);
   if (layout.prelude >= 0) unique_layer_backward(layout.prelude, 0);
   be.embedding_backward(grads.data() + layout.embed, dhid_.data(), inputs_.data(), N, D);
-  done(0, true, true);
+  done(ParamLayout::kEmbedUnit, true, true);
   return loss;
 }
 

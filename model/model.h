@@ -61,14 +61,14 @@ class Model : private BlockRunner {
   void section_layer_backward(int l, const float* dy, float* dx) override;
 
   int visit_id(int r, int j) const { return (layout.prelude >= 0 ? 1 : 0) + r * layout.block_size + j; }
-  LayerView pw(int u) { return layout.layer(params.data(), u, cfg); }
-  LayerView gw(int u) { return layout.layer(grads.data(), u, cfg); }
+  LayerView pw(int ul) { return layout.layer(params.data(), ul, cfg); }
+  LayerView gw(int ul) { return layout.layer(grads.data(), ul, cfg); }
   LayerEnv env() const { return {be, cfg, rope_, all_.dev_pos.data()}; }
-  void run_visit(int visit, int u, const TokenSet& ts, const float* x, float* y, const LayerActs* kv_src);
-  void back_visit(int visit, int u, const TokenSet& ts, const float* dy, float* dx, LayerActs* kv_src);
+  void run_visit(int visit, int ul, const TokenSet& ts, const float* x, float* y, const LayerActs* kv_src);
+  void back_visit(int visit, int ul, const TokenSet& ts, const float* dy, float* dx, LayerActs* kv_src);
   const LayerActs* kv_source(int r, int j) const;
-  void unique_layer_forward(int u, int visit);
-  void unique_layer_backward(int u, int visit);
+  void unique_layer_forward(int ul, int visit);
+  void unique_layer_backward(int ul, int visit);
   double head(int n_seq, int global_batch, bool backward);
   Section section(int n_seq, int global_batch);
 

@@ -55,26 +55,26 @@ ParamLayout::ParamLayout(const ModelConfig& c) {
   units.push_back({"embed", {0, final_norm_idx}});
   unit_of_layer.assign(n_unique_layers, -1);
   const bool shared = c.cyclic() && c.n_recursions > 1;
-  for (int u = 0; u < n_unique_layers; ++u) {
-    const bool in_block = u >= block_first && u < block_first + block_size;
+  for (int ul = 0; ul < n_unique_layers; ++ul) {
+    const bool in_block = ul >= block_first && ul < block_first + block_size;
     if (in_block && shared) {
       if (shared_unit < 0) {
         shared_unit = (int)units.size();
         units.push_back({"shared_block", {}});
       }
     } else {
-      units.push_back({prefixes[u], {}});
+      units.push_back({prefixes[ul], {}});
     }
-    unit_of_layer[u] = in_block && shared ? shared_unit : (int)units.size() - 1;
-    for (int t = 0; t < n_layer_tensors; ++t) units[unit_of_layer[u]].tensors.push_back(1 + n_layer_tensors * u + t);
+    unit_of_layer[ul] = in_block && shared ? shared_unit : (int)units.size() - 1;
+    for (int t = 0; t < n_layer_tensors; ++t) units[unit_of_layer[ul]].tensors.push_back(1 + n_layer_tensors * ul + t);
   }
   for (int t = final_norm_idx + 1; t < (int)tensors.size(); ++t) units[shared_unit].tensors.push_back(t);  // routers
 }
 
-LayerView ParamLayout::layer(float* a, int u, const ModelConfig& c) const {
+LayerView ParamLayout::layer(float* a, int ul, const ModelConfig& c) const {
   const int64_t D = c.d_model, F = c.d_ff, Hd = (int64_t)c.n_heads * c.head_dim(),
                 KVd = (int64_t)c.n_kv_heads * c.head_dim();
-  float* p = a + layer_offset[u];
+  float* p = a + layer_offset[ul];
   LayerView v;
   v.attn_norm = p; p += D;
   v.wq = p; p += Hd * D;
@@ -105,8 +105,8 @@ static int64_t layer_numel(const ModelConfig& c) {
 }
 
 int64_t ParamLayout::count_embedding() const { return tensors[0].numel(); }
-int64_t ParamLayout::layer_numel_at(int u) const {
-  return (u + 1 < n_unique_layers ? layer_offset[u + 1] : final_norm) - layer_offset[u];
+int64_t ParamLayout::layer_numel_at(int ul) const {
+  return (ul + 1 < n_unique_layers ? layer_offset[ul + 1] : final_norm) - layer_offset[ul];
 }
 int64_t ParamLayout::count_shared() const {
   int64_t s = 0;
@@ -115,8 +115,8 @@ int64_t ParamLayout::count_shared() const {
 }
 int64_t ParamLayout::count_unique_layers() const {
   int64_t s = 0;
-  for (int u : {prelude, coda})
-    if (u >= 0) s += layer_numel_at(u);
+  for (int ul : {prelude, coda})
+    if (ul >= 0) s += layer_numel_at(ul);
   return s;
 }
 int64_t ParamLayout::count_other() const { return total - final_norm; }

@@ -43,12 +43,14 @@ struct ParamLayout {
   int block_size = 0;               // B
   int64_t embed = 0, final_norm = 0, routers = 0;  // offsets
   std::vector<int64_t> layer_offset;               // per unique layer, start of its tensors
-  std::vector<ParamUnit> units;                    // units[0] = embedding + final norm
+  static constexpr int kEmbedUnit = 0;             // units[kEmbedUnit] = embedding + final norm
+  std::vector<ParamUnit> units;
   std::vector<int> unit_of_layer;                  // per unique layer
   int shared_unit = -1;                            // the shared block's unit (cyclic, N_r > 1), else -1
 
   explicit ParamLayout(const ModelConfig& c);
-  LayerView layer(float* arena, int u, const ModelConfig& c) const;
+  // ul: a unique layer's index (0..n_unique_layers-1), not a unit's.
+  LayerView layer(float* arena, int ul, const ModelConfig& c) const;
   const TensorInfo* find(const std::string& name) const;
   // Unique layer used by unrolled layer l of the recursion section (fixed-depth path).
   int section_layer(int l, const ModelConfig& c) const;
@@ -58,7 +60,7 @@ struct ParamLayout {
   int64_t count_shared() const;   // the shared block, counted once
   int64_t count_unique_layers() const;
   int64_t count_other() const;    // final norm + routers
-  int64_t layer_numel_at(int u) const;
+  int64_t layer_numel_at(int ul) const;
 };
 
 // Analytic parameter count from the config alone (independent of ParamLayout).

@@ -37,7 +37,8 @@ struct LossParts {
   LossParts& operator+=(const LossParts& o);  // term by term (both of one router)
 };
 
-// Tokens per final depth (index d-1 for depth d), summed since the last reset.
+// Tokens per final depth: index d counts the tokens that went through d recursions (0..N_r),
+// summed since the last reset.
 struct RouterStats {
   std::vector<int64_t> tokens_at_depth;
   void reset(int n_rec) { tokens_at_depth.assign(n_rec, 0); }
