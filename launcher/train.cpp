@@ -20,8 +20,8 @@
 #include <memory>
 #include <sstream>
 
-#include "io/checkpoint.h"
-#include "io/loader.h"
+#include "io/ckpt/checkpoint.h"
+#include "io/data/loader.h"
 #include "kernels/kernels.h"
 #include "dist/communicator.h"
 #include "dist/sharded_params.h"

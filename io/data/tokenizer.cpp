@@ -1,4 +1,4 @@
-#include "io/tokenizer.h"
+#include "io/data/tokenizer.h"
 
 #include <unicode/uchar.h>
 

@@ -1,4 +1,4 @@
-#include "io/prepare.h"
+#include "io/data/prepare.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -28,9 +28,9 @@
 #include <stdexcept>
 #include <thread>
 
-#include "io/loader.h"
-#include "io/token_shard.h"
-#include "io/tokenizer.h"
+#include "io/data/loader.h"
+#include "io/data/token_shard.h"
+#include "io/data/tokenizer.h"
 
 namespace mor::io {
 
