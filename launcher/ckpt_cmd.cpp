@@ -5,7 +5,7 @@
 
 #include <sys/stat.h>
 
-#include "io/checkpoint.h"
+#include "io/ckpt/checkpoint.h"
 #include "launcher/options.h"
 #include "launcher/stop_signal.h"
 #include "model/params.h"

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <memory>
 
-#include "io/checkpoint.h"
+#include "io/ckpt/checkpoint.h"
 #include "launcher/log.h"
 #include "launcher/options.h"
 #include "launcher/params_io.h"

@@ -1,7 +1,7 @@
 // Validation loss: inside training (every train.eval_every steps) and `mor-dist eval`.
 #pragma once
 #include "dist/communicator.h"
-#include "io/loader.h"
+#include "io/data/loader.h"
 #include "model/model.h"
 
 namespace mor {

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "dist/communicator.h"
-#include "io/checkpoint.h"
+#include "io/ckpt/checkpoint.h"
 #include "launcher/log.h"
 
 #include "launcher/prepare_cmd.h"

@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "io/tensor_file.h"
+#include "io/ckpt/tensor_file.h"
 #include "model/model.h"
 
 namespace mor {

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "io/prepare.h"
+#include "io/data/prepare.h"
 #include "model/config.h"
 
 namespace po = boost::program_options;

@@ -1,5 +1,5 @@
 // `mor-dist prepare`: JSONL (plain / .gz / .zst) -> llm.c token shards + manifest.json.
-// See io/prepare.h for the output layout and the bad-input rules.
+// See io/data/prepare.h for the output layout and the bad-input rules.
 #pragma once
 
 namespace mor {

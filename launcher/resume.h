@@ -4,7 +4,7 @@
 #include <string>
 
 #include "dist/communicator.h"
-#include "io/checkpoint.h"
+#include "io/ckpt/checkpoint.h"
 #include "launcher/options.h"
 
 namespace mor {

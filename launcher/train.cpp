@@ -13,8 +13,8 @@
 
 #include "dist/communicator.h"
 #include "dist/sharded_params.h"
-#include "io/checkpoint.h"
-#include "io/loader.h"
+#include "io/ckpt/checkpoint.h"
+#include "io/data/loader.h"
 #include "launcher/eval.h"
 #include "launcher/log.h"
 #include "launcher/memory_check.h"

@@ -208,7 +208,7 @@ class Encoder:
 
 
 def write_token_shard(path, tokens, vocab_size):
-    """Same bytes as mor::io::write_token_shard (io/token_shard.cpp)."""
+    """Same bytes as mor::io::write_token_shard (io/data/token_shard.cpp)."""
     if vocab_size <= 65536:
         magic, version, dtype = MAGIC_U16, VERSION_U16, "<u2"
     else:

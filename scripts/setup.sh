@@ -18,6 +18,7 @@ PKGS=(
   libzstd-dev zlib1g-dev            # compressed JSONL input for `prepare`
   libicu-dev                        # Unicode classes (\p{L}, \p{N}, White_Space) for the tokenizer
   nlohmann-json3-dev                # tokenizer.json, prepare's manifest.json
+  libsimdjson-dev                   # prepare's JSONL lines (io/data/prepare_jsonl.cpp)
   libssl-dev                        # SHA-256 (libcrypto) of the shards `prepare` writes
   nodejs $(command -v npm > /dev/null 2>&1 || echo npm)   # npm reference tokenizers for the parity tests (npm ships with NodeSource's nodejs)
   python3 python3-numpy python3-torch python3-h5py   # reference + parity tests

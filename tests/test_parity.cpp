@@ -9,7 +9,7 @@
 #include <fstream>
 #include <string>
 
-#include "io/tensor_file.h"
+#include "io/ckpt/tensor_file.h"
 #include "launcher/params_io.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "model/model.h"

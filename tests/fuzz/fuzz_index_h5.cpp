@@ -1,4 +1,4 @@
-// Fuzzes the checkpoint index reader (io/checkpoint.h) the way a damaged checkpoint reaches it.
+// Fuzzes the checkpoint index reader (io/ckpt/checkpoint.h) the way a damaged checkpoint reaches it.
 // Input: the seal line (index.h5.xxh3: up to the first newline in the first 128 bytes), then the
 // bytes of DIR/index.h5. read_index(DIR) checks the seal before HDF5 parses a byte, so mutated
 // inputs exercise the seal parser and check and are rejected there; the seeds (real indexes
@@ -13,7 +13,7 @@
 #include <string>
 
 #include "fuzz_util.h"
-#include "io/checkpoint.h"
+#include "io/ckpt/checkpoint.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // HDF5's error stack on stderr: noise per input

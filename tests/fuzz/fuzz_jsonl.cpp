@@ -1,4 +1,4 @@
-// Fuzzes the JSONL line parser of `mor-dist prepare` (io/prepare.h, parse_jsonl_text), with
+// Fuzzes the JSONL line parser of `mor-dist prepare` (io/data/prepare.h, parse_jsonl_text), with
 // nlohmann::json as the reference (differential): a line is accepted exactly when it is one
 // valid JSON object whose "text" member (the last one) is a string, and the text is the same.
 // Differences the reference has by design are left out: it skips a leading UTF-8 BOM, takes a
@@ -10,7 +10,7 @@
 #include <string_view>
 
 #include "fuzz_util.h"
-#include "io/prepare.h"
+#include "io/data/prepare.h"
 
 using namespace mor::io;
 

@@ -1,4 +1,4 @@
-// Fuzzes the `.mort` tensor-file reader (io/tensor_file.h, read_mort) on arbitrary bytes.
+// Fuzzes the `.mort` tensor-file reader (io/ckpt/tensor_file.h, read_mort) on arbitrary bytes.
 // Invariants: only std::runtime_error escapes; every tensor read holds exactly numel() values
 // of its dtype; and a file that reads writes back (write_mort) to the very same bytes — the
 // format has one encoding, so anything else means the reader accepted more than it should.
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "fuzz_util.h"
-#include "io/tensor_file.h"
+#include "io/ckpt/tensor_file.h"
 
 using namespace mor::io;
 

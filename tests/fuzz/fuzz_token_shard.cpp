@@ -1,4 +1,4 @@
-// Fuzzes the llm.c token-shard reader (io/token_shard.h): read_shard_header and TokenShard
+// Fuzzes the llm.c token-shard reader (io/data/token_shard.h): read_shard_header and TokenShard
 // (mmap, header/size validation, the token-id scan) on arbitrary bytes written to a file.
 // Header int 3 (unused by the format) picks the vocab_size limit, so the id scan is fuzzed too.
 // Invariants: only std::runtime_error escapes; with no vocab limit, the shard opens exactly when
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "fuzz_util.h"
-#include "io/token_shard.h"
+#include "io/data/token_shard.h"
 
 using namespace mor::io;
 

@@ -1,4 +1,4 @@
-// Fuzzes the tokenizer.json loader (io/tokenizer.h, Tokenizer::from_json) on arbitrary text.
+// Fuzzes the tokenizer.json loader (io/data/tokenizer.h, Tokenizer::from_json) on arbitrary text.
 // A tokenizer that loads then encodes a fixed multilingual sample and the input bytes
 // themselves. Invariants: loading throws only std::runtime_error; every id encoded is a token
 // (< vocab_size, decodable); decode(encode(x)) gives x back (with one leading space when the
@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "fuzz_util.h"
-#include "io/tokenizer.h"
+#include "io/data/tokenizer.h"
 
 using namespace mor::io;
 

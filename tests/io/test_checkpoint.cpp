@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "dist/communicator.h"
-#include "io/checkpoint.h"
+#include "io/ckpt/checkpoint.h"
 
 namespace fs = std::filesystem;
 using namespace mor;

@@ -12,8 +12,8 @@
 #include <thread>
 #include <vector>
 
-#include "io/loader.h"
-#include "io/token_shard.h"
+#include "io/data/loader.h"
+#include "io/data/token_shard.h"
 #include "io_test_util.h"
 
 namespace mor::io {

@@ -13,8 +13,8 @@
 #include <tuple>
 #include <vector>
 
-#include "io/loader.h"
-#include "io/token_shard.h"
+#include "io/data/loader.h"
+#include "io/data/token_shard.h"
 #include "io_test_util.h"
 
 #ifndef MOR_MAKE_CORPUS_PY

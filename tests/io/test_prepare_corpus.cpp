@@ -9,9 +9,9 @@
 #include <cstdlib>
 #include <string>
 
-#include "io/prepare.h"
-#include "io/token_shard.h"
-#include "io/tokenizer.h"
+#include "io/data/prepare.h"
+#include "io/data/token_shard.h"
+#include "io/data/tokenizer.h"
 #include "io_test_util.h"
 #include "tokenizer_test_util.h"
 

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "io/shard_stream.h"
+#include "io/ckpt/shard_stream.h"
 
 namespace {
 

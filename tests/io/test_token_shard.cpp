@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "io/loader.h"
-#include "io/tensor_file.h"
-#include "io/token_shard.h"
+#include "io/data/loader.h"
+#include "io/ckpt/tensor_file.h"
+#include "io/data/token_shard.h"
 #include "io_test_util.h"
 
 namespace mor::io {
@@ -257,7 +257,7 @@ TEST(TokenShardErrors, WriterRejectsBadInput) {
 }
 
 }  // namespace
-// The `.mort` tensor-file reader (io/tensor_file.h) lives in mor_io too; its corrupt-input cases
+// The `.mort` tensor-file reader (io/ckpt/tensor_file.h, in mor_ckpt); its corrupt-input cases
 // are here. Found by tests/fuzz (fuzz_mort); the inputs are in tests/fuzz/crashes/mort/.
 TEST(TensorFileErrors, SizesAreCheckedAgainstTheFileBeforeAllocating) {
   TempDir dir;

@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "io/tokenizer.h"
+#include "io/data/tokenizer.h"
 #include "io_test_util.h"
 #include "tokenizer_test_util.h"
 

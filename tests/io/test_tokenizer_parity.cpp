@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "io/tokenizer.h"
+#include "io/data/tokenizer.h"
 #include "tokenizer_test_util.h"
 
 namespace mor::io {

@@ -10,7 +10,7 @@
 #include <filesystem>
 #include <vector>
 
-#include "io/checkpoint.h"
+#include "io/ckpt/checkpoint.h"
 
 namespace {
 bool rewrite_shard_records(const std::string& dir) {

@@ -175,7 +175,7 @@ inline void row_block(int64_t rows, int r, int W, int64_t& r0, int64_t& r1) {
   r1 = b.end;
 }
 
-// Index internals shared by the save, load and convert code (io/checkpoint_index.cpp).
+// Index internals shared by the save, load and convert code (io/ckpt/checkpoint_index.cpp).
 namespace detail {
 std::string shard_name(int j, int W);
 // Writes DIR/index.h5 and seals it (DIR/index.h5.xxh3), both fsynced. Throws on any error.

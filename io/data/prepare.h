@@ -91,5 +91,8 @@ PrepareResult prepare_shards(const PrepareOptions& opt, std::FILE* log = stderr)
 // success; else fills *kind and *detail (e.g. "expected ',' or '}' at column
 // 17"). A line of only whitespace is not handled here (callers skip it).
 bool parse_jsonl_text(std::string_view line, std::string* text, BadLine* kind, std::string* detail);
+// The same result from the hand-written parser alone (what parse_jsonl_text asks when simdjson
+// does not accept a line); for bench/prepare_throughput, which times the two.
+bool parse_jsonl_text_by_hand(std::string_view line, std::string* text, BadLine* kind, std::string* detail);
 
 }  // namespace mor::io

@@ -1,6 +1,6 @@
 // Saving, finding, verifying, loading, converting and inspecting HDF5 sharded checkpoints.
 // index.h5 itself (writing, sealing, validated reading) lives in checkpoint_index.cpp.
-#include "io/checkpoint.h"
+#include "io/ckpt/checkpoint.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -19,8 +19,8 @@
 #include <sstream>
 #include <thread>
 
-#include "io/h5_util.h"
-#include "io/shard_stream.h"
+#include "io/ckpt/h5_util.h"
+#include "io/ckpt/shard_stream.h"
 
 namespace mor::ckpt {
 

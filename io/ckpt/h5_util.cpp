@@ -1,4 +1,4 @@
-#include "io/h5_util.h"
+#include "io/ckpt/h5_util.h"
 
 #include <sys/stat.h>
 

@@ -12,8 +12,8 @@
 #include <set>
 #include <sstream>
 
-#include "io/checkpoint.h"
-#include "io/h5_util.h"
+#include "io/ckpt/checkpoint.h"
+#include "io/ckpt/h5_util.h"
 
 namespace mor::ckpt {
 

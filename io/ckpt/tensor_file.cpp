@@ -1,4 +1,4 @@
-#include "io/tensor_file.h"
+#include "io/ckpt/tensor_file.h"
 
 #include <sys/stat.h>
 

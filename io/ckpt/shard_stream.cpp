@@ -1,4 +1,4 @@
-#include "io/shard_stream.h"
+#include "io/ckpt/shard_stream.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -1,4 +1,4 @@
-#include "io/tokenizer.h"
+#include "io/data/tokenizer.h"
 
 #include <unicode/uchar.h>
 
@@ -15,6 +15,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <unordered_map>
+
+#include "io/data/tokenizer_json.h"
 
 namespace mor::io {
 
@@ -356,58 +358,12 @@ class WordCache {
 
 std::atomic<uint64_t> g_serial{1};
 
-// GPT-2's bytes_to_unicode(): byte -> code point of its printable stand-in.
-std::array<uint32_t, 256> byte_to_unicode() {
-  std::array<uint32_t, 256> m{};
-  std::array<bool, 256> direct{};
-  for (int b = '!'; b <= '~'; ++b) direct[b] = true;
-  for (int b = 0xA1; b <= 0xAC; ++b) direct[b] = true;
-  for (int b = 0xAE; b <= 0xFF; ++b) direct[b] = true;
-  uint32_t n = 0;
-  for (int b = 0; b < 256; ++b) m[b] = direct[b] ? static_cast<uint32_t>(b) : 256 + n++;
-  return m;
-}
-
-std::string utf8_encode(uint32_t cp) {
-  std::string s;
-  if (cp < 0x80) {
-    s += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    s += static_cast<char>(0xC0 | (cp >> 6));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    s += static_cast<char>(0xE0 | (cp >> 12));
-    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    s += static_cast<char>(0xF0 | (cp >> 18));
-    s += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-  return s;
-}
-
-// o[key] without copying, or null when absent.
-const json& field(const json& o, const char* key) {
-  static const json null_value;
-  if (!o.is_object()) return null_value;
-  auto it = o.find(key);
-  return it == o.end() ? null_value : *it;
-}
-
-// How far ids may run past the number of vocab + added_tokens entries (gaps in the id space).
-constexpr uint64_t kIdSlack = 65536;
-
-constexpr const char* kGpt2Pattern =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
-
 }  // namespace
 
 // ---- the tokenizer ---------------------------------------------------------------------
 
 struct Tokenizer::Impl {
-  enum class Step { kGpt2, kDigitsIndividual, kDigitsRuns };
+  using Step = tok::PreStep;
 
   std::string name;
   uint64_t serial = 0;
@@ -634,191 +590,19 @@ Tokenizer Tokenizer::parse_json(std::string_view text, const std::string& name) 
   t.name = name;
   t.serial = g_serial.fetch_add(1);
   t.classes = &class_table();
-
-  json j;
-  try {
-    j = json::parse(text.begin(), text.end());
-  } catch (const json::exception& e) {
-    t.fail(std::string("not valid JSON: ") + e.what());
-  }
-  if (!j.is_object()) t.fail("not a JSON object");
-
-  auto is_null_or = [](const json& o, const char* key, auto&& ok) {
-    return !o.contains(key) || o[key].is_null() || ok(o[key]);
-  };
-  const json* model = j.contains("model") ? &j["model"] : nullptr;
-  if (!model || !model->is_object()) t.fail("no \"model\" object");
-  const std::string mtype = model->value("type", std::string("BPE"));
-  if (mtype != "BPE") t.fail("model.type \"" + mtype + "\" is not supported (only BPE)");
-  if (!is_null_or(*model, "dropout", [](const json& v) { return v.is_number() && v.get<double>() == 0.0; }))
-    t.fail("model.dropout is not supported");
-  for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
-    if (!is_null_or(*model, k, [](const json& v) { return v.is_string() && v.get<std::string>().empty(); }))
-      t.fail(std::string("model.") + k + " is not supported");
-  t.ignore_merges = model->contains("ignore_merges") && (*model)["ignore_merges"].is_boolean() &&
-                    (*model)["ignore_merges"].get<bool>();
-  if (j.contains("normalizer") && !j["normalizer"].is_null())
-    t.fail("normalizer \"" + j["normalizer"].value("type", std::string("?")) + "\" is not supported (only null)");
-
-  // Pre-tokenizer.
-  auto add_step = [&](const json& p, bool first) {
-    const std::string type = p.value("type", std::string());
-    if (type == "ByteLevel") {
-      if (p.value("add_prefix_space", false)) {
-        if (!first) t.fail("pre_tokenizer: ByteLevel.add_prefix_space is supported only as the first step");
-        t.add_prefix_space = true;
-      }
-      if (p.value("use_regex", true)) t.steps.push_back(Impl::Step::kGpt2);
-    } else if (type == "Digits") {
-      t.steps.push_back(p.value("individual_digits", false) ? Impl::Step::kDigitsIndividual
-                                                             : Impl::Step::kDigitsRuns);
-    } else if (type == "Split") {
-      const json& pat = field(p, "pattern");
-      const std::string re = pat.is_object() ? pat.value("Regex", std::string()) : std::string();
-      if (re != kGpt2Pattern || p.value("behavior", std::string()) != "Isolated" || p.value("invert", false))
-        t.fail("pre_tokenizer: Split is supported only with GPT-2's regex, behavior Isolated");
-      t.steps.push_back(Impl::Step::kGpt2);
-    } else {
-      t.fail("pre_tokenizer \"" + type + "\" is not supported (ByteLevel, Digits, Split, Sequence)");
-    }
-  };
-  if (!j.contains("pre_tokenizer") || j["pre_tokenizer"].is_null()) {
-    t.fail("no pre_tokenizer (a byte-level BPE tokenizer.json has ByteLevel)");
-  } else {
-    const json& p = j["pre_tokenizer"];
-    if (p.value("type", std::string()) == "Sequence") {
-      const json& list = field(p, "pretokenizers");
-      if (!list.is_array()) t.fail("pre_tokenizer.Sequence without a pretokenizers list");
-      bool first = true;
-      for (const json& q : list) {
-        add_step(q, first);
-        first = false;
-      }
-    } else {
-      add_step(p, true);
-    }
-  }
-
-  // Vocabulary.
-  const auto b2u = byte_to_unicode();
-  std::array<int, 512> u2b;  // code point of a byte symbol -> byte (all are < 512)
-  u2b.fill(-1);
-  for (int b = 0; b < 256; ++b) u2b[b2u[b]] = b;
-  auto raw_bytes = [&](const std::string& s) -> std::optional<std::string> {
-    std::string out;
-    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-    size_t i = 0;
-    while (i < s.size()) {
-      const size_t l = utf8_sequence_length(p + i, s.size() - i);
-      if (l == 0) return std::nullopt;
-      uint32_t cp = p[i];
-      if (l == 2) cp = ((p[i] & 0x1Fu) << 6) | (p[i + 1] & 0x3Fu);
-      else if (l == 3) cp = ((p[i] & 0x0Fu) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu);
-      else if (l == 4) cp = ((p[i] & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6) | (p[i + 3] & 0x3Fu);
-      if (cp >= u2b.size() || u2b[cp] < 0) return std::nullopt;
-      out += static_cast<char>(u2b[cp]);
-      i += l;
-    }
-    return out;
-  };
-  // Ids index arrays sized by the largest one: a sparse id (a typo, a corrupt file) must not
-  // allocate gigabytes. Real vocabularies are dense; this leaves room for any gaps they have.
-  const size_t entries = field(*model, "vocab").size() +
-                         (j.contains("added_tokens") && j["added_tokens"].is_array() ? j["added_tokens"].size() : 0);
-  const uint64_t max_id = static_cast<uint64_t>(entries) + kIdSlack;
-  auto check_id = [&](const std::string& where, int64_t id) {
-    if (id < 0 || static_cast<uint64_t>(id) > max_id)
-      t.fail(where + " = " + std::to_string(id) + " is not a valid id: ids must be in [0, " + std::to_string(max_id) +
-             "] (the " + std::to_string(entries) + " vocab and added_tokens entries + " + std::to_string(kIdSlack) +
-             " unused ids at most)");
-  };
-  auto set_id = [&](uint32_t id, std::string bytes) {
-    if (id >= t.id_bytes.size()) {
-      t.id_bytes.resize(static_cast<size_t>(id) + 1);
-      t.id_known.resize(static_cast<size_t>(id) + 1, 0);
-    }
-    t.id_bytes[id] = std::move(bytes);
-    t.id_known[id] = 1;
-  };
-  const json& vocab = field(*model, "vocab");
-  if (!vocab.is_object() || vocab.empty()) t.fail("model.vocab is missing or empty");
-  std::unordered_map<std::string, uint32_t> vocab_id;  // model.vocab only (what merges refer to)
-  vocab_id.reserve(vocab.size() * 2);
-  t.str_to_id.reserve(vocab.size() * 2);
-  t.bytes_to_id.reserve(vocab.size() * 2);
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer()) t.fail("model.vocab[\"" + it.key() + "\"] is not an integer id");
-    check_id("model.vocab[\"" + it.key() + "\"]", it.value().get<int64_t>());
-    const auto id = static_cast<uint32_t>(it.value().get<int64_t>());
-    // Two tokens with one id: encode would emit an id that decodes to the other's bytes.
-    if (id < t.id_known.size() && t.id_known[id])
-      t.fail("model.vocab[\"" + it.key() + "\"] = " + std::to_string(id) + ": that id is already another token's");
-    auto raw = raw_bytes(it.key());
-    std::string bytes = raw ? *raw : it.key();
-    if (raw) t.bytes_to_id.emplace(bytes, id);
-    set_id(id, std::move(bytes));
-    t.str_to_id.emplace(it.key(), id);
-    vocab_id.emplace(it.key(), id);
-  }
-  for (int b = 0; b < 256; ++b) {
-    auto it = t.str_to_id.find(utf8_encode(b2u[b]));
-    if (it == t.str_to_id.end())
-      t.fail("model.vocab lacks the byte-level symbol of byte " + std::to_string(b) + " (\"" +
-             utf8_encode(b2u[b]) + "\")");
-    t.byte_id[b] = it->second;
-  }
-  if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
-    for (const json& a : j["added_tokens"]) {
-      if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer() || !a.contains("content") ||
-          !a["content"].is_string())
-        t.fail("added_tokens: an entry lacks an integer \"id\" or a string \"content\"");
-      const int64_t id = a["id"].get<int64_t>();
-      check_id("added_tokens id", id);
-      const std::string content = a["content"].get<std::string>();
-      const auto uid = static_cast<uint32_t>(id);
-      if (uid >= t.id_known.size() || !t.id_known[uid]) set_id(uid, content);
-      t.str_to_id.emplace(content, uid);
-    }
-  }
-  t.vocab_size = static_cast<uint32_t>(t.id_bytes.size());
-  for (const char* name : {"<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>"}) {
-    auto it = t.str_to_id.find(name);
-    if (it != t.str_to_id.end()) {
-      t.eot = it->second;
-      break;
-    }
-  }
-
-  // Merges.
-  const json& mlist = field(*model, "merges");
-  if (!mlist.is_array()) t.fail("model.merges is missing or not a list");
-  std::vector<std::array<uint32_t, 3>> ms;
-  ms.reserve(mlist.size());
-  size_t rank = 0;
-  for (const json& m : mlist) {
-    std::string a, b;
-    if (m.is_string()) {
-      const std::string s = m.get<std::string>();
-      const size_t sp = s.find(' ');
-      if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos)
-        t.fail("model.merges[" + std::to_string(rank) + "] \"" + s + "\" is not two tokens separated by one space");
-      a = s.substr(0, sp);
-      b = s.substr(sp + 1);
-    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-      a = m[0].get<std::string>();
-      b = m[1].get<std::string>();
-    } else {
-      t.fail("model.merges[" + std::to_string(rank) + "] is neither \"a b\" nor [\"a\", \"b\"]");
-    }
-    auto ia = vocab_id.find(a), ib = vocab_id.find(b), iab = vocab_id.find(a + b);
-    if (ia == vocab_id.end() || ib == vocab_id.end() || iab == vocab_id.end())
-      t.fail("model.merges[" + std::to_string(rank) + "] (\"" + a + "\", \"" + b + "\"): " +
-             (ia == vocab_id.end() ? a : ib == vocab_id.end() ? b : a + b) + " is not in model.vocab");
-    ms.push_back({ia->second, ib->second, iab->second});
-    ++rank;
-  }
-  t.merges.build(ms);
-  t.num_merges = ms.size();
+  tok::TokenizerSpec s = tok::parse_tokenizer_json(text, name);
+  t.steps = std::move(s.steps);
+  t.add_prefix_space = s.add_prefix_space;
+  t.ignore_merges = s.ignore_merges;
+  t.vocab_size = s.vocab_size;
+  t.eot = s.eot;
+  t.byte_id = s.byte_id;
+  t.id_bytes = std::move(s.id_bytes);
+  t.id_known = std::move(s.id_known);
+  t.str_to_id = std::move(s.str_to_id);
+  t.bytes_to_id = std::move(s.bytes_to_id);
+  t.merges.build(s.merges);
+  t.num_merges = s.merges.size();
   return Tokenizer(std::move(impl));
 }
 

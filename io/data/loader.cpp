@@ -1,4 +1,4 @@
-#include "io/loader.h"
+#include "io/data/loader.h"
 
 #include <glob.h>
 #include <sys/stat.h>

@@ -38,7 +38,7 @@
 #include <thread>
 #include <vector>
 
-#include "io/token_shard.h"
+#include "io/data/token_shard.h"
 
 namespace mor::io {
 
