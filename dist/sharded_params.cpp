@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 
 #include "model/optimizer.h"
 
@@ -167,18 +168,48 @@ void ShardedParams::gather_full() {
     }
 }
 
-void ShardedParams::local_rows(int tensor, int64_t& row0, int64_t& row1, int64_t& offset) const {
-  const int r = comm_.rank();
-  for (const Unit& U : units_)
-    for (const Slice& s : U.slices)
-      if (s.tensor == tensor) {
-        const RowBlock b = row_block(s.rows, r, comm_.size());
-        row0 = b.begin;
-        row1 = b.end;
-        offset = U.off + s.shard_off;
-        return;
-      }
-  throw std::logic_error("local_rows: unknown tensor");
+namespace {
+// The descriptors of every tensor, rows [row0, row1) at `offset` in params and each optimizer state.
+LocalState describe(const Model& m, AdamW& opt, float* params,
+                    const std::function<void(int tensor, ShardedTensor& t, int64_t& offset)>& rows_of) {
+  LocalState st;
+  st.groups.push_back("param");
+  auto groups = opt.state_groups();
+  for (const auto& g : groups) st.groups.push_back(g.name);
+  const ParamLayout& L = m.layout;
+  std::vector<int> unit_of(L.tensors.size(), -1);
+  for (size_t u = 0; u < L.units.size(); ++u)
+    for (int t : L.units[u].tensors) unit_of[t] = (int)u;
+  for (size_t t = 0; t < L.tensors.size(); ++t) {  // in the layout's order, which checkpoints keep
+    const TensorInfo& ti = L.tensors[t];
+    st.tensors.push_back({ti.name, ti.rows, ti.cols, ti.is_1d, 0, ti.rows, unit_of[t], {}});
+  }
+  for (size_t t = 0; t < st.tensors.size(); ++t) {
+    ShardedTensor& d = st.tensors[t];
+    int64_t off = L.tensors[t].offset;
+    rows_of((int)t, d, off);
+    d.data.push_back(params + off);
+    for (const auto& g : groups) d.data.push_back(g.data->data() + off);
+  }
+  return st;
+}
+}  // namespace
+
+LocalState ShardedParams::local_tensors(AdamW& opt) {
+  return describe(m_, opt, param.data(), [&](int tensor, ShardedTensor& d, int64_t& offset) {
+    for (const Unit& U : units_)
+      for (const Slice& s : U.slices)
+        if (s.tensor == tensor) {
+          const RowBlock b = row_block(s.rows, comm_.rank(), comm_.size());
+          d.row0 = b.begin;
+          d.row1 = b.end;
+          offset = U.off + s.shard_off;
+        }
+  });
+}
+
+LocalState whole_tensors(Model& m, AdamW& opt) {
+  return describe(m, opt, m.params.data(), [](int, ShardedTensor&, int64_t&) {});
 }
 
 std::vector<uint8_t> ShardedParams::decay_mask(const std::string& no_decay) const {

@@ -13,7 +13,9 @@
 #include <vector>
 
 #include "dist/communicator.h"
+#include "dist/partition.h"
 #include "model/model.h"
+#include "model/optimizer.h"
 
 namespace mor::dist {
 
@@ -44,8 +46,8 @@ class ShardedParams : public UnitHooks {
   int64_t shard_size() const { return (int64_t)param.size(); }
   std::vector<uint8_t> decay_mask(const std::string& no_decay) const;  // per shard element (padding: 0)
   int64_t unit_bytes(int unit) const;  // full (unsharded) bytes of a unit, padding included
-  // This rank's rows [row0, row1) of tensor t and where they start in param/grad (and the AdamW moments).
-  void local_rows(int tensor, int64_t& row0, int64_t& row1, int64_t& offset) const;
+  // This rank's rows of every tensor: in `param` and in each of the optimizer's state arrays.
+  LocalState local_tensors(AdamW& opt);
 
   Buffer<float> param, grad;  // this rank's packed shards of every unit, unit after unit (backend memory)
   int64_t gathered_bytes = 0, gathered_peak_bytes = 0;  // full-unit bytes materialised now / at most
@@ -84,5 +86,8 @@ class ShardedParams : public UnitHooks {
   std::vector<std::unique_ptr<Work>> reductions_;
   bool last_micro_ = true;
 };
+
+// The same for one process holding every row (no ShardedParams): the model's arena and the optimizer's.
+LocalState whole_tensors(Model& m, AdamW& opt);
 
 }  // namespace mor::dist

@@ -57,12 +57,12 @@ void load_eval_params(Model& model, const RunConfig& rc) {
   if (!diff.empty()) throw std::runtime_error("checkpoint '" + dir + "': model config differs: " + diff);
   ckpt::check_present(idx);
   ckpt::verify(idx);
-  // Read in place: the run's backend is the CPU's (host memory). Every row of every tensor; the
-  // AdamW moments are not read.
-  std::vector<ckpt::LocalTensor> all;
+  // Every row of every tensor's parameters, read in place (the run's backend is the CPU's: host
+  // memory); the optimizer's states are not read.
+  ckpt::LocalState params{{"param"}, {}};
   for (const TensorInfo& t : model.layout.tensors)
-    all.push_back({t.name, t.rows, t.cols, t.is_1d, 0, t.rows, model.params.data() + t.offset, nullptr, nullptr});
-  ckpt::load_rows(idx, all);
+    params.tensors.push_back({t.name, t.rows, t.cols, t.is_1d, 0, t.rows, -1, {model.params.data() + t.offset}});
+  ckpt::load_rows(idx, params);
   if (model.be.first_non_finite(model.params.data(), model.layout.total) >= 0)
     throw ckpt::NonFiniteError("checkpoint '" + dir + "' holds NaN/inf parameters");
   logf("parameters from %s (step %lld, %zu shard file%s)\n", dir.c_str(), (long long)idx.state.step, idx.files.size(),

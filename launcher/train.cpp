@@ -193,21 +193,9 @@ bool setup(Run& r, int argc, char** argv, dist::Communicator& comm) {
   return true;
 }
 
-// This rank's row blocks of every tensor (parameters + AdamW moments) for checkpoints.
-std::vector<ckpt::LocalTensor> local_tensors(Run& r) {
-  Model& m = *r.model;
-  std::vector<ckpt::LocalTensor> v;
-  for (size_t t = 0; t < m.layout.tensors.size(); ++t) {
-    const TensorInfo& ti = m.layout.tensors[t];
-    ckpt::LocalTensor lt{ti.name, ti.rows, ti.cols, ti.is_1d, 0, ti.rows, nullptr, nullptr, nullptr};
-    int64_t off = ti.offset;
-    if (r.sharded) r.sharded->local_rows((int)t, lt.row0, lt.row1, off);
-    lt.param = r.params + off;
-    lt.exp_avg = r.opt->m.data() + off;
-    lt.exp_avg_sq = r.opt->v.data() + off;
-    v.push_back(lt);
-  }
-  return v;
+// This rank's rows of every tensor in the parameters and each optimizer state, for checkpoints.
+ckpt::LocalState local_tensors(Run& r) {
+  return r.sharded ? r.sharded->local_tensors(*r.opt) : dist::whole_tensors(*r.model, *r.opt);
 }
 
 // The whole training state from an HDF5 checkpoint, on any world size. Returns the step to go on from.
@@ -224,7 +212,7 @@ int64_t resume(Run& r) {
   const auto mine = local_tensors(r);
   // Same world size: each rank reads and verifies its own shard in one pass. Otherwise the ranks
   // verify the shards' checksums first (file j on rank j % W), then read their rows through the VDS.
-  if (!ckpt::load_own_shard(idx, mine, r.rank, r.world, rc.ckpt.direct_io)) {
+  if (!ckpt::load_own_file(idx, mine, r.rank, r.world, rc.ckpt.direct_io)) {
     ckpt::verify(idx, r.comm);
     ckpt::load_rows(idx, mine);
   }

@@ -47,6 +47,14 @@ class AdamW {
   int64_t steps_done = 0;
   kern::Buffer<float> m, v;  // first and second moments
 
+  // The optimizer's state arrays by name (same layout as the parameters it updates): what a
+  // checkpoint stores besides the parameters.
+  struct StateGroup {
+    const char* name;
+    kern::Buffer<float>* data;
+  };
+  std::vector<StateGroup> state_groups() { return {{"exp_avg", &m}, {"exp_avg_sq", &v}}; }
+
  private:
   struct Run {  // elements [begin, end) share one weight-decay flag
     int64_t begin, end;

@@ -25,15 +25,20 @@
 namespace mor::ckpt {
 
 using detail::fsync_path;
-using detail::shard_name;
+using detail::shard_file_name;
 using h5::fail;
 using h5::Handle;
 
 namespace {
 
-const char* kGroups[3] = {"param", "exp_avg", "exp_avg_sq"};
-// The array a LocalTensor holds for group g of kGroups (parameters, then the two AdamW moments).
-float* group_data(const LocalTensor& t, int g) { return g == 0 ? t.param : g == 1 ? t.exp_avg : t.exp_avg_sq; }
+const std::vector<std::string>& kGroups = kStateGroups;
+
+// Where group `name` of a LocalState lies: its position in kStateGroups; throws for another name.
+size_t group_index(const std::string& name) {
+  for (size_t g = 0; g < kGroups.size(); ++g)
+    if (kGroups[g] == name) return g;
+  throw std::logic_error("checkpoint: no state group '" + name + "' in format " + std::to_string(kFormatVersion));
+}
 
 // ---- small POSIX helpers --------------------------------------------------------
 bool exists(const std::string& p) {
@@ -117,44 +122,38 @@ void replace_file(const std::string& root, const std::string& name, const std::s
   fsync_path(root);
 }
 
-// 64-bit values through a sum of doubles: two exact 32-bit halves per value.
-void put_u64(std::vector<double>& v, size_t i, uint64_t x) {
-  v[2 * i] = (double)(x >> 32);
-  v[2 * i + 1] = (double)(x & 0xffffffffu);
-}
-uint64_t get_u64(const std::vector<double>& v, size_t i) { return ((uint64_t)v[2 * i] << 32) | (uint64_t)v[2 * i + 1]; }
 
 
 // The shard file of rank r: HDF5 lays it out (datasets allocated, not written); then the bytes go to
 // disk in one sequential, hashed pass: no read-back for the checksum, no copies inside the library.
-uint64_t write_shard(const std::string& shard, int r, int W, const std::vector<LocalTensor>& mine, bool direct_io) {
+uint64_t write_shard_file(const std::string& file, int r, int W, const LocalState& mine, bool direct_io) {
   std::vector<Span> spans;
   {
-    Handle f = h5::create_file(shard);
-    h5::write_attr_i64(f, "rank", r, shard);
-    h5::write_attr_i64(f, "world_size", W, shard);
+    Handle f = h5::create_file(file);
+    h5::write_attr_i64(f, "rank", r, file);
+    h5::write_attr_i64(f, "world_size", W, file);
     Handle dcpl(H5Pcreate(H5P_DATASET_CREATE));
     if (!dcpl.valid() || H5Pset_layout(dcpl, H5D_CONTIGUOUS) < 0 || H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) < 0 ||
         H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0)
-      fail(shard, "cannot set up dataset properties");
-    for (int g = 0; g < 3; ++g) {
-      Handle grp = h5::create_group(f, kGroups[g], shard);
-      for (const auto& t : mine) {
+      fail(file, "cannot set up dataset properties");
+    for (size_t g = 0; g < mine.groups.size(); ++g) {
+      Handle grp = h5::create_group(f, mine.groups[g].c_str(), file);
+      for (const auto& t : mine.tensors) {
         if (t.row1 <= t.row0) continue;
         const std::vector<hsize_t> d = t.is_1d ? std::vector<hsize_t>{(hsize_t)(t.row1 - t.row0)}
                                                : std::vector<hsize_t>{(hsize_t)(t.row1 - t.row0), (hsize_t)t.cols};
         Handle s(H5Screate_simple((int)d.size(), d.data(), nullptr));
         Handle ds(H5Dcreate2(grp, t.name.c_str(), H5T_IEEE_F32LE, s, H5P_DEFAULT, dcpl, H5P_DEFAULT));
         const haddr_t off = ds.valid() ? H5Dget_offset(ds) : HADDR_UNDEF;
-        if (off == HADDR_UNDEF) fail(shard, std::string("cannot create dataset '") + kGroups[g] + "/" + t.name + "'");
+        if (off == HADDR_UNDEF) fail(file, "cannot create dataset '" + mine.groups[g] + "/" + t.name + "'");
         const uint64_t len = (uint64_t)(t.row1 - t.row0) * t.cols * sizeof(float);
-        spans.push_back({(uint64_t)off, len, const_cast<char*>(reinterpret_cast<const char*>(group_data(t, g)))});
+        spans.push_back({(uint64_t)off, len, reinterpret_cast<char*>(t.data[g])});
       }
     }
     dcpl.close();
-    h5::close_written(f, shard);
+    h5::close_written(f, file);
   }
-  return stream_write(shard, std::move(spans), direct_io);
+  return stream_write(file, std::move(spans), direct_io);
 }
 
 // What crashed saves and prunes leave behind: step_N.tmp and step_N.deleting directories.
@@ -251,14 +250,18 @@ const TensorMeta& find_tensor(const Index& idx, const LocalTensor& t, size_t* po
   fail(idx.dir + "/index.h5", "has no tensor '" + t.name + "' (another model?)");
 }
 
-void check_same_tensors(const Index& idx, const std::vector<LocalTensor>& mine) {
-  if (mine.size() != idx.tensors.size())
+void check_same_tensors(const Index& idx, const LocalState& mine) {
+  if (mine.tensors.size() != idx.tensors.size())
     fail(idx.dir + "/index.h5", "holds " + std::to_string(idx.tensors.size()) + " tensors but this model has " +
-                                    std::to_string(mine.size()));
-  for (const auto& t : mine) find_tensor(idx, t, nullptr);
+                                    std::to_string(mine.tensors.size()));
+  for (const auto& t : mine.tensors) {
+    find_tensor(idx, t, nullptr);
+    if (t.data.size() != mine.groups.size()) throw std::logic_error("checkpoint: tensor '" + t.name + "' lacks a group's array");
+  }
+  for (const auto& g : mine.groups) group_index(g);
 }
 
-// Reads rows [r0, r1) of dataset `name` (a virtual one in index.h5, or a shard's own) into out.
+// Reads rows [r0, r1) of dataset `name` (a virtual one in index.h5, or a shard file's own) into out.
 void read_rows(hid_t loc, const std::string& name, const TensorMeta& t, int64_t full_rows, int64_t r0, int64_t r1, float* out,
                const std::string& file) {
   if (r1 <= r0) return;
@@ -293,20 +296,23 @@ bool all_finite(const float* p, int64_t n) {
   return acc == 0;
 }
 
-std::string first_non_finite(const std::vector<LocalTensor>& mine) {
-  for (const auto& t : mine)
-    for (int g = 0; g < 3; ++g)
-      if (const float* p = group_data(t, g); p && !all_finite(p, (t.row1 - t.row0) * t.cols))
-        return "'" + t.name + "' (" + kGroups[g] + ")";
+std::string first_non_finite(const LocalState& mine) {
+  for (const auto& t : mine.tensors)
+    for (size_t g = 0; g < t.data.size() && g < mine.groups.size(); ++g)
+      if (const float* p = t.data[g]; p && !all_finite(p, t.local_numel()))
+        return "'" + t.name + "' (" + mine.groups[g] + ")";
   return "";
 }
 
-std::string save(const std::string& root, const TrainState& st, const std::vector<LocalTensor>& mine,
+std::string save(const std::string& root, const TrainState& st, const LocalState& mine,
                  dist::Communicator& comm, int keep_last, bool direct_io) {
+  if (mine.groups != kStateGroups) throw std::logic_error("checkpoint: a format-2 save holds exactly param, exp_avg, exp_avg_sq");
+  for (const auto& t : mine.tensors)
+    if (t.data.size() != mine.groups.size()) throw std::logic_error("checkpoint: tensor '" + t.name + "' lacks a group's array");
   const int W = comm.size(), r = comm.rank();
   const std::string final_dir = root + "/" + step_name(st.step), tmp = final_dir + ".tmp";
   std::vector<TensorMeta> tensors;
-  for (const auto& t : mine) tensors.push_back({t.name, t.rows, t.cols, t.is_1d});
+  for (const auto& t : mine.tensors) tensors.push_back({t.name, t.rows, t.cols, t.is_1d});
   const auto map = detail::block_map(tensors, W);
   // 0. nothing non-finite is ever saved; rank 0 prepares the directory
   std::string err, bad = first_non_finite(mine);
@@ -327,32 +333,32 @@ std::string save(const std::string& root, const TrainState& st, const std::vecto
     throw NonFiniteError("refusing to save step " + std::to_string(st.step) + ": " +
                          (bad.empty() ? "another rank's" : "tensor " + bad) + " holds NaN/inf values");
   if (pre[1] > 0) throw SaveError(err.empty() ? "checkpoint '" + final_dir + "': rank 0 could not prepare the save" : err);
-  // 1. every rank writes and fsyncs its shard
+  // 1. every rank writes and fsyncs its shard file
   uint64_t checksum = 0, bytes = 0;
-  const std::string shard = tmp + "/" + shard_name(r, W);
+  const std::string file = tmp + "/" + shard_file_name(r, W);
   try {
-    for (size_t t = 0; t < mine.size(); ++t)
-      if (mine[t].row0 != map[t][r].first || mine[t].row1 != map[t][r].second)
-        fail(shard, "rank " + std::to_string(r) + " holds rows of '" + mine[t].name + "' that are not its block");
-    checksum = write_shard(shard, r, W, mine, direct_io);
-    bytes = (uint64_t)file_size(shard);
+    for (size_t t = 0; t < mine.tensors.size(); ++t)
+      if (mine.tensors[t].row0 != map[t][r].first || mine.tensors[t].row1 != map[t][r].second)
+        fail(file, "rank " + std::to_string(r) + " holds rows of '" + mine.tensors[t].name + "' that are not its block");
+    checksum = write_shard_file(file, r, W, mine, direct_io);
+    bytes = (uint64_t)file_size(file);
   } catch (const std::exception& e) {
     err = e.what();
   }
   // 2. agree that every write succeeded and collect the checksums and sizes
-  std::vector<double> agree(4 * W + 1, 0.0);
-  put_u64(agree, r, checksum);
-  put_u64(agree, W + r, bytes);
-  agree[4 * W] = err.empty() ? 0 : 1;
-  comm.all_reduce_sum(agree.data(), agree.size(), "allreduce/checkpoint");
+  // (one uint64 sum: each rank fills only its own slots: [checksums W][sizes W][failed ranks])
+  std::vector<uint64_t> agree(2 * (size_t)W + 1, 0);
+  agree[r] = checksum;
+  agree[W + r] = bytes;
+  agree[2 * W] = err.empty() ? 0 : 1;
+  comm.all_reduce_sum(agree.data(), (int64_t)agree.size(), "allreduce/checkpoint");
   // Test-only window between the shards and the index (the kill -9 tests aim here).
   if (const char* ms = std::getenv("MOR_TEST_SAVE_DELAY_MS"))
     std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(ms)));
   // 3. rank 0: index last, rename, latest; then prune
-  if (r == 0 && agree[4 * W] == 0) {
+  if (r == 0 && agree[2 * W] == 0) {
     try {
-      std::vector<uint64_t> checksums(W), sizes(W);
-      for (int j = 0; j < W; ++j) checksums[j] = get_u64(agree, j), sizes[j] = get_u64(agree, W + j);
+      const std::vector<uint64_t> checksums(agree.begin(), agree.begin() + W), sizes(agree.begin() + W, agree.begin() + 2 * W);
       const std::string protect = root + "/" + read_latest(root);
       publish(root, tmp, final_dir, st, tensors, map, checksums, sizes);
       prune(root, st.step, keep_last, protect);
@@ -362,7 +368,7 @@ std::string save(const std::string& root, const TrainState& st, const std::vecto
   }
   double fin = (r == 0 && !err.empty()) ? 1.0 : 0.0;
   comm.all_reduce_sum(&fin, 1, "allreduce/checkpoint");
-  if (!err.empty() || agree[4 * W] > 0 || fin > 0) {
+  if (!err.empty() || agree[2 * W] > 0 || fin > 0) {
     if (r == 0) remove_or_warn(tmp);  // the previous checkpoint and `latest` stay as they were
     if (!err.empty()) throw SaveError(err);
     throw SaveError("checkpoint '" + final_dir + "': another rank failed to write its part (see its message)");
@@ -461,23 +467,25 @@ void verify(const Index& idx, dist::Communicator* comm) {
   if (bad > 0) throw std::runtime_error("checkpoint '" + idx.dir + "': another rank found a damaged shard file (see its message)");
 }
 
-void load_rows(const Index& idx, const std::vector<LocalTensor>& mine) {
+void load_rows(const Index& idx, const LocalState& mine) {
   check_same_tensors(idx, mine);
   const std::string path = idx.dir + "/index.h5";
   Handle f = h5::open_file(path);
-  Handle g1 = h5::open_group(f, "exp_avg", path), g2 = h5::open_group(f, "exp_avg_sq", path);
-  for (const auto& t : mine) {
-    const TensorMeta& m = find_tensor(idx, t, nullptr);
-    read_rows(f, t.name, m, m.rows, t.row0, t.row1, t.param, path);
-    if (t.exp_avg) read_rows(g1, t.name, m, m.rows, t.row0, t.row1, t.exp_avg, path);
-    if (t.exp_avg_sq) read_rows(g2, t.name, m, m.rows, t.row0, t.row1, t.exp_avg_sq, path);
+  for (size_t g = 0; g < mine.groups.size(); ++g) {
+    // The parameters' virtual datasets sit at the index's root, each other group's in its group.
+    Handle grp = mine.groups[g] == kGroups[0] ? Handle() : h5::open_group(f, mine.groups[g].c_str(), path);
+    const hid_t loc = mine.groups[g] == kGroups[0] ? (hid_t)f : (hid_t)grp;
+    for (const auto& t : mine.tensors) {
+      const TensorMeta& m = find_tensor(idx, t, nullptr);
+      if (t.data[g]) read_rows(loc, t.name, m, m.rows, t.row0, t.row1, t.data[g], path);
+    }
   }
 }
 
-bool load_own_shard(const Index& idx, const std::vector<LocalTensor>& mine, int rank, int world, bool direct_io) {
+bool load_own_file(const Index& idx, const LocalState& mine, int rank, int world, bool direct_io) {
   if ((int)idx.files.size() != world) return false;
   check_same_tensors(idx, mine);
-  for (const auto& t : mine) {  // this rank must hold exactly the rows the stored map gives file `rank`
+  for (const auto& t : mine.tensors) {  // this rank must hold exactly the rows the stored map gives file `rank`
     size_t i = 0;
     find_tensor(idx, t, &i);
     if (idx.map[i][rank] != RowRange{t.row0, t.row1}) return false;
@@ -491,16 +499,18 @@ bool load_own_shard(const Index& idx, const std::vector<LocalTensor>& mine, int 
   std::vector<Span> ext;
   {
     Handle f = h5::open_file(path);
-    for (int g = 0; g < 3; ++g) {
-      Handle grp = h5::open_group(f, kGroups[g], path);
-      for (const auto& t : mine) {
-        float* dst = group_data(t, g);
+    for (size_t g = 0; g < kGroups.size(); ++g) {  // in file order: one sequential pass
+      const auto held = std::find(mine.groups.begin(), mine.groups.end(), kGroups[g]);
+      if (held == mine.groups.end()) continue;  // not asked for: hashed, not placed
+      Handle grp = h5::open_group(f, kGroups[g].c_str(), path);
+      for (const auto& t : mine.tensors) {
+        float* dst = t.data[held - mine.groups.begin()];
         if (t.row1 <= t.row0 || !dst) continue;
         Handle d = h5::open_dataset(grp, t.name, path);
         const haddr_t off = H5Dget_offset(d);
         const uint64_t len = (uint64_t)(t.row1 - t.row0) * t.cols * sizeof(float);
         if (off == HADDR_UNDEF || H5Dget_storage_size(d) != len)
-          fail(path, "dataset '" + std::string(kGroups[g]) + "/" + t.name + "' is not a contiguous block of the expected size");
+          fail(path, "dataset '" + kGroups[g] + "/" + t.name + "' is not a contiguous block of the expected size");
         ext.push_back({(uint64_t)off, len, reinterpret_cast<char*>(dst)});
       }
     }
@@ -548,21 +558,23 @@ void convert(const std::string& in_dir, const std::string& out_dir, int shards, 
   if (pre > 0) throw std::runtime_error("convert: rank 0 could not create '" + tmp + "'");
   const auto map = detail::block_map(idx.tensors, shards);
   const std::string in_index = in_dir + "/index.h5";
-  std::vector<double> sums(4 * (size_t)shards + 1, 0.0);  // checksums and sizes as exact 32-bit halves; failures
+  std::vector<uint64_t> sums(2 * (size_t)shards + 1, 0);  // [checksums][sizes][failures], summed over ranks
   bool stopped = false;
   try {
     Handle in = h5::open_file(in_index);
-    Handle g1 = h5::open_group(in, "exp_avg", in_index), g2 = h5::open_group(in, "exp_avg_sq", in_index);
-    const hid_t src[3] = {in, g1, g2};
+    // Where each group's virtual datasets are: the parameters' at the index's root, the others in their group.
+    std::vector<Handle> groups;
+    std::vector<hid_t> src = {in};
+    for (size_t g = 1; g < kGroups.size(); ++g) src.push_back(groups.emplace_back(h5::open_group(in, kGroups[g].c_str(), in_index)));
     std::vector<float> buf;
     for (int j = comm.rank(); j < shards && !stopped; j += comm.size()) {  // shard files spread over ranks
-      const std::string p = tmp + "/" + shard_name(j, shards);
+      const std::string p = tmp + "/" + shard_file_name(j, shards);
       {
         Handle f = h5::create_file(p);
         h5::write_attr_i64(f, "rank", j, p);
         h5::write_attr_i64(f, "world_size", shards, p);
-        for (int g = 0; g < 3 && !stopped; ++g) {
-          Handle grp = h5::create_group(f, kGroups[g], p);
+        for (size_t g = 0; g < kGroups.size() && !stopped; ++g) {
+          Handle grp = h5::create_group(f, kGroups[g].c_str(), p);
           for (size_t t = 0; t < idx.tensors.size(); ++t) {  // one row block in memory at a time
             if (interrupted && interrupted()) {
               stopped = true;
@@ -574,31 +586,30 @@ void convert(const std::string& in_dir, const std::string& out_dir, int shards, 
             buf.resize((size_t)(b - a) * tm.cols);
             read_rows(src[g], tm.name, tm, tm.rows, a, b, buf.data(), in_index);
             if (!all_finite(buf.data(), (int64_t)buf.size()))
-              fail(in_index, std::string("tensor '") + kGroups[g] + "/" + tm.name + "' holds NaN/inf values: refusing to convert");
+              fail(in_index, "tensor '" + kGroups[g] + "/" + tm.name + "' holds NaN/inf values: refusing to convert");
             const std::vector<hsize_t> d = tm.is_1d ? std::vector<hsize_t>{(hsize_t)(b - a)}
                                                     : std::vector<hsize_t>{(hsize_t)(b - a), (hsize_t)tm.cols};
             Handle s(H5Screate_simple((int)d.size(), d.data(), nullptr));
             Handle ds(H5Dcreate2(grp, tm.name.c_str(), H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
             if (!ds.valid() || H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0)
-              fail(p, "cannot write dataset '" + std::string(kGroups[g]) + "/" + tm.name + "'");
+              fail(p, "cannot write dataset '" + kGroups[g] + "/" + tm.name + "'");
           }
         }
         h5::close_written(f, p);
       }
       if (stopped) break;
       fsync_path(p);
-      put_u64(sums, j, detail::file_checksum(p));
-      put_u64(sums, shards + j, (uint64_t)file_size(p));
+      sums[j] = detail::file_checksum(p);
+      sums[shards + j] = (uint64_t)file_size(p);
     }
   } catch (const std::exception& e) {
     err = e.what();
   }
-  sums[4 * (size_t)shards] = (!err.empty() || stopped) ? 1 : 0;
-  comm.all_reduce_sum(sums.data(), sums.size(), "allreduce/convert");
-  if (sums[4 * (size_t)shards] == 0 && comm.rank() == 0) {
+  sums[2 * (size_t)shards] = (!err.empty() || stopped) ? 1 : 0;
+  comm.all_reduce_sum(sums.data(), (int64_t)sums.size(), "allreduce/convert");
+  if (sums[2 * (size_t)shards] == 0 && comm.rank() == 0) {
     try {
-      std::vector<uint64_t> c(shards), n(shards);
-      for (int j = 0; j < shards; ++j) c[j] = get_u64(sums, j), n[j] = get_u64(sums, shards + j);
+      const std::vector<uint64_t> c(sums.begin(), sums.begin() + shards), n(sums.begin() + shards, sums.begin() + 2 * shards);
       TrainState st = idx.state;
       st.world_size = shards;
       detail::write_index(tmp, st, idx.tensors, map, c, n);
@@ -612,7 +623,7 @@ void convert(const std::string& in_dir, const std::string& out_dir, int shards, 
   }
   double fin = err.empty() ? 0 : 1;
   comm.all_reduce_sum(&fin, 1, "allreduce/convert");
-  if (fin > 0 || sums[4 * (size_t)shards] > 0) {
+  if (fin > 0 || sums[2 * (size_t)shards] > 0) {
     if (comm.rank() == 0) remove_or_warn(tmp);  // no partial output is ever left behind
     if (stopped) throw Interrupted("convert: stopped by a signal; removed the partial output '" + tmp + "'");
     if (!err.empty()) throw std::runtime_error(err);
@@ -654,8 +665,8 @@ std::string inspect(const std::string& dir, bool quick, const std::vector<Tensor
     for (size_t j = 0; j < idx.files.size(); ++j) {
       const std::string p = dir + "/" + idx.files[j];
       Handle f = h5::open_file(p);
-      for (int g = 0; g < 3; ++g) {
-        Handle grp = h5::open_group(f, kGroups[g], p);
+      for (size_t g = 0; g < kGroups.size(); ++g) {
+        Handle grp = h5::open_group(f, kGroups[g].c_str(), p);
         for (size_t t = 0; t < idx.tensors.size(); ++t) {
           const auto [a, b] = idx.map[t][j];
           if (b <= a) continue;
@@ -672,7 +683,7 @@ std::string inspect(const std::string& dir, bool quick, const std::vector<Tensor
   }
   if (bad > 0) fail(dir, o.str() + "holds " + std::to_string(bad) + " non-finite values: not usable");
   o << "  verified: index sealed and consistent; every shard file present with its size and XXH3-64 checksum; every row\n"
-    << "  of every tensor in exactly one shard; every virtual dataset maps its source datasets"
+    << "  of every tensor in exactly one shard file; every virtual dataset maps its source datasets"
     << (quick ? " (values not scanned: --quick)\n" : "; every value finite\n");
   return o.str();
 }

@@ -52,16 +52,15 @@ struct Interrupted : std::runtime_error {
 
 using RowRange = std::pair<int64_t, int64_t>;  // rows [first, second) of a tensor
 
-// One tensor as this rank holds it: rows [row0, row1) of a [rows, cols] tensor.
-struct LocalTensor {
-  std::string name;
-  int64_t rows = 0, cols = 0;
-  bool is_1d = false;
-  int64_t row0 = 0, row1 = 0;
-  float* param = nullptr;       // (row1 - row0) * cols floats each
-  float* exp_avg = nullptr;
-  float* exp_avg_sq = nullptr;
-};
+// What a rank saves and loads: its rows of every tensor in each state group (dist::LocalState,
+// built by ShardedParams::local_tensors or dist::whole_tensors from the optimizer's groups).
+using dist::LocalState;
+using LocalTensor = dist::ShardedTensor;
+// The state groups of a format-2 checkpoint, in file order: the parameters (whose virtual datasets
+// sit at the index's root) and AdamW's two moments. A save must hold exactly these; a load may ask
+// for any of them (eval reads only "param"). An optimizer with other state needs a format that
+// records its groups.
+inline const std::vector<std::string> kStateGroups = {"param", "exp_avg", "exp_avg_sq"};
 
 struct TrainState {
   int64_t step = 0;          // optimizer steps completed
@@ -102,7 +101,7 @@ struct Index {
 // Throws SaveError (every rank, together) when anything fails: the partial step_N.tmp is removed,
 // the previous checkpoint and `latest` are untouched. Throws NonFiniteError for NaN/inf state.
 // Never writes into an existing checkpoint directory.
-std::string save(const std::string& root, const TrainState& st, const std::vector<LocalTensor>& mine,
+std::string save(const std::string& root, const TrainState& st, const LocalState& mine,
                  dist::Communicator& comm, int keep_last, bool direct_io = true);
 
 // A complete checkpoint found under a root, by the step its index records.
@@ -135,14 +134,15 @@ Index parse_index_file(const std::string& path, const std::string& dir);
 void verify(const Index& idx, dist::Communicator* comm = nullptr);
 // Rewrites DIR/index.h5.xxh3 for the index.h5 that is there now (tests and repair tools only).
 void seal_index(const std::string& dir);
-// Fills mine[i].param/exp_avg/exp_avg_sq (rows row0..row1) from the checkpoint; names must exist with equal shapes.
-void load_rows(const Index& idx, const std::vector<LocalTensor>& mine);
+// Fills every group of `mine` (rows row0..row1 of each tensor) from the checkpoint; names must exist
+// with equal shapes.
+void load_rows(const Index& idx, const LocalState& mine);
 // Fast path when the checkpoint was written by the same number of ranks: rank r reads
 // its own shard file in ONE sequential pass, straight into `mine`, hashing it in file
 // order, and throws on a checksum mismatch (nothing loaded is used before that check
 // passes). Returns false (nothing read) when the row blocks do not line up. direct_io: read
 // with O_DIRECT where the file system accepts it.
-bool load_own_shard(const Index& idx, const std::vector<LocalTensor>& mine, int rank, int world, bool direct_io = true);
+bool load_own_file(const Index& idx, const LocalState& mine, int rank, int world, bool direct_io = true);
 // Every shard file exists and the shard map covers every row once (no reading).
 void check_present(const Index& idx);
 
@@ -164,8 +164,8 @@ std::string inspect(const std::string& dir, bool quick = false, const std::vecto
 
 // Every value of `n` floats finite (vectorised, ~memory speed).
 bool all_finite(const float* p, int64_t n);
-// The first block of `mine` (parameters or a moment) holding NaN/inf, as "'name' (group)"; "".
-std::string first_non_finite(const std::vector<LocalTensor>& mine);
+// The first block of `mine` (parameters or an optimizer state) holding NaN/inf, as "'name' (group)"; "".
+std::string first_non_finite(const LocalState& mine);
 
 // Rows of rank r when a tensor of `rows` rows is split into W blocks (the last ones may be short or empty).
 // (dist::row_block: the same rule as the parameter shards, so same-world-size resumes line up.)
@@ -177,7 +177,7 @@ inline void row_block(int64_t rows, int r, int W, int64_t& r0, int64_t& r1) {
 
 // Index internals shared by the save, load and convert code (io/ckpt/checkpoint_index.cpp).
 namespace detail {
-std::string shard_name(int j, int W);
+std::string shard_file_name(int j, int W);
 // Writes DIR/index.h5 and seals it (DIR/index.h5.xxh3), both fsynced. Throws on any error.
 void write_index(const std::string& dir, const TrainState& st, const std::vector<TensorMeta>& tensors,
                  const std::vector<std::vector<RowRange>>& map, const std::vector<uint64_t>& checksums,

@@ -144,7 +144,7 @@ void read_state(hid_t f, Index& idx, const std::string& path) {
 
 namespace detail {
 
-std::string shard_name(int j, int W) {
+std::string shard_file_name(int j, int W) {
   char b[64];
   std::snprintf(b, sizeof b, "shard_%05d_of_%05d.h5", j, W);
   return b;
@@ -233,7 +233,7 @@ void write_index(const std::string& dir, const TrainState& st, const std::vector
     {
       Handle g = h5::create_group(f, "shards", path);
       std::vector<std::string> names(W);
-      for (int j = 0; j < W; ++j) names[j] = shard_name(j, W);
+      for (int j = 0; j < W; ++j) names[j] = shard_file_name(j, W);
       h5::write_strings(g, "files", names, path);
       h5::write_u64(g, "xxh3_64", checksums, path);
       h5::write_u64(g, "bytes", bytes, path);
@@ -265,7 +265,7 @@ void write_index(const std::string& dir, const TrainState& st, const std::vector
           start[0] = (hsize_t)a;
           const std::string src = std::string("/") + kGroups[g] + "/" + tm.name;
           if (!ss.valid() || H5Sselect_hyperslab(vs, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr) < 0 ||
-              H5Pset_virtual(dcpl, vs, shard_name(j, W).c_str(), src.c_str(), ss) < 0)
+              H5Pset_virtual(dcpl, vs, shard_file_name(j, W).c_str(), src.c_str(), ss) < 0)
             fail(path, "cannot map virtual dataset '" + tm.name + "'");
         }
         hid_t loc = g == 0 ? (hid_t)f : g == 1 ? (hid_t)g1 : (hid_t)g2;
@@ -339,6 +339,26 @@ void seal_index(const std::string& dir) {
   detail::fsync_path(dir);
 }
 
+// One reader per format version: what differs between versions is where the configs and the
+// shard-file lists live. A new version adds its reader here and keeps the older ones.
+namespace {
+// Format 1: lists in attributes (<= 64 KiB), no file sizes.
+void read_lists_v1(hid_t f, hid_t shards, Index& idx, const std::string& path) {
+  idx.state.model_config = h5::read_attr_str(f, "model_config", path);
+  idx.state.run_config = h5::read_attr_str(f, "run_config", path);
+  std::stringstream ss(h5::read_attr_str(shards, "files", path));
+  for (std::string n; std::getline(ss, n);)
+    if (!n.empty()) idx.files.push_back(n);
+}
+// Format 2: configs and lists as datasets, with each shard file's size.
+void read_lists_v2(hid_t f, hid_t shards, Index& idx, const std::string& path) {
+  Handle c = h5::open_group(f, "config", path);
+  idx.state.model_config = h5::read_text(c, "model", 1 << 20, path);
+  idx.state.run_config = h5::read_text(c, "run", 64 << 20, path);
+  idx.files = h5::read_strings(shards, "files", (size_t)kMaxShardFiles, path);
+}
+}  // namespace
+
 Index parse_index_file(const std::string& path, const std::string& dir) {
   Handle f = h5::open_file(path);
   Index idx;
@@ -353,24 +373,14 @@ Index parse_index_file(const std::string& path, const std::string& dir) {
   read_state(f, idx, path);
   TrainState& s = idx.state;
   Handle g = h5::open_group(f, "shards", path);
-  if (version == 1) {  // lists in attributes (<= 64 KiB), no file sizes
-    s.model_config = h5::read_attr_str(f, "model_config", path);
-    s.run_config = h5::read_attr_str(f, "run_config", path);
-    std::stringstream ss(h5::read_attr_str(g, "files", path));
-    for (std::string n; std::getline(ss, n);)
-      if (!n.empty()) idx.files.push_back(n);
-  } else {
-    Handle c = h5::open_group(f, "config", path);
-    s.model_config = h5::read_text(c, "model", 1 << 20, path);
-    s.run_config = h5::read_text(c, "run", 64 << 20, path);
-    idx.files = h5::read_strings(g, "files", (size_t)kMaxShardFiles, path);
-  }
+  if (version == 1) read_lists_v1(f, g, idx, path);
+  else read_lists_v2(f, g, idx, path);
   if ((int64_t)idx.files.size() != s.world_size)
     fail(path, "lists " + std::to_string(idx.files.size()) + " shard files but records world size " + std::to_string(s.world_size));
   for (size_t j = 0; j < idx.files.size(); ++j)
-    if (idx.files[j] != detail::shard_name((int)j, (int)idx.files.size()))
+    if (idx.files[j] != detail::shard_file_name((int)j, (int)idx.files.size()))
       fail(path, "shard file " + std::to_string(j) + " is named '" + idx.files[j].substr(0, 80) + "', want '" +
-                     detail::shard_name((int)j, (int)idx.files.size()) + "'");
+                     detail::shard_file_name((int)j, (int)idx.files.size()) + "'");
   idx.checksum = h5::read_u64(g, "xxh3_64", idx.files.size(), path);
   if (version >= 2) idx.bytes = h5::read_u64(g, "bytes", idx.files.size(), path);
   read_tensors(f, idx, path);

@@ -1,6 +1,6 @@
 // Training / validation data loaders over llm.c token shards.
 //
-// DATA-ORDER CONTRACT (DESIGN.md, "Data order") — identical for every world
+// DATA-ORDER CONTRACT — identical for every world
 // size, so a run can stop on W ranks and resume on W' ranks at the same step
 // and see exactly the same samples:
 //

@@ -1,5 +1,5 @@
-// `mor-dist prepare`: JSONL documents -> llm.c token shards (DESIGN.md, "Token
-// shards" and "Special-token text inside documents").
+// `mor-dist prepare`: JSONL documents -> llm.c token shards (io/data/token_shard.h; special-token
+// text inside documents is encoded as plain text: io/data/tokenizer.h).
 //
 // Input: one JSON object per line with a string field "text" (other fields are
 // ignored); plain, gzip (zlib, multi-member) or zstd (multi-frame) files,

@@ -21,7 +21,7 @@ namespace {
 
 std::string errno_str() { return std::strerror(errno); }
 
-std::string shard_name(bool val, int index) {
+std::string token_shard_name(bool val, int index) {
   char buf[96];
   std::snprintf(buf, sizeof buf, "edu_fineweb_%s_%06d.bin", val ? "val" : "train", index);
   return buf;
@@ -161,7 +161,7 @@ void ShardWriter::finish_pending() {
 
 void ShardWriter::flush(bool val) {
   finish_pending();
-  const std::string name = val ? shard_name(true, 0) : shard_name(false, next_train_++);
+  const std::string name = val ? token_shard_name(true, 0) : token_shard_name(false, next_train_++);
   shards_.push_back(ShardInfo{name, val ? "val" : "train", cur_.size(), cur_docs_, ""});
   const std::string path = (std::filesystem::path(opt_.out_dir) / name).string();
   pending_ = std::async(std::launch::async, [path, toks = std::move(cur_), vocab = vocab_size_]() mutable {

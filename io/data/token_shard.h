@@ -1,4 +1,4 @@
-// llm.c-compatible token shards (see DESIGN.md, "Token shards").
+// llm.c-compatible token shards.
 //
 // Layout: a header of 256 little-endian int32 (1024 bytes) — [0] magic,
 // [1] version, [2] token count — followed by the tokens:

@@ -13,8 +13,8 @@
 //    SmolLM / cosmo2 tokenizers).
 //  * added_tokens: kept for ids, decode and eot_id(); never matched in text.
 //
-// Encoding is ORDINARY encoding (DESIGN.md, "Special-token text inside
-// documents"): the text "<|endoftext|>" inside a document is encoded as plain
+// Encoding is ORDINARY encoding (special-token text inside documents is
+// not special): the text "<|endoftext|>" inside a document is encoded as plain
 // text, never as the special id; only `mor-dist prepare` inserts eot_id().
 //
 // Pre-tokenization implements GPT-2's pattern by hand,

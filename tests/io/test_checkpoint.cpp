@@ -40,8 +40,9 @@ struct State {
     for (size_t i = 0; i < w.size(); ++i) w[i] = 0.01f * (float)i;
     for (size_t i = 0; i < b.size(); ++i) b[i] = 1.f + (float)i;
   }
-  std::vector<ckpt::LocalTensor> tensors() {
-    return {{"w", 6, 4, false, 0, 6, w.data(), mw.data(), vw.data()}, {"b", 5, 1, true, 0, 5, b.data(), mb.data(), vb.data()}};
+  ckpt::LocalState tensors() {
+    return {ckpt::kStateGroups,
+            {{"w", 6, 4, false, 0, 6, -1, {w.data(), mw.data(), vw.data()}}, {"b", 5, 1, true, 0, 5, -1, {b.data(), mb.data(), vb.data()}}}};
   }
 };
 
