@@ -17,6 +17,8 @@ namespace po = boost::program_options;
 
 namespace mor {
 
+// One declarative table of every option (name, target, default, help): long because the options
+// are many, not because it does much; splitting it would scatter one list.
 OptionTable::OptionTable(RunConfig& rc) {
   ModelConfig& m = rc.model;
   OptimConfig& o = rc.optim;

@@ -532,6 +532,41 @@ int64_t max_shards(const Index& idx) {
   return std::min({rows, by_map, int64_t(1) << 24});
 }
 
+namespace {
+// Shard file j of `shards` of a conversion: every group's rows map[.][j] of every tensor, read
+// through the input index's virtual datasets (src: one location per group), one row block in memory
+// at a time. False when `interrupted` said to stop (the file is then incomplete).
+bool write_converted_file(const std::string& p, const Index& idx, const std::vector<std::vector<RowRange>>& map, int j,
+                          int shards, const std::vector<hid_t>& src, const std::string& in_index,
+                          const std::function<bool()>& interrupted) {
+  std::vector<float> buf;
+  Handle f = h5::create_file(p);
+  h5::write_attr_i64(f, "rank", j, p);
+  h5::write_attr_i64(f, "world_size", shards, p);
+  for (size_t g = 0; g < kGroups.size(); ++g) {
+    Handle grp = h5::create_group(f, kGroups[g].c_str(), p);
+    for (size_t t = 0; t < idx.tensors.size(); ++t) {
+      if (interrupted && interrupted()) return false;
+      const auto [a, b] = map[t][j];
+      if (b <= a) continue;
+      const TensorMeta& tm = idx.tensors[t];
+      buf.resize((size_t)(b - a) * tm.cols);
+      read_rows(src[g], tm.name, tm, tm.rows, a, b, buf.data(), in_index);
+      if (!all_finite(buf.data(), (int64_t)buf.size()))
+        fail(in_index, "tensor '" + kGroups[g] + "/" + tm.name + "' holds NaN/inf values: refusing to convert");
+      const std::vector<hsize_t> d = tm.is_1d ? std::vector<hsize_t>{(hsize_t)(b - a)}
+                                              : std::vector<hsize_t>{(hsize_t)(b - a), (hsize_t)tm.cols};
+      Handle s(H5Screate_simple((int)d.size(), d.data(), nullptr));
+      Handle ds(H5Dcreate2(grp, tm.name.c_str(), H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+      if (!ds.valid() || H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0)
+        fail(p, "cannot write dataset '" + kGroups[g] + "/" + tm.name + "'");
+    }
+  }
+  h5::close_written(f, p);
+  return true;
+}
+}  // namespace
+
 void convert(const std::string& in_dir, const std::string& out_dir, int shards, dist::Communicator& comm,
              const std::function<bool()>& interrupted) {
   const Index idx = read_index(in_dir);
@@ -566,37 +601,9 @@ void convert(const std::string& in_dir, const std::string& out_dir, int shards, 
     std::vector<Handle> groups;
     std::vector<hid_t> src = {in};
     for (size_t g = 1; g < kGroups.size(); ++g) src.push_back(groups.emplace_back(h5::open_group(in, kGroups[g].c_str(), in_index)));
-    std::vector<float> buf;
     for (int j = comm.rank(); j < shards && !stopped; j += comm.size()) {  // shard files spread over ranks
       const std::string p = tmp + "/" + shard_file_name(j, shards);
-      {
-        Handle f = h5::create_file(p);
-        h5::write_attr_i64(f, "rank", j, p);
-        h5::write_attr_i64(f, "world_size", shards, p);
-        for (size_t g = 0; g < kGroups.size() && !stopped; ++g) {
-          Handle grp = h5::create_group(f, kGroups[g].c_str(), p);
-          for (size_t t = 0; t < idx.tensors.size(); ++t) {  // one row block in memory at a time
-            if (interrupted && interrupted()) {
-              stopped = true;
-              break;
-            }
-            const auto [a, b] = map[t][j];
-            if (b <= a) continue;
-            const TensorMeta& tm = idx.tensors[t];
-            buf.resize((size_t)(b - a) * tm.cols);
-            read_rows(src[g], tm.name, tm, tm.rows, a, b, buf.data(), in_index);
-            if (!all_finite(buf.data(), (int64_t)buf.size()))
-              fail(in_index, "tensor '" + kGroups[g] + "/" + tm.name + "' holds NaN/inf values: refusing to convert");
-            const std::vector<hsize_t> d = tm.is_1d ? std::vector<hsize_t>{(hsize_t)(b - a)}
-                                                    : std::vector<hsize_t>{(hsize_t)(b - a), (hsize_t)tm.cols};
-            Handle s(H5Screate_simple((int)d.size(), d.data(), nullptr));
-            Handle ds(H5Dcreate2(grp, tm.name.c_str(), H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-            if (!ds.valid() || H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0)
-              fail(p, "cannot write dataset '" + kGroups[g] + "/" + tm.name + "'");
-          }
-        }
-        h5::close_written(f, p);
-      }
+      stopped = !write_converted_file(p, idx, map, j, shards, src, in_index, interrupted);
       if (stopped) break;
       fsync_path(p);
       sums[j] = detail::file_checksum(p);

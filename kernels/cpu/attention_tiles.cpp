@@ -178,7 +178,12 @@ struct Setup {
 void attention_forward_tiles(float* o, float* lse, const float* q, const float* k, const float* v,
                              const int* qpos, const int* kpos, const AttnShape& s) {
   const Setup setup(s, qpos, kpos);
-  const auto& [nq, nk, H, Hkv, hd, group, nblk, nkp, ldq, ldkv, scale, vis] = setup;
+  // Plain locals, not a structured binding: OpenMP regions cannot capture those (clang rejects it).
+  [[maybe_unused]] const int nq = setup.nq, nk = setup.nk, H = setup.H, Hkv = setup.Hkv, hd = setup.hd,
+                             group = setup.group, nblk = setup.nblk, nkp = setup.nkp;
+  const int64_t ldq = setup.ldq, ldkv = setup.ldkv;
+  const float scale = setup.scale;
+  const std::vector<int>& vis = setup.vis;
   float* kt = thread_buffer(4, (size_t)Hkv * hd * nkp).data();
 #pragma omp parallel
   {
@@ -216,11 +221,18 @@ void attention_forward_tiles(float* o, float* lse, const float* q, const float* 
   }
 }
 
+// ~90 lines on purpose: the backward's register-tile schedule (per-head task split, dS/dQ/dK/dV
+// tiles) reads best in one piece; its parts share a dozen loop-carried values.
 void attention_backward_tiles(float* dq, float* dk, float* dv, const float* dout, const float* o,
                               const float* lse, const float* q, const float* k, const float* v,
                               const int* qpos, const int* kpos, const AttnShape& s) {
   const Setup setup(s, qpos, kpos);
-  const auto& [nq, nk, H, Hkv, hd, group, nblk, nkp, ldq, ldkv, scale, vis] = setup;
+  // Plain locals, not a structured binding: OpenMP regions cannot capture those (clang rejects it).
+  [[maybe_unused]] const int nq = setup.nq, nk = setup.nk, H = setup.H, Hkv = setup.Hkv, hd = setup.hd,
+                             group = setup.group, nblk = setup.nblk, nkp = setup.nkp;
+  const int64_t ldq = setup.ldq, ldkv = setup.ldkv;
+  const float scale = setup.scale;
+  const std::vector<int>& vis = setup.vis;
   // Each head's query blocks in two parts of about equal work (a causal block's work grows with
   // the keys it sees): 2H tasks, so two threads are not left with 5 heads against 4.
   int split = nblk;
