@@ -18,7 +18,8 @@ inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
 
 class ExpertRouter final : public Router {
  public:
-  ExpertRouter(const ModelConfig& c, Backend& be) : be_(be), xin_(be), dy_(be), dx_(be), dg_(be), ds_(be) {
+  ExpertRouter(const ModelConfig& c, Backend& be)
+      : aux_coeff_(c.aux_coeff), ec_z_coeff_(c.ec_z_coeff), be_(be), xin_(be), dy_(be), dx_(be), dg_(be), ds_(be) {
     for (int r = 0; r < c.n_recursions; ++r) rec_.emplace_back(be);
   }
   std::vector<LossTerm> loss_terms() const override { return {{"aux", aux_coeff_}, {"ec_z", ec_z_coeff_}}; }
@@ -29,8 +30,6 @@ class ExpertRouter final : public Router {
     for (const Rec& E : rec_) out.push_back(E.sel.pos);
     return out;
   }
-
-  double aux_coeff_ = 0, ec_z_coeff_ = 0;
 
  private:
   struct Rec {  // one recursion
@@ -45,6 +44,7 @@ class ExpertRouter final : public Router {
   };
   void select(Section& s, Rec& E, int r, std::vector<LossTerm>& terms);
 
+  const double aux_coeff_, ec_z_coeff_;
   Backend& be_;
   std::vector<Rec> rec_;
   Buffer<float> xin_, dy_, dx_, dg_, ds_;
@@ -159,11 +159,6 @@ void ExpertRouter::backward(Section& s) {
 
 }  // namespace
 
-std::unique_ptr<Router> make_router_expert(const ModelConfig& c, Backend& be) {
-  auto r = std::make_unique<ExpertRouter>(c, be);
-  r->aux_coeff_ = c.aux_coeff;
-  r->ec_z_coeff_ = c.ec_z_coeff;
-  return r;
-}
+std::unique_ptr<Router> make_router_expert(const ModelConfig& c, Backend& be) { return std::make_unique<ExpertRouter>(c, be); }
 
 }  // namespace mor

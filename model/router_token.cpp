@@ -32,7 +32,7 @@ struct RowMoves {
 class TokenRouter final : public Router {
  public:
   TokenRouter(const ModelConfig& c, Backend& be)
-      : be_(be), x0_(be), xcur_(be), logits_(be), xin_(be), dxcur_(be), dy_(be), dx_(be), dg_(be), dl_(be) {
+      : bal_coeff_(c.bal_coeff), z_coeff_(c.tc_z_coeff), be_(be), x0_(be), xcur_(be), logits_(be), xin_(be), dxcur_(be), dy_(be), dx_(be), dg_(be), dl_(be) {
     for (int r = 0; r < c.n_recursions; ++r) rec_.emplace_back(be);
   }
   std::vector<LossTerm> loss_terms() const override { return {{"bal", bal_coeff_}, {"z", z_coeff_}}; }
@@ -44,8 +44,6 @@ class TokenRouter final : public Router {
     return d;
   }
 
-  double bal_coeff_ = 0, z_coeff_ = 0;
-
  private:
   struct Rec {  // one recursion
     TokenSet active;  // A_r = {t : i_t >= r}
@@ -56,6 +54,7 @@ class TokenRouter final : public Router {
   void decide(Section& s, std::vector<LossTerm>& terms);
   void plan(Section& s, int r);
 
+  const double bal_coeff_, z_coeff_;
   Backend& be_;
   Buffer<float> x0_, xcur_, logits_, xin_, dxcur_, dy_, dx_, dg_, dl_;
   std::vector<float> q_, lse_;  // softmax and log-sum-exp of the logits (host)
@@ -195,11 +194,6 @@ void TokenRouter::backward(Section& s) {
 
 }  // namespace
 
-std::unique_ptr<Router> make_router_token(const ModelConfig& c, Backend& be) {
-  auto r = std::make_unique<TokenRouter>(c, be);
-  r->bal_coeff_ = c.bal_coeff;
-  r->z_coeff_ = c.tc_z_coeff;
-  return r;
-}
+std::unique_ptr<Router> make_router_token(const ModelConfig& c, Backend& be) { return std::make_unique<TokenRouter>(c, be); }
 
 }  // namespace mor
