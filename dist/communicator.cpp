@@ -10,8 +10,10 @@ namespace mor::dist {
 
 const char* to_string(ReduceOp op) {
   switch (op) {
-    case ReduceOp::Sum: return "sum";
-    case ReduceOp::Max: return "max";
+    case ReduceOp::Sum:
+      return "sum";
+    case ReduceOp::Max:
+      return "max";
   }
   return "?";
 }
@@ -67,12 +69,15 @@ class TrackedWork : public Work {
       wait();
       return;
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "mor-dist [rank %d/%d]: error: collective '%s' failed while its handle was destroyed: %s. "
-                   "Ending the job with exit status %d\n", comm_.rank(), comm_.size(), tag_.c_str(), e.what(),
-                   kExitCollectiveFailed);
+      std::fprintf(stderr,
+                   "mor-dist [rank %d/%d]: error: collective '%s' failed while its handle was destroyed: %s. "
+                   "Ending the job with exit status %d\n",
+                   comm_.rank(), comm_.size(), tag_.c_str(), e.what(), kExitCollectiveFailed);
     } catch (...) {
-      std::fprintf(stderr, "mor-dist [rank %d/%d]: error: collective '%s' failed while its handle was destroyed. "
-                   "Ending the job with exit status %d\n", comm_.rank(), comm_.size(), tag_.c_str(), kExitCollectiveFailed);
+      std::fprintf(stderr,
+                   "mor-dist [rank %d/%d]: error: collective '%s' failed while its handle was destroyed. "
+                   "Ending the job with exit status %d\n",
+                   comm_.rank(), comm_.size(), tag_.c_str(), kExitCollectiveFailed);
     }
     std::fflush(stderr);
     comm_.abort(kExitCollectiveFailed);

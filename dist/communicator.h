@@ -34,10 +34,15 @@ const char* to_string(ReduceOp op);
 struct CommStats {
   std::map<std::string, uint64_t> bytes;  // bytes sent by this rank, per tag
   std::map<std::string, uint64_t> calls;
-  double wait_seconds = 0;                // time blocked in wait()/blocking collectives
-  uint64_t split_calls = 0;               // collectives split into several backend calls (count > per-call limit)
+  double wait_seconds = 0;   // time blocked in wait()/blocking collectives
+  uint64_t split_calls = 0;  // collectives split into several backend calls (count > per-call limit)
   uint64_t total_bytes() const;
-  void clear() { bytes.clear(); calls.clear(); wait_seconds = 0; split_calls = 0; }
+  void clear() {
+    bytes.clear();
+    calls.clear();
+    wait_seconds = 0;
+    split_calls = 0;
+  }
 };
 
 // A pending collective (c10d's Work). The buffers it reads and writes must stay alive until it

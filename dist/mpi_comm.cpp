@@ -78,12 +78,18 @@ void bf16_max(void* in, void* inout, int* len, MPI_Datatype*) {
 
 MPI_Datatype mpi_type(kern::DType dt) {
   switch (dt) {
-    case kern::DType::F32: return MPI_FLOAT;
-    case kern::DType::BF16: return MPI_UINT16_T;
-    case kern::DType::F64: return MPI_DOUBLE;
-    case kern::DType::I32: return MPI_INT32_T;
-    case kern::DType::I64: return MPI_INT64_T;
-    case kern::DType::U64: return MPI_UINT64_T;
+    case kern::DType::F32:
+      return MPI_FLOAT;
+    case kern::DType::BF16:
+      return MPI_UINT16_T;
+    case kern::DType::F64:
+      return MPI_DOUBLE;
+    case kern::DType::I32:
+      return MPI_INT32_T;
+    case kern::DType::I64:
+      return MPI_INT64_T;
+    case kern::DType::U64:
+      return MPI_UINT64_T;
   }
   throw std::invalid_argument("mpi communicator: unknown dtype");
 }
@@ -168,7 +174,8 @@ class MpiComm : public Communicator {
       check(MPI_Type_create_resized(piece.t, 0, (MPI_Aint)(n * kern::dtype_size(dt)), &strided.t),
             "MPI_Type_create_resized");
       check(MPI_Type_commit(&strided.t), "MPI_Type_commit");
-      check(MPI_Iallgather(at(send, off, dt), len, t, at(recv, off, dt), 1, strided.t, comm_, w.add()), "MPI_Iallgather");
+      check(MPI_Iallgather(at(send, off, dt), len, t, at(recv, off, dt), 1, strided.t, comm_, w.add()),
+            "MPI_Iallgather");
     });
   }
 
@@ -246,8 +253,8 @@ void wait_with_deadline(std::vector<MPI_Request>& reqs, const MpiComm& comm, con
       std::fprintf(stderr,
                    "mor-dist [rank %d/%d]: error: collective '%s' made no progress for %.0f s (%s): another rank is "
                    "stopped, hung or dead. Ending the job with exit status %d (--dist.timeout %g)\n",
-                   comm.rank(), comm.size(), tag.c_str(), waited, comm.context().empty() ? "outside training" : comm.context().c_str(),
-                   kExitCollectiveTimeout, limit);
+                   comm.rank(), comm.size(), tag.c_str(), waited,
+                   comm.context().empty() ? "outside training" : comm.context().c_str(), kExitCollectiveTimeout, limit);
       std::fflush(stderr);
       MPI_Abort(MPI_COMM_WORLD, kExitCollectiveTimeout);
       std::_Exit(kExitCollectiveTimeout);
@@ -261,7 +268,8 @@ int64_t chunk_limit(int64_t requested) {
     char* end = nullptr;
     const long long v = std::strtoll(s, &end, 10);
     if (end == s || *end != '\0' || v < 1)
-      throw std::invalid_argument(std::string("MOR_TEST_COMM_MAX_CHUNK='") + s + "': expected a positive element count");
+      throw std::invalid_argument(std::string("MOR_TEST_COMM_MAX_CHUNK='") + s +
+                                  "': expected a positive element count");
     return std::min<int64_t>(v, INT_MAX);
   }
   return INT_MAX;

@@ -9,7 +9,8 @@
 
 namespace mor::dist {
 
-ShardedParams::ShardedParams(Model& m, Communicator& comm, ShardOptions opt) : param(m.be), grad(m.be), m_(m), be_(m.be), comm_(comm), opt_(opt) {
+ShardedParams::ShardedParams(Model& m, Communicator& comm, ShardOptions opt)
+    : param(m.be), grad(m.be), m_(m), be_(m.be), comm_(comm), opt_(opt) {
   const int W = comm.size();
   const ParamLayout& L = m.layout;
   int64_t off = 0;
@@ -115,7 +116,8 @@ void ShardedParams::prefetch_after(int u, bool backward) {
   auto it = std::find(fwd_order_.begin(), fwd_order_.end(), u);
   int next = -1;
   if (!backward && it + 1 != fwd_order_.end()) next = *(it + 1);
-  if (backward && it != fwd_order_.begin() && *(it - 1) != ParamLayout::kEmbedUnit) next = *(it - 1);  // the embedding stays gathered
+  if (backward && it != fwd_order_.begin() && *(it - 1) != ParamLayout::kEmbedUnit)
+    next = *(it - 1);  // the embedding stays gathered
   if (next < 0 || units_[next].present || units_[next].gather) return;
   start_gather(next);
 }
@@ -152,7 +154,6 @@ void ShardedParams::done(int u, bool backward, bool last_use) {
   if (shared && !backward && opt_.keep_shared_gathered && !opt_.regather_per_recursion) free_params = false;
   if (free_params && units_[u].present) release_params(u);
 }
-
 
 void ShardedParams::finish_backward() {
   for (auto& r : reductions_) r->wait();
@@ -220,7 +221,8 @@ std::vector<uint8_t> ShardedParams::decay_mask(const std::string& no_decay) cons
     for (const Slice& s : U.slices) {
       const TensorInfo& ti = m_.layout.tensors[s.tensor];
       const auto [r0, r1] = row_block(s.rows, r, comm_.size());
-      for (int64_t i = 0; i < (r1 - r0) * s.cols; ++i) mask[U.off + s.shard_off + i] = full[ti.offset + r0 * s.cols + i];
+      for (int64_t i = 0; i < (r1 - r0) * s.cols; ++i)
+        mask[U.off + s.shard_off + i] = full[ti.offset + r0 * s.cols + i];
     }
   return mask;
 }

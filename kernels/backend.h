@@ -22,7 +22,9 @@
 
 namespace mor::kern {
 
-struct AttnShape { int nq, nk, n_heads, n_kv_heads, head_dim; };
+struct AttnShape {
+  int nq, nk, n_heads, n_kv_heads, head_dim;
+};
 
 struct AdamWParams {
   float lr, beta1, beta2, eps, weight_decay;
@@ -49,11 +51,16 @@ class Buffer {
   Buffer& operator=(const Buffer&) = delete;
   ~Buffer() { reset(); }
 
-  void bind(Backend& be) { if (!be_) be_ = &be; }  // a default-constructed buffer learns its backend
+  void bind(Backend& be) {
+    if (!be_) be_ = &be;
+  }  // a default-constructed buffer learns its backend
   void resize(int64_t n);
-  void reset();                       // frees the memory
-  void zero();                        // every element 0 (all bits zero)
-  void assign_zero(int64_t n) { resize(n); zero(); }
+  void reset();  // frees the memory
+  void zero();   // every element 0 (all bits zero)
+  void assign_zero(int64_t n) {
+    resize(n);
+    zero();
+  }
   // Host transfers of the first n (default: all) elements.
   void to_host(T* host, int64_t n = -1) const;
   std::vector<T> to_host_vector() const;
@@ -143,12 +150,12 @@ class Backend {
   // ---- causal attention over one sequence's (possibly compacted) token set ----------------
   // q[nq, H, hd], k/v[nk, Hkv, hd]; query i sees key j iff kpos[j] <= qpos[i] (both ascending).
   // GQA: query head h uses kv head h / (H / Hkv). o written; lse[H, nq] saved for backward.
-  virtual void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v,
-                                 const int* qpos, const int* kpos, const AttnShape& s) = 0;
+  virtual void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, const int* qpos,
+                                 const int* kpos, const AttnShape& s) = 0;
   // dq written; dk, dv accumulated (+=): shared keys/values collect gradient from many recursions.
-  virtual void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* o,
-                                  const float* lse, const float* q, const float* k, const float* v,
-                                  const int* qpos, const int* kpos, const AttnShape& s) = 0;
+  virtual void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* o, const float* lse,
+                                  const float* q, const float* k, const float* v, const int* qpos, const int* kpos,
+                                  const AttnShape& s) = 0;
 
   // ---- softmax cross-entropy over the vocabulary ---------------------------------------
   // Returns sum over rows of (logsumexp - logit[target]); logits are overwritten by
@@ -166,8 +173,8 @@ class Backend {
   virtual void copy_rows(float* dst, const int32_t* dst_rows, const float* src, const int32_t* src_rows,
                          const float* scale, int n, int D, bool accumulate) = 0;
   // out[i] = <a[ar(i)], b[br(i)]> over D (row lists as in copy_rows), summed in order of the columns.
-  virtual void row_dots(float* out, const float* a, const int32_t* a_rows, const float* b, const int32_t* b_rows,
-                        int n, int D) = 0;
+  virtual void row_dots(float* out, const float* a, const int32_t* a_rows, const float* b, const int32_t* b_rows, int n,
+                        int D) = 0;
 
   // ---- optimizer and vector helpers ------------------------------------------------------
   // AdamW with decoupled weight decay on n contiguous elements; p.weight_decay applies to all.

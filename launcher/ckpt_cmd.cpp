@@ -21,8 +21,9 @@ po::variables_map parse(int argc, char** argv, po::options_description& desc, po
   po::variables_map vm;
   try {
     // Exact option names only (Boost would take --shard for --shards), with a "did you mean".
-    auto p = po::command_line_parser(argc, argv).options(desc).style(po::command_line_style::default_style &
-                                                                       ~po::command_line_style::allow_guessing);
+    auto p = po::command_line_parser(argc, argv)
+                 .options(desc)
+                 .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing);
     if (pos) p.positional(*pos);
     po::store(p.run(), vm);
     po::notify(vm);
@@ -38,7 +39,8 @@ std::vector<ckpt::TensorMeta> expected_tensors(const std::string& dir) {
   try {
     mc = load_config_text(idx.state.model_config).model;
   } catch (const std::exception& e) {
-    throw std::runtime_error("checkpoint '" + dir + "/index.h5': its model config is not valid: " + std::string(e.what()));
+    throw std::runtime_error("checkpoint '" + dir +
+                             "/index.h5': its model config is not valid: " + std::string(e.what()));
   }
   std::vector<ckpt::TensorMeta> v;
   for (const auto& t : ParamLayout(mc).tensors) v.push_back({t.name, t.rows, t.cols, t.is_1d});
@@ -63,16 +65,20 @@ int cmd_convert(int argc, char** argv, dist::Communicator& comm) {
   if (!vm.count("shards")) throw ConfigError("shards", "is required: the number of shard files to write");
   if (shards < 1) throw ConfigError("shards", "must be >= 1, got " + std::to_string(shards));
   ckpt::convert(in, out, shards, comm, [] { return stop_requested(); });
-  if (comm.rank() == 0) std::printf("converted %s -> %s (%d shard%s)\n", in.c_str(), out.c_str(), shards, shards > 1 ? "s" : "");
+  if (comm.rank() == 0)
+    std::printf("converted %s -> %s (%d shard%s)\n", in.c_str(), out.c_str(), shards, shards > 1 ? "s" : "");
   return 0;
 }
 
 int cmd_inspect(int argc, char** argv) {
   std::string dir;
   bool quick = false;
-  po::options_description desc("usage: mor-dist inspect [--quick] CKPT   (CKPT: a checkpoint directory, or a root holding 'latest')");
-  desc.add_options()("help,h", "show this help")("ckpt", po::value(&dir), "checkpoint directory (or ROOT: its newest checkpoint)")(
-      "quick", po::bool_switch(&quick), "skip reading every value to check it is finite (checksums are still verified)");
+  po::options_description desc(
+      "usage: mor-dist inspect [--quick] CKPT   (CKPT: a checkpoint directory, or a root holding 'latest')");
+  desc.add_options()("help,h", "show this help")("ckpt", po::value(&dir),
+                                                 "checkpoint directory (or ROOT: its newest checkpoint)")(
+      "quick", po::bool_switch(&quick),
+      "skip reading every value to check it is finite (checksums are still verified)");
   po::positional_options_description pos;
   pos.add("ckpt", 1);
   auto vm = parse(argc, argv, desc, &pos);

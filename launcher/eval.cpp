@@ -72,11 +72,13 @@ void load_eval_params(Model& model, const RunConfig& rc) {
 
 int cmd_eval(int argc, char** argv) {
   RunConfig rc;
-  if (!parse_run_config(argc, argv, rc, "usage: mor-dist eval --config FILE --train.init_params P.mort|CHECKPOINT --data.val GLOB"))
+  if (!parse_run_config(argc, argv, rc,
+                        "usage: mor-dist eval --config FILE --train.init_params P.mort|CHECKPOINT --data.val GLOB"))
     return 0;
   if (rc.train.init_params.empty()) throw ConfigError("train.init_params", "is required: the parameters to evaluate");
   if (rc.data.val.empty()) throw ConfigError("data.val", "is required: the validation shards");
-  const std::unique_ptr<kern::Backend> backend = make_run_backend(rc.train, default_threads(rc.train.threads, 1).threads);
+  const std::unique_ptr<kern::Backend> backend =
+      make_run_backend(rc.train, default_threads(rc.train.threads, 1).threads);
   Model model(rc.model, *backend);
   load_eval_params(model, rc);
   io::ValLoader val(rc.data.val, rc.model.seq_len, rc.model.vocab_size);
@@ -84,8 +86,8 @@ int cmd_eval(int argc, char** argv) {
   auto single = dist::make_single_process_comm();
   const double vl = evaluate(model, val, rc.train.eval_samples, micro, *single, true);
   logf("val_loss %.6f over %d windows of %d tokens\n", vl,
-              rc.train.eval_samples > 0 ? std::min(rc.train.eval_samples, val.num_samples()) : val.num_samples(),
-              rc.model.seq_len);
+       rc.train.eval_samples > 0 ? std::min(rc.train.eval_samples, val.num_samples()) : val.num_samples(),
+       rc.model.seq_len);
   return 0;
 }
 

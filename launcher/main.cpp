@@ -57,8 +57,10 @@ static void reexec_with_huge_pages(char** argv) {
   const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   if (n > 0) self[n] = '\0', execv(self, argv);
   // No /proc or exec refused: go on with 4 KiB pages and the environment as it was.
-  if (cur) setenv("GLIBC_TUNABLES", old.c_str(), 1);
-  else unsetenv("GLIBC_TUNABLES");
+  if (cur)
+    setenv("GLIBC_TUNABLES", old.c_str(), 1);
+  else
+    unsetenv("GLIBC_TUNABLES");
 }
 
 int main(int argc, char** argv) {
@@ -81,39 +83,53 @@ int main(int argc, char** argv) {
   }
   const std::string cmd = argv[1];
   // Under mpirun/srun with several tasks, ranks come from the MPI runtime.
-  std::unique_ptr<mor::dist::Communicator> comm =
-      mor::dist::launched_multi_process() ? mor::dist::make_mpi_comm(&argc, &argv) : mor::dist::make_single_process_comm();
-  const std::string who = comm->size() > 1 ? " [rank " + std::to_string(comm->rank()) + "/" + std::to_string(comm->size()) + "]" : "";
+  std::unique_ptr<mor::dist::Communicator> comm = mor::dist::launched_multi_process()
+                                                      ? mor::dist::make_mpi_comm(&argc, &argv)
+                                                      : mor::dist::make_single_process_comm();
+  const std::string who =
+      comm->size() > 1 ? " [rank " + std::to_string(comm->rank()) + "/" + std::to_string(comm->size()) + "]" : "";
   int rc = 0;
   try {
-    if (cmd == "train") rc = mor::cmd_train(argc - 1, argv + 1, *comm);
-    else if (cmd == "eval") rc = mor::cmd_eval(argc - 1, argv + 1);
-    else if (cmd == "convert") rc = mor::cmd_convert(argc - 1, argv + 1, *comm);
-    else if (cmd == "inspect") rc = mor::cmd_inspect(argc - 1, argv + 1);
-    else if (cmd == "prepare") rc = mor::cmd_prepare(argc - 1, argv + 1);
+    if (cmd == "train")
+      rc = mor::cmd_train(argc - 1, argv + 1, *comm);
+    else if (cmd == "eval")
+      rc = mor::cmd_eval(argc - 1, argv + 1);
+    else if (cmd == "convert")
+      rc = mor::cmd_convert(argc - 1, argv + 1, *comm);
+    else if (cmd == "inspect")
+      rc = mor::cmd_inspect(argc - 1, argv + 1);
+    else if (cmd == "prepare")
+      rc = mor::cmd_prepare(argc - 1, argv + 1);
     else {
       std::fprintf(stderr, "mor-dist: unknown command '%s'\n%s", cmd.c_str(), kUsage);
       rc = 2;
     }
   } catch (const mor::ConfigError& e) {
-    std::fprintf(stderr, "%smor-dist %s%s: error: %s\n", mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str(), e.what());
+    std::fprintf(stderr, "%smor-dist %s%s: error: %s\n", mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str(),
+                 e.what());
     rc = 2;
   } catch (const mor::ckpt::SaveError& e) {
-    std::fprintf(stderr, "%smor-dist %s%s: error: saving failed (the previous checkpoint and 'latest' are intact): %s\n",
+    std::fprintf(stderr,
+                 "%smor-dist %s%s: error: saving failed (the previous checkpoint and 'latest' are intact): %s\n",
                  mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str(), e.what());
     rc = mor::kExitSaveFailed;
   } catch (const mor::ckpt::NonFiniteError& e) {
-    std::fprintf(stderr, "%smor-dist %s%s: error: %s\n", mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str(), e.what());
+    std::fprintf(stderr, "%smor-dist %s%s: error: %s\n", mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str(),
+                 e.what());
     rc = mor::kExitNonFinite;
   } catch (const mor::ckpt::Interrupted& e) {
-    std::fprintf(stderr, "%smor-dist %s%s: %s\n", mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str(), e.what());
+    std::fprintf(stderr, "%smor-dist %s%s: %s\n", mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str(),
+                 e.what());
     rc = mor::kExitInterrupted;
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "%smor-dist %s%s: error: out of memory (the configuration or an input asks for more than this machine has)\n",
-                 mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str());
+    std::fprintf(
+        stderr,
+        "%smor-dist %s%s: error: out of memory (the configuration or an input asks for more than this machine has)\n",
+        mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str());
     rc = 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%smor-dist %s%s: error: %s\n", mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str(), e.what());
+    std::fprintf(stderr, "%smor-dist %s%s: error: %s\n", mor::run_context().prefix.c_str(), cmd.c_str(), who.c_str(),
+                 e.what());
     rc = 1;
   }
   // A rank that fails alone must not leave the others waiting in a collective.

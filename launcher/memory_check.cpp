@@ -67,10 +67,10 @@ void check_training_memory(const ModelConfig& c, int micro, int world) {
   const MemoryEstimate e = estimate_training_memory(c, micro, world);
   const double avail = available_memory_bytes();
   if (avail > 0 && e.total() > avail)
-    throw std::runtime_error("this configuration needs at least " + gb(e.total()) + " per rank (" + e.breakdown() +
-                             ") but " + gb(avail) +
-                             " are available: reduce model.seq_len, model.d_model, model.vocab_size or train.micro_batch, "
-                             "or use more ranks");
+    throw std::runtime_error(
+        "this configuration needs at least " + gb(e.total()) + " per rank (" + e.breakdown() + ") but " + gb(avail) +
+        " are available: reduce model.seq_len, model.d_model, model.vocab_size or train.micro_batch, "
+        "or use more ranks");
 }
 
 }  // namespace mor

@@ -34,18 +34,19 @@ void MetricsFile::open(const std::string& path) {
 void MetricsFile::window(const LogWindow& w, const WindowRates& r, int world) {
   if (!out_.is_open()) return;
   char json[1024];
-  std::snprintf(json, sizeof json,
-                "{\"step\":%lld,\"loss\":%s,\"ce\":%s,\"aux\":%s,\"bal\":%s,\"z\":%s,\"lr\":%.9g,\"grad_norm\":%s,"
-                "\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"mfu\":%.4f,\"world\":%d,\"comm_bytes_per_rank\":%llu,\"comm_wait_s\":%.4f,"
-                "\"step_time_s\":%.6f,\"window_time_s\":%.4f,\"window_steps\":%d,\"elapsed_s\":%.3f,\"tokens_seen\":%.0f,"
-                "\"skipped_nonfinite\":%lld,\"job_id\":\"%s\",\"restart\":%d,\"depth_tokens\":",
-                (long long)w.step, json_num(r.loss).c_str(), json_num(w.loss.ce).c_str(),
-                json_num(w.loss.term("aux"), "%.9g").c_str(), json_num(w.loss.term("bal"), "%.9g").c_str(),
-                json_num(w.loss.term("z") + w.loss.term("ec_z"), "%.9g").c_str(), w.lr,
-                json_num(w.grad_norm, "%.9g").c_str(), r.tokens_per_s, r.gflops, r.mfu, world,
-                (unsigned long long)w.comm_bytes, w.comm_wait_s, w.seconds / std::max(1, w.steps), w.seconds, w.steps,
-                r.elapsed_s, r.tokens_seen, (long long)w.skipped_nonfinite, run_context().job_id.c_str(),
-                run_context().restart);
+  std::snprintf(
+      json, sizeof json,
+      "{\"step\":%lld,\"loss\":%s,\"ce\":%s,\"aux\":%s,\"bal\":%s,\"z\":%s,\"lr\":%.9g,\"grad_norm\":%s,"
+      "\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"mfu\":%.4f,\"world\":%d,\"comm_bytes_per_rank\":%llu,\"comm_wait_s\":%."
+      "4f,"
+      "\"step_time_s\":%.6f,\"window_time_s\":%.4f,\"window_steps\":%d,\"elapsed_s\":%.3f,\"tokens_seen\":%.0f,"
+      "\"skipped_nonfinite\":%lld,\"job_id\":\"%s\",\"restart\":%d,\"depth_tokens\":",
+      (long long)w.step, json_num(r.loss).c_str(), json_num(w.loss.ce).c_str(),
+      json_num(w.loss.term("aux"), "%.9g").c_str(), json_num(w.loss.term("bal"), "%.9g").c_str(),
+      json_num(w.loss.term("z") + w.loss.term("ec_z"), "%.9g").c_str(), w.lr, json_num(w.grad_norm, "%.9g").c_str(),
+      r.tokens_per_s, r.gflops, r.mfu, world, (unsigned long long)w.comm_bytes, w.comm_wait_s,
+      w.seconds / std::max(1, w.steps), w.seconds, w.steps, r.elapsed_s, r.tokens_seen, (long long)w.skipped_nonfinite,
+      run_context().job_id.c_str(), run_context().restart);
   out_ << json << depth_json(w.tokens_at_depth) << ",\"comm\":{";
   bool first = true;  // cumulative bytes sent by this rank, per collective and unit
   for (const auto& [tag, b] : w.comm_by_tag) {
@@ -57,8 +58,9 @@ void MetricsFile::window(const LogWindow& w, const WindowRates& r, int world) {
 
 void MetricsFile::eval(int64_t step, double val_loss, double elapsed_s) {
   if (!out_.is_open()) return;
-  out_ << "{\"step\":" << step << ",\"val_loss\":" << json_num(val_loss) << ",\"elapsed_s\":" << json_num(elapsed_s, "%.3f")
-       << ",\"job_id\":\"" << run_context().job_id << "\",\"restart\":" << run_context().restart << "}\n"
+  out_ << "{\"step\":" << step << ",\"val_loss\":" << json_num(val_loss)
+       << ",\"elapsed_s\":" << json_num(elapsed_s, "%.3f") << ",\"job_id\":\"" << run_context().job_id
+       << "\",\"restart\":" << run_context().restart << "}\n"
        << std::flush;
 }
 

@@ -14,14 +14,14 @@ namespace mor {
 
 // One logging window: the steps since the previous line.
 struct LogWindow {
-  int64_t step = 0;         // optimizer steps completed at the end of the window
-  int steps = 0;            // steps in the window
-  LossParts loss;           // of the window's last step
+  int64_t step = 0;  // optimizer steps completed at the end of the window
+  int steps = 0;     // steps in the window
+  LossParts loss;    // of the window's last step
   double lr = 0, grad_norm = 0;
-  double seconds = 0;       // wall time of the window's steps (without saves and evaluations)
+  double seconds = 0;            // wall time of the window's steps (without saves and evaluations)
   double flops = 0, tokens = 0;  // over all ranks
-  double comm_wait_s = 0;   // this rank's time blocked in collectives
-  uint64_t comm_bytes = 0;  // cumulative bytes this rank sent
+  double comm_wait_s = 0;        // this rank's time blocked in collectives
+  uint64_t comm_bytes = 0;       // cumulative bytes this rank sent
   std::map<std::string, uint64_t> comm_by_tag;
   std::vector<int64_t> tokens_at_depth;  // over all ranks
   int64_t skipped_nonfinite = 0;         // this run so far

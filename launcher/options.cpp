@@ -27,85 +27,101 @@ OptionTable::OptionTable(RunConfig& rc) {
   DistConfig& x = rc.dist;
   CkptConfig& k = rc.ckpt;
   desc.add_options()
-    // [model]
-    ("model.vocab_size", po::value(&m.vocab_size)->default_value(m.vocab_size), "vocabulary size V")
-    ("model.d_model", po::value(&m.d_model)->default_value(m.d_model), "hidden size D")
-    ("model.n_heads", po::value(&m.n_heads)->default_value(m.n_heads), "attention heads (head_dim = D / n_heads)")
-    ("model.n_kv_heads", po::value(&m.n_kv_heads)->default_value(m.n_kv_heads), "key/value heads (GQA)")
-    ("model.d_ff", po::value(&m.d_ff)->default_value(m.d_ff), "SwiGLU hidden size")
-    ("model.n_layers", po::value(&m.n_layers)->default_value(m.n_layers), "unrolled depth L")
-    ("model.seq_len", po::value(&m.seq_len)->default_value(m.seq_len), "sequence length T")
-    ("model.rms_eps", po::value(&m.rms_eps)->default_value(m.rms_eps), "RMSNorm epsilon")
-    ("model.rope_theta", po::value(&m.rope_theta)->default_value(m.rope_theta), "RoPE base")
-    ("model.init_std", po::value(&m.init_std)->default_value(m.init_std), "std of the N(0, s) init")
-    // [mor]
-    ("mor.sharing", po::value(&sharing)->default_value(sharing), "cycle | sequence | middle_cycle | middle_sequence")
-    ("mor.n_recursions", po::value(&m.n_recursions)->default_value(m.n_recursions), "N_r (1 = vanilla)")
-    ("mor.router", po::value(&router)->default_value(router), "none | expert | token")
-    ("mor.kv_mode", po::value(&kv_mode)->default_value(kv_mode), "recursion | share")
-    ("mor.capacity", po::value(&capacity)->default_value(""), "expert capacities c_0,..; empty = (N_r-r)/N_r")
-    ("mor.ec_alpha", po::value(&m.ec_alpha)->default_value(m.ec_alpha), "expert gate scale")
-    ("mor.aux_coeff", po::value(&m.aux_coeff)->default_value(m.aux_coeff), "expert BCE auxiliary loss coefficient")
-    ("mor.ec_z_coeff", po::value(&m.ec_z_coeff)->default_value(m.ec_z_coeff), "expert router z-loss coefficient")
-    ("mor.tc_alpha", po::value(&m.tc_alpha)->default_value(m.tc_alpha), "token gate scale")
-    ("mor.bal_coeff", po::value(&m.bal_coeff)->default_value(m.bal_coeff), "token balancing loss coefficient")
-    ("mor.tc_z_coeff", po::value(&m.tc_z_coeff)->default_value(m.tc_z_coeff), "token router z-loss coefficient")
-    // [optim]
-    ("optim.lr", po::value(&o.lr)->default_value(o.lr), "peak learning rate")
-    ("optim.min_lr_ratio", po::value(&o.min_lr_ratio)->default_value(o.min_lr_ratio), "final LR / peak LR")
-    ("optim.schedule", po::value(&schedule)->default_value(schedule), "wsd (trapezoid) | cosine | constant")
-    ("optim.warmup_steps", po::value(&o.warmup_steps)->default_value(o.warmup_steps), "linear warm-up steps")
-    ("optim.decay_frac", po::value(&o.decay_frac)->default_value(o.decay_frac), "wsd: fraction of steps in the final linear decay")
-    ("optim.beta1", po::value(&o.beta1)->default_value(o.beta1), "AdamW beta1")
-    ("optim.beta2", po::value(&o.beta2)->default_value(o.beta2), "AdamW beta2")
-    ("optim.eps", po::value(&o.eps)->default_value(o.eps), "AdamW epsilon")
-    ("optim.weight_decay", po::value(&o.weight_decay)->default_value(o.weight_decay), "decoupled weight decay")
-    ("optim.no_decay", po::value(&o.no_decay)->default_value(o.no_decay), "comma list of name substrings without decay (norms never decay)")
-    ("optim.grad_clip", po::value(&o.grad_clip)->default_value(o.grad_clip), "global gradient-norm clip (0 = off)")
-    // [train]
-    ("train.steps", po::value(&t.steps)->default_value(t.steps), "optimizer steps")
-    ("train.global_batch", po::value(&t.global_batch)->default_value(t.global_batch), "sequences per step (all ranks)")
-    ("train.micro_batch", po::value(&t.micro_batch)->default_value(t.micro_batch), "sequences per forward/backward (0 = global_batch / world)")
-    ("train.seed", po::value(&t.seed)->default_value(t.seed), "seed of init and data order")
-    ("train.log_every", po::value(&t.log_every)->default_value(t.log_every), "steps between log lines")
-    ("train.eval_every", po::value(&t.eval_every)->default_value(t.eval_every), "steps between validations (0 = at the end only)")
-    ("train.eval_samples", po::value(&t.eval_samples)->default_value(t.eval_samples), "validation windows per evaluation (0 = all)")
-    ("train.threads", po::value(&t.threads)->default_value(t.threads), "CPU threads per rank (0 = OMP_NUM_THREADS if set, else this rank's share of the CPUs in its affinity mask; the run's batch line says which and why)")
-    ("train.gemm", po::value(&t.gemm)->default_value(t.gemm),
-     "GEMM library: mixed (oneDNN for forward and input-gradient GEMMs, OpenBLAS for weight gradients; fastest measured) | openblas")
-    ("train.peak_gflops", po::value(&t.peak_gflops)->default_value(t.peak_gflops), "peak for MFU (0 = measure sgemm)")
-    ("train.metrics", po::value(&t.metrics)->default_value(t.metrics), "JSON-lines metrics file")
-    ("train.save_params", po::value(&t.save_params)->default_value(t.save_params), "write the final parameters (.mort)")
-    ("train.init_params", po::value(&t.init_params)->default_value(t.init_params), "start from parameters (.mort)")
-    ("train.nonfinite", po::value(&t.nonfinite)->default_value(t.nonfinite),
-     "a NaN/inf loss or gradient norm: stop (exit 4, nothing saved) | skip (the update; stop after train.nonfinite_max in a row)")
-    ("train.nonfinite_max", po::value(&t.nonfinite_max)->default_value(t.nonfinite_max),
-     "skip: consecutive skipped steps before the run stops (exit 4)")
-    // [data]
-    ("data.train", po::value(&d.train)->default_value(d.train), "glob of training shards (llm.c .bin)")
-    ("data.val", po::value(&d.val)->default_value(d.val), "glob of validation shards")
-    ("data.shuffle", po::value(&d.shuffle)->default_value(d.shuffle), "shuffle training samples (seeded)")
-    // [dist]
-    ("dist.regather_per_recursion", po::value(&x.regather_per_recursion)->default_value(x.regather_per_recursion),
-     "all-gather the shared block for every recursion (comparison mode; default: once per pass)")
-    ("dist.keep_shared_gathered", po::value(&x.keep_shared_gathered)->default_value(x.keep_shared_gathered),
-     "keep the shared block gathered from forward to backward (saves one all-gather, costs memory)")
-    ("dist.overlap", po::value(&x.overlap)->default_value(x.overlap),
-     "prefetch the next unit's all-gather while the current unit computes")
-    ("dist.timeout", po::value(&x.timeout)->default_value(x.timeout),
-     "seconds a collective may make no progress before every rank is ended with exit 5, naming the collective (0 = wait forever)")
-    // [ckpt]
-    ("ckpt.dir", po::value(&k.dir)->default_value(k.dir), "checkpoint root directory (HDF5 sharded checkpoints)")
-    ("ckpt.save_every", po::value(&k.save_every)->default_value(k.save_every), "steps between checkpoints (0 = at the end / on signal only)")
-    ("ckpt.keep_last", po::value(&k.keep_last)->default_value(k.keep_last), "complete checkpoints to keep (>= 2)")
-    ("ckpt.direct_io", po::value(&k.direct_io)->default_value(k.direct_io),
-     "write shard files, and read them back on a same-world-size resume, with O_DIRECT (no page cache) where the file system accepts it; false = buffered")
-    ("ckpt.resume", po::value(&k.resume)->default_value(k.resume), "auto | CHECKPOINT_DIR | empty (fresh start)")
-    ("ckpt.allow_rewind", po::value(&k.allow_rewind)->default_value(k.allow_rewind),
-     "resume from an older step than the newest checkpoint in ckpt.dir, or start fresh in a ckpt.dir that holds checkpoints: "
-     "rename the newer ones to step_N.rewound-TIME (nothing is deleted) instead of refusing")
-    ("ckpt.allow_seed_change", po::value(&k.allow_seed_change)->default_value(k.allow_seed_change),
-     "resume with another train.seed than the checkpoint's (changes the data order from then on)");
+      // [model]
+      ("model.vocab_size", po::value(&m.vocab_size)->default_value(m.vocab_size), "vocabulary size V")(
+          "model.d_model", po::value(&m.d_model)->default_value(m.d_model), "hidden size D")(
+          "model.n_heads", po::value(&m.n_heads)->default_value(m.n_heads), "attention heads (head_dim = D / n_heads)")(
+          "model.n_kv_heads", po::value(&m.n_kv_heads)->default_value(m.n_kv_heads), "key/value heads (GQA)")(
+          "model.d_ff", po::value(&m.d_ff)->default_value(m.d_ff), "SwiGLU hidden size")(
+          "model.n_layers", po::value(&m.n_layers)->default_value(m.n_layers), "unrolled depth L")(
+          "model.seq_len", po::value(&m.seq_len)->default_value(m.seq_len), "sequence length T")(
+          "model.rms_eps", po::value(&m.rms_eps)->default_value(m.rms_eps), "RMSNorm epsilon")(
+          "model.rope_theta", po::value(&m.rope_theta)->default_value(m.rope_theta), "RoPE base")(
+          "model.init_std", po::value(&m.init_std)->default_value(m.init_std), "std of the N(0, s) init")
+      // [mor]
+      ("mor.sharing", po::value(&sharing)->default_value(sharing), "cycle | sequence | middle_cycle | middle_sequence")(
+          "mor.n_recursions", po::value(&m.n_recursions)->default_value(m.n_recursions), "N_r (1 = vanilla)")(
+          "mor.router", po::value(&router)->default_value(router), "none | expert | token")(
+          "mor.kv_mode", po::value(&kv_mode)->default_value(kv_mode), "recursion | share")(
+          "mor.capacity", po::value(&capacity)->default_value(""), "expert capacities c_0,..; empty = (N_r-r)/N_r")(
+          "mor.ec_alpha", po::value(&m.ec_alpha)->default_value(m.ec_alpha), "expert gate scale")(
+          "mor.aux_coeff", po::value(&m.aux_coeff)->default_value(m.aux_coeff),
+          "expert BCE auxiliary loss coefficient")(
+          "mor.ec_z_coeff", po::value(&m.ec_z_coeff)->default_value(m.ec_z_coeff), "expert router z-loss coefficient")(
+          "mor.tc_alpha", po::value(&m.tc_alpha)->default_value(m.tc_alpha), "token gate scale")(
+          "mor.bal_coeff", po::value(&m.bal_coeff)->default_value(m.bal_coeff), "token balancing loss coefficient")(
+          "mor.tc_z_coeff", po::value(&m.tc_z_coeff)->default_value(m.tc_z_coeff), "token router z-loss coefficient")
+      // [optim]
+      ("optim.lr", po::value(&o.lr)->default_value(o.lr), "peak learning rate")(
+          "optim.min_lr_ratio", po::value(&o.min_lr_ratio)->default_value(o.min_lr_ratio), "final LR / peak LR")(
+          "optim.schedule", po::value(&schedule)->default_value(schedule), "wsd (trapezoid) | cosine | constant")(
+          "optim.warmup_steps", po::value(&o.warmup_steps)->default_value(o.warmup_steps), "linear warm-up steps")(
+          "optim.decay_frac", po::value(&o.decay_frac)->default_value(o.decay_frac),
+          "wsd: fraction of steps in the final linear decay")(
+          "optim.beta1", po::value(&o.beta1)->default_value(o.beta1), "AdamW beta1")(
+          "optim.beta2", po::value(&o.beta2)->default_value(o.beta2), "AdamW beta2")(
+          "optim.eps", po::value(&o.eps)->default_value(o.eps), "AdamW epsilon")(
+          "optim.weight_decay", po::value(&o.weight_decay)->default_value(o.weight_decay), "decoupled weight decay")(
+          "optim.no_decay", po::value(&o.no_decay)->default_value(o.no_decay),
+          "comma list of name substrings without decay (norms never decay)")(
+          "optim.grad_clip", po::value(&o.grad_clip)->default_value(o.grad_clip), "global gradient-norm clip (0 = off)")
+      // [train]
+      ("train.steps", po::value(&t.steps)->default_value(t.steps), "optimizer steps")(
+          "train.global_batch", po::value(&t.global_batch)->default_value(t.global_batch),
+          "sequences per step (all ranks)")("train.micro_batch",
+                                            po::value(&t.micro_batch)->default_value(t.micro_batch),
+                                            "sequences per forward/backward (0 = global_batch / world)")(
+          "train.seed", po::value(&t.seed)->default_value(t.seed), "seed of init and data order")(
+          "train.log_every", po::value(&t.log_every)->default_value(t.log_every), "steps between log lines")(
+          "train.eval_every", po::value(&t.eval_every)->default_value(t.eval_every),
+          "steps between validations (0 = at the end only)")("train.eval_samples",
+                                                             po::value(&t.eval_samples)->default_value(t.eval_samples),
+                                                             "validation windows per evaluation (0 = all)")(
+          "train.threads", po::value(&t.threads)->default_value(t.threads),
+          "CPU threads per rank (0 = OMP_NUM_THREADS if set, else this rank's share of the CPUs in its affinity mask; "
+          "the run's batch line says which and why)")(
+          "train.gemm", po::value(&t.gemm)->default_value(t.gemm),
+          "GEMM library: mixed (oneDNN for forward and input-gradient GEMMs, OpenBLAS for weight gradients; fastest "
+          "measured) | openblas")("train.peak_gflops", po::value(&t.peak_gflops)->default_value(t.peak_gflops),
+                                  "peak for MFU (0 = measure sgemm)")(
+          "train.metrics", po::value(&t.metrics)->default_value(t.metrics), "JSON-lines metrics file")(
+          "train.save_params", po::value(&t.save_params)->default_value(t.save_params),
+          "write the final parameters (.mort)")(
+          "train.init_params", po::value(&t.init_params)->default_value(t.init_params),
+          "start from parameters (.mort)")("train.nonfinite", po::value(&t.nonfinite)->default_value(t.nonfinite),
+                                           "a NaN/inf loss or gradient norm: stop (exit 4, nothing saved) | skip (the "
+                                           "update; stop after train.nonfinite_max in a row)")(
+          "train.nonfinite_max", po::value(&t.nonfinite_max)->default_value(t.nonfinite_max),
+          "skip: consecutive skipped steps before the run stops (exit 4)")
+      // [data]
+      ("data.train", po::value(&d.train)->default_value(d.train), "glob of training shards (llm.c .bin)")(
+          "data.val", po::value(&d.val)->default_value(d.val), "glob of validation shards")(
+          "data.shuffle", po::value(&d.shuffle)->default_value(d.shuffle), "shuffle training samples (seeded)")
+      // [dist]
+      ("dist.regather_per_recursion", po::value(&x.regather_per_recursion)->default_value(x.regather_per_recursion),
+       "all-gather the shared block for every recursion (comparison mode; default: once per pass)")(
+          "dist.keep_shared_gathered", po::value(&x.keep_shared_gathered)->default_value(x.keep_shared_gathered),
+          "keep the shared block gathered from forward to backward (saves one all-gather, costs memory)")(
+          "dist.overlap", po::value(&x.overlap)->default_value(x.overlap),
+          "prefetch the next unit's all-gather while the current unit computes")(
+          "dist.timeout", po::value(&x.timeout)->default_value(x.timeout),
+          "seconds a collective may make no progress before every rank is ended with exit 5, naming the collective (0 "
+          "= wait forever)")
+      // [ckpt]
+      ("ckpt.dir", po::value(&k.dir)->default_value(k.dir), "checkpoint root directory (HDF5 sharded checkpoints)")(
+          "ckpt.save_every", po::value(&k.save_every)->default_value(k.save_every),
+          "steps between checkpoints (0 = at the end / on signal only)")(
+          "ckpt.keep_last", po::value(&k.keep_last)->default_value(k.keep_last), "complete checkpoints to keep (>= 2)")(
+          "ckpt.direct_io", po::value(&k.direct_io)->default_value(k.direct_io),
+          "write shard files, and read them back on a same-world-size resume, with O_DIRECT (no page cache) where the "
+          "file system accepts it; false = buffered")("ckpt.resume", po::value(&k.resume)->default_value(k.resume),
+                                                      "auto | CHECKPOINT_DIR | empty (fresh start)")(
+          "ckpt.allow_rewind", po::value(&k.allow_rewind)->default_value(k.allow_rewind),
+          "resume from an older step than the newest checkpoint in ckpt.dir, or start fresh in a ckpt.dir that holds "
+          "checkpoints: "
+          "rename the newer ones to step_N.rewound-TIME (nothing is deleted) instead of refusing")(
+          "ckpt.allow_seed_change", po::value(&k.allow_seed_change)->default_value(k.allow_seed_change),
+          "resume with another train.seed than the checkpoint's (changes the data order from then on)");
 }
 
 static std::vector<double> parse_list(const std::string& s) {
@@ -141,14 +157,16 @@ static void finish(OptionTable& tab, RunConfig& rc) {
   if (t.eval_every < 0) throw ConfigError("train.eval_every", "must be >= 0");
   if (t.eval_samples < 0) throw ConfigError("train.eval_samples", "must be >= 0");
   if (t.threads < 0) throw ConfigError("train.threads", "must be >= 0");
-  if (t.gemm != "mixed" && t.gemm != "openblas") throw ConfigError("train.gemm", "unknown value '" + t.gemm + "' (mixed | openblas)");
+  if (t.gemm != "mixed" && t.gemm != "openblas")
+    throw ConfigError("train.gemm", "unknown value '" + t.gemm + "' (mixed | openblas)");
   if (t.nonfinite != "stop" && t.nonfinite != "skip")
     throw ConfigError("train.nonfinite", "unknown value '" + t.nonfinite + "' (stop | skip)");
   if (t.nonfinite_max < 1) throw ConfigError("train.nonfinite_max", "must be >= 1");
   if (!(rc.dist.timeout >= 0) || !std::isfinite(rc.dist.timeout))
     throw ConfigError("dist.timeout", "must be a finite number of seconds >= 0 (0 = off)");
   if (rc.ckpt.save_every < 0) throw ConfigError("ckpt.save_every", "must be >= 0");
-  if (rc.ckpt.keep_last < 2) throw ConfigError("ckpt.keep_last", "must be >= 2 (a crash while pruning must leave one good checkpoint)");
+  if (rc.ckpt.keep_last < 2)
+    throw ConfigError("ckpt.keep_last", "must be >= 2 (a crash while pruning must leave one good checkpoint)");
   if (rc.ckpt.resume == "auto" && rc.ckpt.dir.empty()) throw ConfigError("ckpt.resume", "auto needs --ckpt.dir");
 }
 
@@ -200,7 +218,8 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   for (size_t i = 1; i <= n; ++i)
     for (size_t j = 1; j <= m; ++j) {
       d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1])});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
     }
   return d[n][m];
 }
@@ -350,15 +369,17 @@ std::optional<std::string> default_text(const po::option_description& o) {
 
 // What `eval` reads: the model, the parameters, the validation data and how to run.
 bool eval_uses(const std::string& name) {
-  static const std::set<std::string> names = {"help",        "config",           "train.init_params", "data.val",
-                                              "train.eval_samples", "train.micro_batch", "train.threads", "train.gemm"};
+  static const std::set<std::string> names = {
+      "help",          "config",    "train.init_params", "data.val", "train.eval_samples", "train.micro_batch",
+      "train.threads", "train.gemm"};
   return names.count(name) || name.rfind("model.", 0) == 0 || name.rfind("mor.", 0) == 0;
 }
 
 const std::map<std::string, std::string>& eval_descriptions() {
   static const std::map<std::string, std::string> d = {
-      {"train.init_params", "the parameters to score: a .mort file (--train.save_params), or an HDF5 checkpoint "
-                            "(a step directory on any number of shards, or a checkpoint root: its newest); required"},
+      {"train.init_params",
+       "the parameters to score: a .mort file (--train.save_params), or an HDF5 checkpoint "
+       "(a step directory on any number of shards, or a checkpoint root: its newest); required"},
       {"data.val", "glob of validation shards; required"},
       {"train.eval_samples", "validation windows to score (0 = all)"},
       {"train.micro_batch", "windows per forward pass (0 = 8)"},
@@ -376,9 +397,12 @@ po::options_description help_table(const po::options_description& from, const st
     std::string desc = o->description();
     if (eval && eval_descriptions().count(o->long_name())) desc = eval_descriptions().at(o->long_name());
     const po::value_semantic* sem = nullptr;
-    if (o->semantic()->max_tokens() == 0) sem = new po::untyped_value(true);  // a flag (--help)
-    else if (const auto d = default_text(*o)) sem = po::value<std::string>()->default_value(*d, *d);
-    else sem = po::value<std::string>();
+    if (o->semantic()->max_tokens() == 0)
+      sem = new po::untyped_value(true);  // a flag (--help)
+    else if (const auto d = default_text(*o))
+      sem = po::value<std::string>()->default_value(*d, *d);
+    else
+      sem = po::value<std::string>();
     std::string spec = o->long_name();
     const std::string shown = o->format_name();  // "-h [ --help ]" when there is a short name
     if (shown.size() > 1 && shown[0] == '-' && shown[1] != '-') spec.append(1, ',').append(1, shown[1]);
@@ -391,27 +415,32 @@ bool parse(int argc, char** argv, RunConfig& rc, const char* usage, bool eval) {
   OptionTable tab(rc);
   po::options_description cli("command line");
   std::string resume, save_every, keep_last;
-  cli.add_options()("help,h", "show this help")("config,c", po::value(&rc.config_path), "INI config file (a [section] key = value file)");
+  cli.add_options()("help,h", "show this help")("config,c", po::value(&rc.config_path),
+                                                "INI config file (a [section] key = value file)");
   if (!eval)
-    cli.add_options()
-      ("resume", po::value(&resume), "shorthand for --ckpt.resume")
-      ("save-every", po::value(&save_every), "shorthand for --ckpt.save_every")
-      ("keep-last", po::value(&keep_last), "shorthand for --ckpt.keep_last");
+    cli.add_options()("resume", po::value(&resume), "shorthand for --ckpt.resume")(
+        "save-every", po::value(&save_every), "shorthand for --ckpt.save_every")("keep-last", po::value(&keep_last),
+                                                                                 "shorthand for --ckpt.keep_last");
   po::options_description all;
   all.add(cli).add(tab.desc);
   po::variables_map vm;
   // Exact option names only: Boost's default style would take --train.step for --train.steps.
   const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
-  as_config_error([&] {
-    const po::parsed_options parsed = po::command_line_parser(argc, argv).options(all).style(style).run();
-    if (eval)
-      for (const po::option& o : parsed.options)
-        if (!o.string_key.empty() && !eval_uses(o.string_key))
-          throw OptionError(o.string_key, "--" + o.string_key + " is not used by eval (mor-dist eval --help lists what is)");
-    po::store(parsed, vm);  // first store wins: the command line over the file
-  }, all);
+  as_config_error(
+      [&] {
+        const po::parsed_options parsed = po::command_line_parser(argc, argv).options(all).style(style).run();
+        if (eval)
+          for (const po::option& o : parsed.options)
+            if (!o.string_key.empty() && !eval_uses(o.string_key))
+              throw OptionError(o.string_key,
+                                "--" + o.string_key + " is not used by eval (mor-dist eval --help lists what is)");
+        po::store(parsed, vm);  // first store wins: the command line over the file
+      },
+      all);
   if (vm.count("help")) {
-    std::cout << usage << "\n" << help_table(cli, "command line", eval) << "\n" << help_table(tab.desc, OptionTable::kCaption, eval) << "\n";
+    std::cout << usage << "\n"
+              << help_table(cli, "command line", eval) << "\n"
+              << help_table(tab.desc, OptionTable::kCaption, eval) << "\n";
     return false;
   }
   if (vm.count("config")) {
@@ -453,10 +482,12 @@ RunConfig load_config_file(const std::string& path) {
   OptionTable tab(rc);
   po::variables_map vm;
   std::ifstream f = open_config(path);
-  as_config_error([&] {
-    po::store(po::parse_config_file(f, tab.desc, false), vm);
-    po::notify(vm);
-  }, tab.desc, "config file '" + clip_value(path, 200) + "': ");
+  as_config_error(
+      [&] {
+        po::store(po::parse_config_file(f, tab.desc, false), vm);
+        po::notify(vm);
+      },
+      tab.desc, "config file '" + clip_value(path, 200) + "': ");
   clipped([&] { finish(tab, rc); });
   rc.config_path = path;
   return rc;
@@ -467,11 +498,13 @@ RunConfig load_config_text(const std::string& ini) {
   RunConfig rc;
   OptionTable tab(rc);
   po::variables_map vm;
-  as_config_error([&] {
-    std::istringstream f(ini);
-    po::store(po::parse_config_file(f, tab.desc, false), vm);
-    po::notify(vm);
-  }, tab.desc, "recorded model config: ");
+  as_config_error(
+      [&] {
+        std::istringstream f(ini);
+        po::store(po::parse_config_file(f, tab.desc, false), vm);
+        po::notify(vm);
+      },
+      tab.desc, "recorded model config: ");
   clipped([&] { finish(tab, rc); });
   return rc;
 }

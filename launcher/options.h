@@ -13,25 +13,25 @@ namespace mor {
 
 struct TrainConfig {
   int64_t steps = 1000;
-  int global_batch = 8;        // sequences per optimizer step, over all ranks
-  int micro_batch = 0;         // sequences per forward/backward; 0 = global_batch / world
+  int global_batch = 8;  // sequences per optimizer step, over all ranks
+  int micro_batch = 0;   // sequences per forward/backward; 0 = global_batch / world
   uint64_t seed = 42;
   int log_every = 10;
-  int eval_every = 0;          // 0 = only at the end (if data.val is set)
-  int eval_samples = 64;       // validation windows per evaluation (0 = all)
-  int threads = 0;             // 0 = default_threads() (launcher/threads.h)
-  std::string gemm = "mixed";  // GEMM library: mixed (oneDNN + OpenBLAS) | openblas
-  double peak_gflops = 0;      // for MFU; 0 = measure sgemm at start-up
-  std::string metrics;         // JSON-lines file ("" = none)
-  std::string save_params;     // write final parameters (.mort) here ("" = no)
-  std::string init_params;     // start from these parameters (.mort) instead of random init
+  int eval_every = 0;              // 0 = only at the end (if data.val is set)
+  int eval_samples = 64;           // validation windows per evaluation (0 = all)
+  int threads = 0;                 // 0 = default_threads() (launcher/threads.h)
+  std::string gemm = "mixed";      // GEMM library: mixed (oneDNN + OpenBLAS) | openblas
+  double peak_gflops = 0;          // for MFU; 0 = measure sgemm at start-up
+  std::string metrics;             // JSON-lines file ("" = none)
+  std::string save_params;         // write final parameters (.mort) here ("" = no)
+  std::string init_params;         // start from these parameters (.mort) instead of random init
   std::string nonfinite = "stop";  // a non-finite loss or gradient norm: stop | skip (the update)
-  int nonfinite_max = 3;       // skip: stop after this many consecutive skipped steps
+  int nonfinite_max = 3;           // skip: stop after this many consecutive skipped steps
 };
 
 struct DataConfig {
-  std::string train;   // glob of training shards
-  std::string val;     // glob of validation shards
+  std::string train;  // glob of training shards
+  std::string val;    // glob of validation shards
   bool shuffle = true;
 };
 
@@ -43,11 +43,11 @@ struct DistConfig {
 };
 
 struct CkptConfig {
-  std::string dir;         // checkpoint root ("" = no checkpoints)
-  int save_every = 0;      // steps between saves (0 = only at the end and on a signal)
-  int keep_last = 2;       // complete checkpoints kept (>= 2)
-  bool direct_io = true;   // write/read shards with O_DIRECT where the file system takes it
-  std::string resume;      // "auto" (latest under dir, if any) | a checkpoint directory | "" (fresh)
+  std::string dir;                 // checkpoint root ("" = no checkpoints)
+  int save_every = 0;              // steps between saves (0 = only at the end and on a signal)
+  int keep_last = 2;               // complete checkpoints kept (>= 2)
+  bool direct_io = true;           // write/read shards with O_DIRECT where the file system takes it
+  std::string resume;              // "auto" (latest under dir, if any) | a checkpoint directory | "" (fresh)
   bool allow_rewind = false;       // resume an older step / start fresh over checkpoints: rename the newer ones aside
   bool allow_seed_change = false;  // resume with another train.seed (changes the data order)
 };

@@ -35,24 +35,25 @@ int cmd_prepare(int argc, char** argv) {
   int64_t shard_tokens = 0, val_tokens = -1, batch_bytes = 1 << 20;
   bool quiet = false;
   po::options_description desc("mor-dist prepare options");
-  desc.add_options()
-    ("help,h", "show this help")
-    ("tokenizer", po::value(&opt.tokenizer), "Hugging Face tokenizer.json (byte-level BPE)")
-    ("input", po::value(&opt.inputs)->composing(), "JSONL file or glob pattern (quote it); repeatable")
-    ("out", po::value(&opt.out_dir), "output folder (created if missing)")
-    ("shard-tokens", po::value(&shard_tokens), "tokens per training shard (llm.c: 100000000)")
-    ("val-tokens", po::value(&val_tokens), "validation shard: whole documents until at least this many tokens (0 = none)")
-    ("threads", po::value(&opt.threads)->default_value(0), "tokenizer threads (0 = all cores)")
-    ("strict", po::bool_switch(&opt.strict), "the first bad line is an error naming file and line")
-    ("overwrite", po::bool_switch(&opt.overwrite), "replace shards and manifest.json of an earlier run in --out")
-    ("quiet", po::bool_switch(&quiet), "no progress line")
-    ("batch-bytes", po::value(&batch_bytes)->default_value(batch_bytes), "input bytes per work item");
+  desc.add_options()("help,h", "show this help")("tokenizer", po::value(&opt.tokenizer),
+                                                 "Hugging Face tokenizer.json (byte-level BPE)")(
+      "input", po::value(&opt.inputs)->composing(), "JSONL file or glob pattern (quote it); repeatable")(
+      "out", po::value(&opt.out_dir), "output folder (created if missing)")(
+      "shard-tokens", po::value(&shard_tokens), "tokens per training shard (llm.c: 100000000)")(
+      "val-tokens", po::value(&val_tokens),
+      "validation shard: whole documents until at least this many tokens (0 = none)")(
+      "threads", po::value(&opt.threads)->default_value(0), "tokenizer threads (0 = all cores)")(
+      "strict", po::bool_switch(&opt.strict), "the first bad line is an error naming file and line")(
+      "overwrite", po::bool_switch(&opt.overwrite), "replace shards and manifest.json of an earlier run in --out")(
+      "quiet", po::bool_switch(&quiet), "no progress line")(
+      "batch-bytes", po::value(&batch_bytes)->default_value(batch_bytes), "input bytes per work item");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv)
                   .options(desc)
                   .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing)
-                  .run(), vm);  // argv[0] = "prepare"
+                  .run(),
+              vm);  // argv[0] = "prepare"
     po::notify(vm);
   } catch (const po::error& e) {
     throw_option_error(e, desc);  // exact names only (no guessing above); "did you mean" for a typo
@@ -68,7 +69,8 @@ int cmd_prepare(int argc, char** argv) {
   for (const auto& p : opt.inputs)
     if (p.empty()) throw ConfigError("input", "must not be empty");
   if (shard_tokens < 1 || shard_tokens > INT32_MAX)
-    throw ConfigError("shard-tokens", std::to_string(shard_tokens) + " is not in [1, 2147483647] (the shard header count is an int32)");
+    throw ConfigError("shard-tokens",
+                      std::to_string(shard_tokens) + " is not in [1, 2147483647] (the shard header count is an int32)");
   if (val_tokens < 0 || val_tokens > INT32_MAX)
     throw ConfigError("val-tokens", std::to_string(val_tokens) + " is not in [0, 2147483647]");
   if (opt.threads < 0 || opt.threads > 1024)

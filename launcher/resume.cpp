@@ -37,13 +37,15 @@ void check_resumable(const ckpt::Index& idx, const RunConfig& rc) {
   const std::string diff = config_difference(idx.state.model_config, rc.model);
   if (!diff.empty()) throw std::runtime_error("checkpoint '" + idx.dir + "': model config differs: " + diff);
   if (idx.state.next_sample != (uint64_t)idx.state.step * rc.train.global_batch)
-    throw ConfigError("train.global_batch", "is " + std::to_string(rc.train.global_batch) + " but checkpoint '" + idx.dir +
-                                                "' was trained with " +
-                                                std::to_string(idx.state.next_sample / std::max<int64_t>(1, idx.state.step)));
+    throw ConfigError("train.global_batch",
+                      "is " + std::to_string(rc.train.global_batch) + " but checkpoint '" + idx.dir +
+                          "' was trained with " +
+                          std::to_string(idx.state.next_sample / std::max<int64_t>(1, idx.state.step)));
   if (idx.state.seed != rc.train.seed && !rc.ckpt.allow_seed_change)
-    throw ConfigError("train.seed", "is " + std::to_string(rc.train.seed) + " but checkpoint '" + idx.dir + "' was trained with " +
-                                        std::to_string(idx.state.seed) +
-                                        " (the seed orders the data); pass --ckpt.allow_seed_change true to change it anyway");
+    throw ConfigError("train.seed",
+                      "is " + std::to_string(rc.train.seed) + " but checkpoint '" + idx.dir + "' was trained with " +
+                          std::to_string(idx.state.seed) +
+                          " (the seed orders the data); pass --ckpt.allow_seed_change true to change it anyway");
 }
 
 // A resumed run whose train.steps differs from the checkpoint's has another LR schedule (WSD and
@@ -52,10 +54,12 @@ void describe_schedule_change(const ckpt::TrainState& st, const RunConfig& rc) {
   if (st.schedule_steps <= 0 || st.schedule_steps == rc.train.steps) return;
   OptimConfig before = rc.optim;
   before.total_steps = st.schedule_steps;
-  logf("note: the checkpoint's run had a %lld-step schedule, this one has %lld (train.steps): the %s learning rate at step "
-       "%lld is %.3e (it would have been %.3e)\n",
-       (long long)st.schedule_steps, (long long)rc.train.steps, to_string(rc.optim.schedule), (long long)st.step + 1,
-       lr_at(rc.optim, st.step), lr_at(before, st.step));
+  logf(
+      "note: the checkpoint's run had a %lld-step schedule, this one has %lld (train.steps): the %s learning rate at "
+      "step "
+      "%lld is %.3e (it would have been %.3e)\n",
+      (long long)st.schedule_steps, (long long)rc.train.steps, to_string(rc.optim.schedule), (long long)st.step + 1,
+      lr_at(rc.optim, st.step), lr_at(before, st.step));
 }
 
 // Resuming from step S while ckpt.dir holds checkpoints of later steps (or starting fresh over
@@ -78,8 +82,9 @@ void guard_newer_checkpoints(const RunConfig& rc, const std::string& resume_dir,
   const std::string what = resume_dir.empty() ? "a fresh start (no --resume) into ckpt.dir " + rc.ckpt.dir
                                               : "resuming from step " + std::to_string(from);
   if (!rc.ckpt.allow_rewind)
-    throw ConfigError("ckpt.dir", what + " would overwrite or prune newer checkpoints:" + names +
-                                      ". Resume the newest with --resume auto, or pass --ckpt.allow_rewind true to move them aside");
+    throw ConfigError(
+        "ckpt.dir", what + " would overwrite or prune newer checkpoints:" + names +
+                        ". Resume the newest with --resume auto, or pass --ckpt.allow_rewind true to move them aside");
   if (comm.rank() == 0) {
     char stamp[32];
     const std::time_t now = std::time(nullptr);
@@ -93,6 +98,5 @@ void guard_newer_checkpoints(const RunConfig& rc, const std::string& resume_dir,
   }
   comm.barrier();
 }
-
 
 }  // namespace mor

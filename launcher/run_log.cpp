@@ -24,14 +24,17 @@ std::string depth_histogram(const std::vector<int64_t>& at) {
   return o.str();
 }
 
-
 // 1234567 -> "1.23M", for the tokens-seen column.
 std::string short_count(double n) {
   char b[32];
-  if (n >= 1e9) std::snprintf(b, sizeof b, "%.2fB", n / 1e9);
-  else if (n >= 1e6) std::snprintf(b, sizeof b, "%.2fM", n / 1e6);
-  else if (n >= 1e3) std::snprintf(b, sizeof b, "%.1fk", n / 1e3);
-  else std::snprintf(b, sizeof b, "%.0f", n);
+  if (n >= 1e9)
+    std::snprintf(b, sizeof b, "%.2fB", n / 1e9);
+  else if (n >= 1e6)
+    std::snprintf(b, sizeof b, "%.2fM", n / 1e6);
+  else if (n >= 1e3)
+    std::snprintf(b, sizeof b, "%.1fk", n / 1e3);
+  else
+    std::snprintf(b, sizeof b, "%.0f", n);
   return b;
 }
 
@@ -41,12 +44,14 @@ std::string short_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
   const long t = std::lround(s);
   char b[32];
-  if (t >= 3600) std::snprintf(b, sizeof b, "%ldh%02ldm", t / 3600, t / 60 % 60);
-  else if (t >= 60) std::snprintf(b, sizeof b, "%ldm%02lds", t / 60, t % 60);
-  else std::snprintf(b, sizeof b, "%lds", t);
+  if (t >= 3600)
+    std::snprintf(b, sizeof b, "%ldh%02ldm", t / 3600, t / 60 % 60);
+  else if (t >= 60)
+    std::snprintf(b, sizeof b, "%ldm%02lds", t / 60, t % 60);
+  else
+    std::snprintf(b, sizeof b, "%lds", t);
   return b;
 }
-
 
 RunLog::RunLog(const RunConfig& rc, int world, double peak_gflops, bool lead)
     : rc_(rc), world_(world), peak_(peak_gflops), lead_(lead), t0_(std::chrono::steady_clock::now()) {
@@ -72,17 +77,19 @@ void RunLog::window(const LogWindow& w) {
   const double done = (double)(w.step - start_step_), left = (double)(total_steps - w.step);
   const double el = elapsed(), eta = done > 0 ? el / done * left : NAN;
   char line[768];
-  int n = std::snprintf(line, sizeof line,
-                        "step %6lld/%lld %5.1f%% | loss %.6f | ce %.6f | lr %.3e | gnorm %.4f | %.0f tok/s | %.1f GFLOP/s | MFU %.1f%%",
-                        (long long)w.step, (long long)total_steps, 100.0 * w.step / total_steps, last_loss_, w.loss.ce, w.lr,
-                        w.grad_norm, tps, gflops, 100 * mfu);
+  int n = std::snprintf(
+      line, sizeof line,
+      "step %6lld/%lld %5.1f%% | loss %.6f | ce %.6f | lr %.3e | gnorm %.4f | %.0f tok/s | %.1f GFLOP/s | MFU %.1f%%",
+      (long long)w.step, (long long)total_steps, 100.0 * w.step / total_steps, last_loss_, w.loss.ce, w.lr, w.grad_norm,
+      tps, gflops, 100 * mfu);
   if (world_ > 1)
-    n += std::snprintf(line + n, sizeof line - n, " | comm %.2f MB/step, wait %.0f%%",
-                       w.comm_bytes / 1e6 / std::max<int64_t>(1, w.step - start_step_), 100 * w.comm_wait_s / w.seconds);
+    n +=
+        std::snprintf(line + n, sizeof line - n, " | comm %.2f MB/step, wait %.0f%%",
+                      w.comm_bytes / 1e6 / std::max<int64_t>(1, w.step - start_step_), 100 * w.comm_wait_s / w.seconds);
   if (rc_.model.router != RouterKind::None)
     n += std::snprintf(line + n, sizeof line - n, " | depth %s", depth_histogram(w.tokens_at_depth).c_str());
-  std::snprintf(line + n, sizeof line - n, " | %s tok | %s, ETA %s", short_count(tokens_seen).c_str(), short_duration(el).c_str(),
-                left <= 0 ? "0s" : short_duration(eta).c_str());
+  std::snprintf(line + n, sizeof line - n, " | %s tok | %s, ETA %s", short_count(tokens_seen).c_str(),
+                short_duration(el).c_str(), left <= 0 ? "0s" : short_duration(eta).c_str());
   logf("%s\n", line);
   metrics_.window(w, {last_loss_, tps, gflops, mfu, el, tokens_seen}, world_);
 }
@@ -118,10 +125,13 @@ void RunLog::summary(int64_t end_step) {
   const double el = elapsed();
   char val[64] = "";
   if (last_val_ >= 0) std::snprintf(val, sizeof val, ", final val loss %.6f", last_val_);
-  logf("done: steps %lld-%lld in %s (%.1f s training, %.0f tok/s mean) | %s tokens | final train loss %.6f%s | %d checkpoint%s written\n",
-       (long long)start_step_ + 1, (long long)end_step, short_duration(el).c_str(), step_seconds_,
-       step_seconds_ > 0 ? tokens_ / step_seconds_ : 0.0, short_count((double)end_step * rc_.train.global_batch * rc_.model.seq_len).c_str(),
-       last_loss_, val, checkpoints_, checkpoints_ == 1 ? "" : "s");
+  logf(
+      "done: steps %lld-%lld in %s (%.1f s training, %.0f tok/s mean) | %s tokens | final train loss %.6f%s | %d "
+      "checkpoint%s written\n",
+      (long long)start_step_ + 1, (long long)end_step, short_duration(el).c_str(), step_seconds_,
+      step_seconds_ > 0 ? tokens_ / step_seconds_ : 0.0,
+      short_count((double)end_step * rc_.train.global_batch * rc_.model.seq_len).c_str(), last_loss_, val, checkpoints_,
+      checkpoints_ == 1 ? "" : "s");
 }
 
 }  // namespace mor

@@ -128,8 +128,8 @@ ThreadChoice choose_threads(const ThreadInputs& in) {
     return c;
   }
   const int a = std::max(1, in.affinity_cpus), n = std::max(1, in.local_ranks);
-  const std::string ranks =
-      plural(n, "rank", "ranks") + " on this node" + (in.local_ranks_from.empty() ? "" : " (" + in.local_ranks_from + ")");
+  const std::string ranks = plural(n, "rank", "ranks") + " on this node" +
+                            (in.local_ranks_from.empty() ? "" : " (" + in.local_ranks_from + ")");
   if (n > 1 && in.launcher_cpus > a) {
     // The launcher bound this rank to part of its own CPUs: the ranks are spread over the
     // launcher's CPUs, so about n * a / launcher_cpus of them share this rank's mask.
@@ -144,7 +144,8 @@ ThreadChoice choose_threads(const ThreadInputs& in) {
   }
   if (in.cpus_per_task > 0 && in.cpus_per_task < c.threads) {
     c.threads = in.cpus_per_task;
-    c.reason += ", capped by SLURM_CPUS_PER_TASK=" + std::to_string(in.cpus_per_task) + " → " + std::to_string(c.threads);
+    c.reason +=
+        ", capped by SLURM_CPUS_PER_TASK=" + std::to_string(in.cpus_per_task) + " → " + std::to_string(c.threads);
   }
   return c;
 }

@@ -40,7 +40,8 @@ using EnvFn = std::function<const char*(const char*)>;
 int local_ranks_from_env(const EnvFn& env, int world, std::string* from);
 
 // Everything the choice needs, from this process (environment, affinity masks).
-ThreadInputs thread_inputs(int world, const EnvFn& env = [](const char* k) { return static_cast<const char*>(std::getenv(k)); });
+ThreadInputs thread_inputs(
+    int world, const EnvFn& env = [](const char* k) { return static_cast<const char*>(std::getenv(k)); });
 
 // The arithmetic, with the reason spelled out.
 ThreadChoice choose_threads(const ThreadInputs& in);

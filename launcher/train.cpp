@@ -91,12 +91,14 @@ void print_banner(const Run& r, const std::string& threads_why) {
     }
     logf("expert capacities:%s\n", caps.c_str());
   }
-  logf("params: total %lld (analytic %lld) = embedding %lld + shared block %lld + unique layers %lld + norm/routers %lld\n",
-       (long long)L.total, (long long)analytic_param_count(c), (long long)L.count_embedding(),
-       (long long)L.count_shared(), (long long)L.count_unique_layers(), (long long)L.count_other());
+  logf(
+      "params: total %lld (analytic %lld) = embedding %lld + shared block %lld + unique layers %lld + norm/routers "
+      "%lld\n",
+      (long long)L.total, (long long)analytic_param_count(c), (long long)L.count_embedding(),
+      (long long)L.count_shared(), (long long)L.count_unique_layers(), (long long)L.count_other());
   logf("batch: global %d = world %d x micro %d x accum %d sequences (%lld tokens/step) | threads %d (%s) | gemm %s\n",
-       rc.train.global_batch, r.world, r.micro, r.accum, (long long)rc.train.global_batch * c.seq_len, backend_threads(),
-       threads_why.c_str(), rc.train.gemm.c_str());
+       rc.train.global_batch, r.world, r.micro, r.accum, (long long)rc.train.global_batch * c.seq_len,
+       backend_threads(), threads_why.c_str(), rc.train.gemm.c_str());
 }
 
 // Micro-batch size and gradient-accumulation count from the options and the world size.
@@ -107,8 +109,9 @@ void setup_batch(Run& r) {
                                                 std::to_string(r.world));
   r.micro = tc.micro_batch > 0 ? tc.micro_batch : tc.global_batch / r.world;
   if (tc.global_batch % (r.world * r.micro) != 0)
-    throw ConfigError("train.micro_batch", "global_batch " + std::to_string(tc.global_batch) + " is not divisible by world " +
-                                               std::to_string(r.world) + " x micro_batch " + std::to_string(r.micro));
+    throw ConfigError("train.micro_batch", "global_batch " + std::to_string(tc.global_batch) +
+                                               " is not divisible by world " + std::to_string(r.world) +
+                                               " x micro_batch " + std::to_string(r.micro));
   r.accum = tc.global_batch / (r.world * r.micro);
 }
 
@@ -121,21 +124,25 @@ void print_data_and_mfu(const Run& r) {
   // Resident parameter + gradient + AdamW bytes on this rank (the engine's own accounting).
   logf("dist: %s, world %d | resident params+grads+adam %.1f MB per rank%s\n", r.comm->backend(), r.world,
        4.0 * r.n_local * sizeof(float) / 1e6, r.sharded ? " (sharded on dim 0)" : "");
-  if (tc.peak_gflops > 0) logf("MFU against %.0f GFLOP/s per rank (train.peak_gflops)\n", r.probe.gflops);
+  if (tc.peak_gflops > 0)
+    logf("MFU against %.0f GFLOP/s per rank (train.peak_gflops)\n", r.probe.gflops);
   else
-    logf("MFU against %.0f GFLOP/s per rank: best of %d warm 1024^3 sgemm runs over %.1f s with %d thread%s (set "
-         "--train.peak_gflops for figures comparable across runs)\n",
-         r.probe.gflops, r.probe.runs, r.probe.seconds, backend_threads(), backend_threads() > 1 ? "s" : "");
+    logf(
+        "MFU against %.0f GFLOP/s per rank: best of %d warm 1024^3 sgemm runs over %.1f s with %d thread%s (set "
+        "--train.peak_gflops for figures comparable across runs)\n",
+        r.probe.gflops, r.probe.runs, r.probe.seconds, backend_threads(), backend_threads() > 1 ? "s" : "");
   if (loader.num_samples() < (uint64_t)tc.global_batch)
-    logf("warning: the training data holds %llu windows of %d tokens, fewer than one global batch (%d): every step "
-         "repeats samples\n",
-         (unsigned long long)loader.num_samples(), r.rc.model.seq_len, tc.global_batch);
+    logf(
+        "warning: the training data holds %llu windows of %d tokens, fewer than one global batch (%d): every step "
+        "repeats samples\n",
+        (unsigned long long)loader.num_samples(), r.rc.model.seq_len, tc.global_batch);
 }
 
 // Options, batch, threads and backend; the model (seeded init or .mort unless resuming), its
 // shards, the data, the optimizer and the MFU reference. False: only --help was asked for.
 bool setup(Run& r, int argc, char** argv, dist::Communicator& comm) {
-  if (!parse_run_config(argc, argv, r.rc, "usage: [mpirun -np N | srun] mor-dist train --config FILE [--section.key value ...]"))
+  if (!parse_run_config(argc, argv, r.rc,
+                        "usage: [mpirun -np N | srun] mor-dist train --config FILE [--section.key value ...]"))
     return false;
   const RunConfig& rc = r.rc;
   const TrainConfig& tc = rc.train;
@@ -164,8 +171,10 @@ bool setup(Run& r, int argc, char** argv, dist::Communicator& comm) {
   r.model = std::make_unique<Model>(rc.model, *r.backend);
   Model& m = *r.model;
   if (r.resume_dir.empty()) {
-    if (!tc.init_params.empty()) import_params(m, io::read_mort(tc.init_params), tc.init_params);
-    else m.init(tc.seed);
+    if (!tc.init_params.empty())
+      import_params(m, io::read_mort(tc.init_params), tc.init_params);
+    else
+      m.init(tc.seed);
   }
   if (r.world > 1) {
     r.sharded = std::make_unique<dist::ShardedParams>(
@@ -182,9 +191,9 @@ bool setup(Run& r, int argc, char** argv, dist::Communicator& comm) {
       io::LoaderConfig{rc.data.train, rc.model.seq_len, (uint32_t)rc.model.vocab_size, tc.seed, rc.data.shuffle});
   r.batch.resize((size_t)r.micro * r.loader->sample_len());
   if (!rc.data.val.empty()) r.val = std::make_unique<io::ValLoader>(rc.data.val, rc.model.seq_len, rc.model.vocab_size);
-  r.opt = std::make_unique<AdamW>(rc.optim, *r.backend, r.n_local,
-                                  r.sharded ? r.sharded->decay_mask(rc.optim.no_decay)
-                                            : decay_mask(m.layout, rc.optim.no_decay, 0, r.n_local));
+  r.opt = std::make_unique<AdamW>(
+      rc.optim, *r.backend, r.n_local,
+      r.sharded ? r.sharded->decay_mask(rc.optim.no_decay) : decay_mask(m.layout, rc.optim.no_decay, 0, r.n_local));
   r.probe = tc.peak_gflops > 0 ? PeakProbe{tc.peak_gflops, 0, 0} : measure_sgemm_gflops(*r.backend, 0.5);
   // Test hook: MOR_TEST_PEAK_SCALE=0.01 makes the measured reference look 100x too low.
   if (const char* f = std::getenv("MOR_TEST_PEAK_SCALE"); f && r.probe.runs > 0) r.probe.gflops *= std::atof(f);
@@ -228,8 +237,10 @@ int64_t resume(Run& r) {
          idx.state.world_size > 1 ? "s" : "", r.world, seconds_since(t_load));
     describe_schedule_change(idx.state, rc);
     if (start >= rc.train.steps)
-      logf("the checkpoint is already at step %lld and train.steps is %lld: nothing to train (raise --train.steps to go on)\n",
-           (long long)start, (long long)rc.train.steps);
+      logf(
+          "the checkpoint is already at step %lld and train.steps is %lld: nothing to train (raise --train.steps to go "
+          "on)\n",
+          (long long)start, (long long)rc.train.steps);
   }
   return start;
 }
@@ -250,8 +261,7 @@ void save(Run& r, int64_t steps_done) {
   st.writer = version_string();
   st.schedule_steps = rc.train.steps;
   const auto t = Clock::now();
-  const std::string dir =
-      ckpt::save(rc.ckpt.dir, st, local_tensors(r), *r.comm, rc.ckpt.keep_last, rc.ckpt.direct_io);
+  const std::string dir = ckpt::save(rc.ckpt.dir, st, local_tensors(r), *r.comm, rc.ckpt.keep_last, rc.ckpt.direct_io);
   r.log->saved(dir, seconds_since(t));
   std::fflush(stdout);
 }
@@ -263,15 +273,17 @@ void handle_nonfinite(Run& r, int64_t step, const StepResult& s) {
   const TrainConfig& tc = r.rc.train;
   ++r.nonfinite_run;
   char what[160];
-  std::snprintf(what, sizeof what, "step %lld: loss %g, gradient norm %g", (long long)step + 1, s.loss.total(), s.grad_norm);
+  std::snprintf(what, sizeof what, "step %lld: loss %g, gradient norm %g", (long long)step + 1, s.loss.total(),
+                s.grad_norm);
   if (tc.nonfinite == "stop" || r.nonfinite_run >= tc.nonfinite_max)
-    throw ckpt::NonFiniteError(std::string(what) +
-                               (tc.nonfinite == "stop" ? " is not finite"
-                                                       : " is not finite for " + std::to_string(r.nonfinite_run) +
-                                                             " steps in a row (train.nonfinite_max)") +
-                               ": stopped without saving this state; the last checkpoint" +
-                               (r.rc.ckpt.dir.empty() ? "" : " under " + r.rc.ckpt.dir) +
-                               " is intact (lower optim.lr, set optim.grad_clip, or resume with --train.nonfinite skip)");
+    throw ckpt::NonFiniteError(
+        std::string(what) +
+        (tc.nonfinite == "stop"
+             ? " is not finite"
+             : " is not finite for " + std::to_string(r.nonfinite_run) + " steps in a row (train.nonfinite_max)") +
+        ": stopped without saving this state; the last checkpoint" +
+        (r.rc.ckpt.dir.empty() ? "" : " under " + r.rc.ckpt.dir) +
+        " is intact (lower optim.lr, set optim.grad_clip, or resume with --train.nonfinite skip)");
   ++r.nonfinite_total;
   if (r.lead)
     logf("warning: %s is not finite: update skipped (%d in a row, %lld in this run)\n", what, r.nonfinite_run,
@@ -291,8 +303,8 @@ StepResult train_step(Run& r, int64_t step, Clock::time_point t0) {
   for (int mb = 0; mb < r.accum; ++mb) {
     const uint64_t first = slice.first + (uint64_t)mb * r.micro;
     r.loader->read_samples(first, r.micro, batch.data());
-    r.loader->prefetch(mb + 1 < r.accum ? first + r.micro : io::rank_slice(step + 1, tc.global_batch, r.rank, r.world).first,
-                       r.micro);
+    r.loader->prefetch(
+        mb + 1 < r.accum ? first + r.micro : io::rank_slice(step + 1, tc.global_batch, r.rank, r.world).first, r.micro);
     if (r.sharded) r.sharded->set_last_micro(mb + 1 == r.accum);
     s.loss += m.step(batch.data(), r.micro, tc.global_batch, true);
     s.flops += 3 * m.fwd_flops;  // backward ~ 2x forward
@@ -351,10 +363,11 @@ void log_window(Run& r, int64_t step, const StepResult& s, Window& win) {
   const double peak = r.probe.gflops;
   if (r.lead && r.probe.runs > 0 && w.flops / w.seconds / 1e9 > peak * r.world) {  // faster than the reference: say so
     const PeakProbe again = measure_sgemm_gflops(*r.backend, 2.0);
-    logf("note: step %lld ran at %.0f GFLOP/s per rank, above the %.0f GFLOP/s sgemm reference; re-measured it: %.0f "
-         "GFLOP/s (best of %d runs over %.1f s)%s\n",
-         (long long)step + 1, w.flops / w.seconds / 1e9 / r.world, peak, again.gflops, again.runs, again.seconds,
-         again.gflops > peak ? ", used from now on" : "; kept");
+    logf(
+        "note: step %lld ran at %.0f GFLOP/s per rank, above the %.0f GFLOP/s sgemm reference; re-measured it: %.0f "
+        "GFLOP/s (best of %d runs over %.1f s)%s\n",
+        (long long)step + 1, w.flops / w.seconds / 1e9 / r.world, peak, again.gflops, again.runs, again.seconds,
+        again.gflops > peak ? ", used from now on" : "; kept");
     r.probe.gflops = std::max(peak, again.gflops);
     r.log->set_peak(r.probe.gflops);
   }
@@ -378,7 +391,8 @@ void note_epoch(const Run& r, int64_t step, int64_t start_step) {
 void finish(Run& r, int64_t start_step) {
   const TrainConfig& tc = r.rc.train;
   dist::Communicator& comm = *r.comm;
-  if (r.lead && r.world == 1) logf("resident: params+grads+adam %lld bytes per rank\n", (long long)(4 * r.n_local * sizeof(float)));
+  if (r.lead && r.world == 1)
+    logf("resident: params+grads+adam %lld bytes per rank\n", (long long)(4 * r.n_local * sizeof(float)));
   if (r.lead && r.world > 1) {
     std::string by_tag;
     for (const auto& [tag, b] : comm.stats.bytes) by_tag += " " + tag + "=" + std::to_string(b);
@@ -423,7 +437,9 @@ int cmd_train(int argc, char** argv, dist::Communicator& comm) {
     const bool last = step + 1 == tc.steps || s.stop;
     if ((step + 1) % tc.log_every == 0 || step == 0 || last) log_window(r, step, s, win);
     if (s.stop) {
-      if (r.lead) logf("stop signal received: saving at step %lld and exiting with status %d\n", (long long)step + 1, kExitSavedOnSignal);
+      if (r.lead)
+        logf("stop signal received: saving at step %lld and exiting with status %d\n", (long long)step + 1,
+             kExitSavedOnSignal);
       save(r, step + 1);
       r.log->summary(step + 1);
       return kExitSavedOnSignal;

@@ -52,12 +52,9 @@ std::string version_string() {
 }
 
 std::string version_details() {
-  return std::string("mor-dist ") + MOR_VERSION + "\n" +
-         "git revision: " + MOR_GIT_REVISION + "\n" +
-         "build type: " + MOR_BUILD_TYPE + "\n" +
-         "compiler: " + MOR_COMPILER + "\n" +
-         "flags: " + MOR_BUILD_FLAGS + "\n" +
-         "BLAS: " + openblas_config() + " + " + onednn_version() + " (linked: " + MOR_BLAS_LIBS + ")\n";
+  return std::string("mor-dist ") + MOR_VERSION + "\n" + "git revision: " + MOR_GIT_REVISION + "\n" +
+         "build type: " + MOR_BUILD_TYPE + "\n" + "compiler: " + MOR_COMPILER + "\n" + "flags: " + MOR_BUILD_FLAGS +
+         "\n" + "BLAS: " + openblas_config() + " + " + onednn_version() + " (linked: " + MOR_BLAS_LIBS + ")\n";
 }
 
 }  // namespace mor

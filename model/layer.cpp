@@ -63,13 +63,13 @@ KvView kv_view(const LayerEnv& env, LayerActs& own, LayerActs* src, const TokenS
     return {src->k.data() + o, src->v.data() + o, src->dk.data() + o, src->dv.data() + o, env.positions, d.T};
   }
   const size_t o = (size_t)r0 * d.KVd;
-  return {own.k.data() + o, own.v.data() + o, own.dk.data() + o, own.dv.data() + o, ts.dev_pos.data() + r0,
-          ts.off[b + 1] - r0};
+  return {own.k.data() + o,  own.v.data() + o,       own.dk.data() + o,
+          own.dv.data() + o, ts.dev_pos.data() + r0, ts.off[b + 1] - r0};
 }
 }  // namespace
 
-void layer_forward(const LayerEnv& env, const LayerView& w, const TokenSet& ts, const float* x, float* y,
-                   LayerActs& A, const LayerActs* kv_src) {
+void layer_forward(const LayerEnv& env, const LayerView& w, const TokenSet& ts, const float* x, float* y, LayerActs& A,
+                   const LayerActs* kv_src) {
   Backend& be = env.be;
   const Dims d(env.c);
   const int n = ts.n();
@@ -107,8 +107,9 @@ void layer_forward(const LayerEnv& env, const LayerView& w, const TokenSet& ts, 
     const int r0 = ts.off[b], nq = ts.off[b + 1] - r0;
     if (nq == 0) continue;
     const KvView kv = kv_view(env, A, const_cast<LayerActs*>(kv_src), ts, b, d);
-    be.attention_forward(A.o.data() + (size_t)r0 * d.Hd, A.lse.data() + (size_t)r0 * d.H, A.q.data() + (size_t)r0 * d.Hd,
-                      kv.k, kv.v, ts.dev_pos.data() + r0, kv.kpos, {nq, kv.nk, d.H, d.Hkv, d.hd});
+    be.attention_forward(A.o.data() + (size_t)r0 * d.Hd, A.lse.data() + (size_t)r0 * d.H,
+                         A.q.data() + (size_t)r0 * d.Hd, kv.k, kv.v, ts.dev_pos.data() + r0, kv.kpos,
+                         {nq, kv.nk, d.H, d.Hkv, d.hd});
   }
   // h = x + o Wo^T
   be.linear_forward(A.h.data(), A.o.data(), w.wo, n, d.Hd, d.D);
@@ -151,8 +152,9 @@ void layer_backward(const LayerEnv& env, const LayerView& w, const LayerView& gw
     if (nq == 0) continue;
     const KvView kv = kv_view(env, A, kv_src, ts, b, d);
     be.attention_backward(s.dq.data() + (size_t)r0 * d.Hd, kv.dk, kv.dv, s.dao.data() + (size_t)r0 * d.Hd,
-                       A.o.data() + (size_t)r0 * d.Hd, A.lse.data() + (size_t)r0 * d.H, A.q.data() + (size_t)r0 * d.Hd,
-                       kv.k, kv.v, ts.dev_pos.data() + r0, kv.kpos, {nq, kv.nk, d.H, d.Hkv, d.hd});
+                          A.o.data() + (size_t)r0 * d.Hd, A.lse.data() + (size_t)r0 * d.H,
+                          A.q.data() + (size_t)r0 * d.Hd, kv.k, kv.v, ts.dev_pos.data() + r0, kv.kpos,
+                          {nq, kv.nk, d.H, d.Hkv, d.hd});
   }
   be.rope_backward(s.dq.data(), ts.dev_pos.data(), n, d.H, env.rope);
   be.linear_backward(s.da.data(), gw.wq, s.dq.data(), A.a.data(), w.wq, n, d.D, d.Hd, false);

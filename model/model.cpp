@@ -7,8 +7,8 @@ namespace mor {
 Model::Model(const ModelConfig& c, Backend& backend)
     : cfg((c.validate(), c)), layout(c), be(backend), params(backend, layout.total), grads(backend, layout.total),
       rope_(backend, c.head_dim(), c.seq_len, c.rope_theta), router_(make_router(c, backend)), scratch_(backend),
-      inputs_(backend), targets_(backend), hid_(backend), dhid_(backend), hn_(backend), rstd_f_(backend),
-      dhn_(backend), logits_(backend), buf_a_(backend), buf_b_(backend), gbuf_a_(backend), gbuf_b_(backend) {
+      inputs_(backend), targets_(backend), hid_(backend), dhid_(backend), hn_(backend), rstd_f_(backend), dhn_(backend),
+      logits_(backend), buf_a_(backend), buf_b_(backend), gbuf_a_(backend), gbuf_b_(backend) {
   acts_.reserve(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) acts_.emplace_back(backend);
   grads.zero();
@@ -94,8 +94,18 @@ void Model::unique_layer_backward(int ul, int visit) {
 }
 
 Section Model::section(int n_seq, int global_batch) {
-  return {be, cfg, layout, *this, all_, hid_, dhid_, params.data() + layout.routers, grads.data() + layout.routers,
-          stats, n_seq, global_batch};
+  return {be,
+          cfg,
+          layout,
+          *this,
+          all_,
+          hid_,
+          dhid_,
+          params.data() + layout.routers,
+          grads.data() + layout.routers,
+          stats,
+          n_seq,
+          global_batch};
 }
 
 // ---- head: final norm, tied LM head, cross-entropy -------------------------------

@@ -53,8 +53,12 @@ class Model : private BlockRunner {
 
  private:
   // BlockRunner: what the router drives.
-  void need(int unit, bool bwd) override { if (hooks && unit >= 0) hooks->need(unit, bwd); }
-  void done(int unit, bool bwd, bool last) override { if (hooks && unit >= 0) hooks->done(unit, bwd, last); }
+  void need(int unit, bool bwd) override {
+    if (hooks && unit >= 0) hooks->need(unit, bwd);
+  }
+  void done(int unit, bool bwd, bool last) override {
+    if (hooks && unit >= 0) hooks->done(unit, bwd, last);
+  }
   void block_forward(int r, const TokenSet& ts, const float* x, float* y) override;
   void block_backward(int r, const TokenSet& ts, const float* dy, float* dx) override;
   void section_layer_forward(int l, const float* x, float* y) override;
@@ -76,10 +80,10 @@ class Model : private BlockRunner {
   std::unique_ptr<Router> router_;
   std::vector<LayerActs> acts_;  // one per unrolled layer visit
   LayerScratch scratch_;
-  TokenSet all_;                 // every token of the micro-batch
+  TokenSet all_;  // every token of the micro-batch
   Buffer<int32_t> inputs_, targets_;
-  Buffer<float> hid_, dhid_;                     // hidden state [N, D] and its gradient
-  Buffer<float> hn_, rstd_f_, dhn_, logits_;     // final norm + head
+  Buffer<float> hid_, dhid_;                       // hidden state [N, D] and its gradient
+  Buffer<float> hn_, rstd_f_, dhn_, logits_;       // final norm + head
   Buffer<float> buf_a_, buf_b_, gbuf_a_, gbuf_b_;  // ping-pong for layer chains
 };
 

@@ -4,7 +4,6 @@
 #include <sstream>
 #include <stdexcept>
 
-
 namespace mor {
 
 Schedule parse_schedule(const std::string& s) {
@@ -13,9 +12,7 @@ Schedule parse_schedule(const std::string& s) {
   if (s == "constant") return Schedule::Constant;
   throw ConfigError("optim.schedule", "unknown value '" + s + "' (cosine, wsd, constant)");
 }
-const char* to_string(Schedule s) {
-  return s == Schedule::Cosine ? "cosine" : s == Schedule::WSD ? "wsd" : "constant";
-}
+const char* to_string(Schedule s) { return s == Schedule::Cosine ? "cosine" : s == Schedule::WSD ? "wsd" : "constant"; }
 
 void OptimConfig::validate() const {
   if (!(lr > 0) || !std::isfinite(lr)) throw ConfigError("optim.lr", "must be a finite number > 0");
@@ -35,7 +32,8 @@ double lr_at(const OptimConfig& o, int64_t step) {
   if (step < o.warmup_steps) return o.lr * double(step + 1) / double(o.warmup_steps);
   const double min_lr = o.lr * o.min_lr_ratio;
   switch (o.schedule) {
-    case Schedule::Constant: return o.lr;
+    case Schedule::Constant:
+      return o.lr;
     case Schedule::Cosine: {
       const double span = std::max<int64_t>(1, o.total_steps - o.warmup_steps);
       const double t = std::min(1.0, double(step - o.warmup_steps) / span);
@@ -72,7 +70,8 @@ AdamW::AdamW(const OptimConfig& o, kern::Backend& be, int64_t n, std::vector<uin
     : m(be, n), v(be, n), o_(o), be_(be) {
   m.zero();
   v.zero();
-  if ((int64_t)decay.size() != n) throw std::invalid_argument("AdamW: decay mask size differs from the parameter count");
+  if ((int64_t)decay.size() != n)
+    throw std::invalid_argument("AdamW: decay mask size differs from the parameter count");
   for (int64_t i = 0; i < n;) {
     int64_t j = i;
     while (j < n && decay[j] == decay[i]) ++j;
@@ -84,8 +83,9 @@ AdamW::AdamW(const OptimConfig& o, kern::Backend& be, int64_t n, std::vector<uin
 void AdamW::update(float* params, const float* grads, double lr, float grad_scale) {
   ++steps_done;
   for (const Run& r : runs_) {
-    kern::AdamWParams p{(float)lr, (float)o_.beta1, (float)o_.beta2, (float)o_.eps,
-                        r.decay ? (float)o_.weight_decay : 0.f, steps_done, grad_scale};
+    kern::AdamWParams p{
+        (float)lr,  (float)o_.beta1, (float)o_.beta2, (float)o_.eps, r.decay ? (float)o_.weight_decay : 0.f,
+        steps_done, grad_scale};
     be_.adamw_update(params + r.begin, grads + r.begin, m.data() + r.begin, v.data() + r.begin, r.end - r.begin, p);
   }
 }

@@ -17,14 +17,14 @@ Schedule parse_schedule(const std::string& s);
 const char* to_string(Schedule s);
 
 struct OptimConfig {
-  double lr = 3e-3;            // peak
-  double min_lr_ratio = 0.0;   // end of decay, as a fraction of lr
+  double lr = 3e-3;           // peak
+  double min_lr_ratio = 0.0;  // end of decay, as a fraction of lr
   Schedule schedule = Schedule::WSD;
-  int64_t warmup_steps = 0;    // linear from lr/warmup to lr
-  double decay_frac = 0.2;     // WSD: last fraction of the steps decays linearly
+  int64_t warmup_steps = 0;  // linear from lr/warmup to lr
+  double decay_frac = 0.2;   // WSD: last fraction of the steps decays linearly
   int64_t total_steps = 1000;
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1;
-  double grad_clip = 1.0;      // global norm; 0 = off
+  double grad_clip = 1.0;  // global norm; 0 = off
   // Comma-separated name substrings excluded from weight decay (norm weights
   // are always excluded), e.g. "embed_tokens,router".
   std::string no_decay;

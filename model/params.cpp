@@ -76,14 +76,22 @@ LayerView ParamLayout::layer(float* a, int ul, const ModelConfig& c) const {
                 KVd = (int64_t)c.n_kv_heads * c.head_dim();
   float* p = a + layer_offset[ul];
   LayerView v;
-  v.attn_norm = p; p += D;
-  v.wq = p; p += Hd * D;
-  v.wk = p; p += KVd * D;
-  v.wv = p; p += KVd * D;
-  v.wo = p; p += D * Hd;
-  v.mlp_norm = p; p += D;
-  v.wg = p; p += F * D;
-  v.wu = p; p += F * D;
+  v.attn_norm = p;
+  p += D;
+  v.wq = p;
+  p += Hd * D;
+  v.wk = p;
+  p += KVd * D;
+  v.wv = p;
+  p += KVd * D;
+  v.wo = p;
+  p += D * Hd;
+  v.mlp_norm = p;
+  p += D;
+  v.wg = p;
+  p += F * D;
+  v.wu = p;
+  p += F * D;
   v.wd = p;
   return v;
 }
@@ -122,9 +130,9 @@ int64_t ParamLayout::count_unique_layers() const {
 int64_t ParamLayout::count_other() const { return total - final_norm; }
 
 int64_t analytic_param_count(const ModelConfig& c) {
-  int64_t n = (int64_t)c.vocab_size * c.d_model;        // tied embedding / LM head
+  int64_t n = (int64_t)c.vocab_size * c.d_model;  // tied embedding / LM head
   n += layer_numel(c) * (c.block_size() + (c.middle() ? 2 : 0));
-  n += c.d_model;                                         // final norm
+  n += c.d_model;  // final norm
   if (c.router == RouterKind::Expert) n += (int64_t)c.n_recursions * c.d_model;
   if (c.router == RouterKind::Token) n += (int64_t)c.n_recursions * c.d_model;
   return n;

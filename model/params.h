@@ -38,15 +38,15 @@ struct ParamLayout {
   std::vector<TensorInfo> tensors;
   int64_t total = 0;  // floats
   int n_unique_layers = 0;
-  int prelude = -1, coda = -1;      // unique-layer index of the unique first/last layer, or -1
-  int block_first = 0;              // unique index of shared layer 0
-  int block_size = 0;               // B
+  int prelude = -1, coda = -1;                     // unique-layer index of the unique first/last layer, or -1
+  int block_first = 0;                             // unique index of shared layer 0
+  int block_size = 0;                              // B
   int64_t embed = 0, final_norm = 0, routers = 0;  // offsets
   std::vector<int64_t> layer_offset;               // per unique layer, start of its tensors
   static constexpr int kEmbedUnit = 0;             // units[kEmbedUnit] = embedding + final norm
   std::vector<ParamUnit> units;
-  std::vector<int> unit_of_layer;                  // per unique layer
-  int shared_unit = -1;                            // the shared block's unit (cyclic, N_r > 1), else -1
+  std::vector<int> unit_of_layer;  // per unique layer
+  int shared_unit = -1;            // the shared block's unit (cyclic, N_r > 1), else -1
 
   explicit ParamLayout(const ModelConfig& c);
   // ul: a unique layer's index (0..n_unique_layers-1), not a unit's.
@@ -57,9 +57,9 @@ struct ParamLayout {
 
   // Parameter counts for the banner: all, per kind.
   int64_t count_embedding() const;
-  int64_t count_shared() const;   // the shared block, counted once
+  int64_t count_shared() const;  // the shared block, counted once
   int64_t count_unique_layers() const;
-  int64_t count_other() const;    // final norm + routers
+  int64_t count_other() const;  // final norm + routers
   int64_t layer_numel_at(int ul) const;
 };
 

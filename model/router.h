@@ -33,7 +33,7 @@ struct LossParts {
   double ce = 0;
   std::vector<LossTerm> terms;  // the router's, in the order of Router::loss_terms()
   double total() const;
-  double term(std::string_view name) const;  // 0 when the router has no such term
+  double term(std::string_view name) const;   // 0 when the router has no such term
   LossParts& operator+=(const LossParts& o);  // term by term (both of one router)
 };
 
@@ -65,10 +65,10 @@ struct Section {
   const ModelConfig& cfg;
   const ParamLayout& layout;
   BlockRunner& run;
-  const TokenSet& all;      // every token of the micro-batch
-  Buffer<float>& hid;       // hidden state [n_seq * T, D]: the section's input, replaced by its output
-  Buffer<float>& dhid;      // backward: dL/d(output) in, dL/d(input) out
-  const float* w;           // the router weights (ParamLayout::routers) and their gradient
+  const TokenSet& all;  // every token of the micro-batch
+  Buffer<float>& hid;   // hidden state [n_seq * T, D]: the section's input, replaced by its output
+  Buffer<float>& dhid;  // backward: dL/d(output) in, dL/d(input) out
+  const float* w;       // the router weights (ParamLayout::routers) and their gradient
   float* gw;
   RouterStats& stats;
   int n_seq, global_batch;  // losses are normalised by global_batch sequences

@@ -32,14 +32,14 @@ class ExpertRouter final : public Router {
   }
 
  private:
-  struct Rec {  // one recursion
-    TokenSet cand, sel;          // candidates S_{r-1} and selected S_r
-    Buffer<float> xc;            // router input H[cand] (before this recursion's update)
-    Buffer<float> s;             // router scores of the candidates
-    std::vector<float> s_host;   //   (read back: the selection is made on the host)
-    std::vector<int> sel_idx;    // candidate index of each selected row
-    Buffer<float> gate;          // alpha * sigmoid(s) per selected row
-    Buffer<float> y;             // block output per selected row
+  struct Rec {                  // one recursion
+    TokenSet cand, sel;         // candidates S_{r-1} and selected S_r
+    Buffer<float> xc;           // router input H[cand] (before this recursion's update)
+    Buffer<float> s;            // router scores of the candidates
+    std::vector<float> s_host;  //   (read back: the selection is made on the host)
+    std::vector<int> sel_idx;   // candidate index of each selected row
+    Buffer<float> gate;         // alpha * sigmoid(s) per selected row
+    Buffer<float> y;            // block output per selected row
     explicit Rec(Backend& be) : xc(be), s(be), gate(be), y(be) {}
   };
   void select(Section& s, Rec& E, int r, std::vector<LossTerm>& terms);
@@ -151,7 +151,8 @@ void ExpertRouter::backward(Section& s) {
     // s = xc θ_r^T: into θ_r and back into the candidates' hidden state.
     ds_.from_host(ds);
     dx_.resize((int64_t)nc * D);
-    be_.linear_backward(dx_.data(), s.gw + (size_t)r * D, ds_.data(), E.xc.data(), s.w + (size_t)r * D, nc, D, 1, false);
+    be_.linear_backward(dx_.data(), s.gw + (size_t)r * D, ds_.data(), E.xc.data(), s.w + (size_t)r * D, nc, D, 1,
+                        false);
     be_.copy_rows(s.dhid.data(), E.cand.dev_rows.data(), dx_.data(), nullptr, nullptr, nc, D, true);
     s.run.done(unit, true, r == 0);
   }
@@ -159,6 +160,8 @@ void ExpertRouter::backward(Section& s) {
 
 }  // namespace
 
-std::unique_ptr<Router> make_router_expert(const ModelConfig& c, Backend& be) { return std::make_unique<ExpertRouter>(c, be); }
+std::unique_ptr<Router> make_router_expert(const ModelConfig& c, Backend& be) {
+  return std::make_unique<ExpertRouter>(c, be);
+}
 
 }  // namespace mor

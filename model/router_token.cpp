@@ -32,7 +32,8 @@ struct RowMoves {
 class TokenRouter final : public Router {
  public:
   TokenRouter(const ModelConfig& c, Backend& be)
-      : bal_coeff_(c.bal_coeff), z_coeff_(c.tc_z_coeff), be_(be), x0_(be), xcur_(be), logits_(be), xin_(be), dxcur_(be), dy_(be), dx_(be), dg_(be), dl_(be) {
+      : bal_coeff_(c.bal_coeff), z_coeff_(c.tc_z_coeff), be_(be), x0_(be), xcur_(be), logits_(be), xin_(be), dxcur_(be),
+        dy_(be), dx_(be), dg_(be), dl_(be) {
     for (int r = 0; r < c.n_recursions; ++r) rec_.emplace_back(be);
   }
   std::vector<LossTerm> loss_terms() const override { return {{"bal", bal_coeff_}, {"z", z_coeff_}}; }
@@ -45,7 +46,7 @@ class TokenRouter final : public Router {
   }
 
  private:
-  struct Rec {  // one recursion
+  struct Rec {        // one recursion
     TokenSet active;  // A_r = {t : i_t >= r}
     Buffer<float> y;  // block output per active row
     RowMoves exit, carry;
@@ -194,6 +195,8 @@ void TokenRouter::backward(Section& s) {
 
 }  // namespace
 
-std::unique_ptr<Router> make_router_token(const ModelConfig& c, Backend& be) { return std::make_unique<TokenRouter>(c, be); }
+std::unique_ptr<Router> make_router_token(const ModelConfig& c, Backend& be) {
+  return std::make_unique<TokenRouter>(c, be);
+}
 
 }  // namespace mor

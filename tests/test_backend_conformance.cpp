@@ -377,8 +377,7 @@ TEST_P(Conformance, RowDots) {
   for (bool rows : {false, true}) {
     D want(3);
     for (int i = 0; i < 3; ++i)
-      for (int j = 0; j < Dm; ++j)
-        want[i] += (double)A[(rows ? ar[i] : i) * Dm + j] * B[(rows ? br[i] : i) * Dm + j];
+      for (int j = 0; j < Dm; ++j) want[i] += (double)A[(rows ? ar[i] : i) * Dm + j] * B[(rows ? br[i] : i) * Dm + j];
     Buffer<float> a = up(A), b = up(B), out(be(), 3);
     Buffer<int32_t> ab = up(ar), bb = up(br);
     be().row_dots(out.data(), a.data(), rows ? ab.data() : nullptr, b.data(), rows ? bb.data() : nullptr, 3, Dm);

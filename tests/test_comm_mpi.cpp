@@ -77,9 +77,12 @@ constexpr int64_t kN = 23;
 // that went through doubles would lose their low bits.
 template <class T>
 T val(int r, int64_t i) {
-  if constexpr (std::is_same_v<T, uint64_t>) return (uint64_t(1) << 60) + 3u * (uint64_t)r + (uint64_t)i;
-  else if constexpr (std::is_same_v<T, int64_t>) return -(int64_t(1) << 58) - 5 * (int64_t)r + i;
-  else return T(100 * r + i);
+  if constexpr (std::is_same_v<T, uint64_t>)
+    return (uint64_t(1) << 60) + 3u * (uint64_t)r + (uint64_t)i;
+  else if constexpr (std::is_same_v<T, int64_t>)
+    return -(int64_t(1) << 58) - 5 * (int64_t)r + i;
+  else
+    return T(100 * r + i);
 }
 template <class T>
 T sum_val(int W, int64_t i) {
@@ -92,8 +95,10 @@ T sum_val(int W, int64_t i) {
 template <class T>
 T max_val(int r, int W, int64_t i) {
   const bool top = r == i % W;
-  if constexpr (std::is_unsigned_v<T>) return top ? (uint64_t(1) << 63) + (uint64_t)i : 7u * (uint64_t)r + (uint64_t)i;
-  else return top ? T(i) : T(-1000 * (r + 1) - i);
+  if constexpr (std::is_unsigned_v<T>)
+    return top ? (uint64_t(1) << 63) + (uint64_t)i : 7u * (uint64_t)r + (uint64_t)i;
+  else
+    return top ? T(i) : T(-1000 * (r + 1) - i);
 }
 
 template <class T>
@@ -110,7 +115,8 @@ TYPED_TEST(MpiCommTyped, AllGather) {
   c.stats.clear();
   c.all_gather(send.data(), recv.data(), kN, "t/ag_typed");
   for (int q = 0; q < W; ++q)
-    for (int64_t i = 0; i < kN; ++i) ASSERT_EQ(recv[q * kN + i], val<T>(q, i)) << "rank block " << q << " element " << i;
+    for (int64_t i = 0; i < kN; ++i)
+      ASSERT_EQ(recv[q * kN + i], val<T>(q, i)) << "rank block " << q << " element " << i;
   EXPECT_EQ(c.stats.bytes["t/ag_typed"], (uint64_t)kN * sizeof(T) * (W - 1));
   EXPECT_EQ(c.stats.calls["t/ag_typed"], 1u);
 }
@@ -135,7 +141,8 @@ TYPED_TEST(MpiCommTyped, ReduceScatterMax) {
   std::vector<T> send(kN * W), recv(kN);
   for (int64_t j = 0; j < kN * W; ++j) send[j] = max_val<T>(c.rank(), W, j);
   c.ireduce_scatter(send.data(), recv.data(), kN, kern::dtype_of<T>(), dist::ReduceOp::Max, "t/rsmax_typed")->wait();
-  for (int64_t i = 0; i < kN; ++i) ASSERT_EQ(recv[i], max_val<T>((int)((c.rank() * kN + i) % W), W, c.rank() * kN + i)) << i;
+  for (int64_t i = 0; i < kN; ++i)
+    ASSERT_EQ(recv[i], max_val<T>((int)((c.rank() * kN + i) % W), W, c.rank() * kN + i)) << i;
 }
 
 TYPED_TEST(MpiCommTyped, AllReduceSumAndMax) {
@@ -230,7 +237,9 @@ TEST(MpiCommBf16, AllGatherAndBroadcastMoveBits) {
 
 // Rank 0 holds a, rank 1 holds b, every other rank 0: the sum is one fp32 addition rounded to
 // nearest even, whatever order the reduction takes. Truncation fails 1 and 2, round-half-up 0 and 4.
-struct Bf16Case { uint16_t a, b, sum; };
+struct Bf16Case {
+  uint16_t a, b, sum;
+};
 static const Bf16Case kBf16Sums[] = {
     {0x3f80, 0x3b80, 0x3f80},  // 1 + 2^-8: a tie, rounds to the even 1.0
     {0x3f81, 0x3b80, 0x3f82},  // (1 + 2^-7) + 2^-8: a tie, rounds up to the even 1 + 2^-6
@@ -282,7 +291,8 @@ TEST(MpiCommBf16, AllReduceMax) {
   const int W = c.size();
   // element 0: -1.5 * (r + 1) (max -1.5, on rank 0); element 1: r - 2.5 (max on the last rank);
   // element 2: a NaN on the last rank wins.
-  std::vector<uint16_t> v = {bf(-1.5f * (c.rank() + 1)), bf(c.rank() - 2.5f), c.rank() == W - 1 ? (uint16_t)0x7fc0 : bf(1.f)};
+  std::vector<uint16_t> v = {bf(-1.5f * (c.rank() + 1)), bf(c.rank() - 2.5f),
+                             c.rank() == W - 1 ? (uint16_t)0x7fc0 : bf(1.f)};
   c.all_reduce(v.data(), 3, kern::DType::BF16, dist::ReduceOp::Max, "t/max_bf16");
   EXPECT_EQ(v[0], bf(-1.5f));
   EXPECT_EQ(v[1], bf(W - 3.5f));
@@ -377,7 +387,8 @@ TEST(ShardedParams, ShardThenGatherIsBitwiseIdentity) {
   dist::ShardedParams sp(m, *g_comm, {});
   sp.shard_from_full();
   // Each rank holds ~1/W of the parameters (plus padding).
-  EXPECT_LE(sp.shard_size() * g_comm->size(), m.layout.total + (int64_t)m.layout.tensors.size() * cfg.d_model * g_comm->size());
+  EXPECT_LE(sp.shard_size() * g_comm->size(),
+            m.layout.total + (int64_t)m.layout.tensors.size() * cfg.d_model * g_comm->size());
   std::fill(m.params.data(), m.params.data() + m.params.size(), -7.f);  // CPU backend: host memory
   sp.gather_full();
   EXPECT_EQ(std::memcmp(full.data(), m.params.data(), full.size() * sizeof(float)), 0);

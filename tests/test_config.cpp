@@ -170,7 +170,8 @@ TEST(Options, ConfigDirectoryIsAnError) {
 TEST(Options, UnknownKeyInFileSuggestsTheName) {
   const std::string path = ::testing::TempDir() + "/cfg_typo.ini";
   std::ofstream(path) << "[train]\nstep = 10\n";
-  EXPECT_EQ(load_error(path), "config file '" + path + "': unrecognised option 'train.step'; did you mean 'steps' (in [train])?");
+  EXPECT_EQ(load_error(path),
+            "config file '" + path + "': unrecognised option 'train.step'; did you mean 'steps' (in [train])?");
 }
 
 TEST(Options, LongValuesAreCutInMessages) {
@@ -193,7 +194,8 @@ TEST(Options, LongValuesAreCutInMessages) {
 TEST(Options, ClipHelpers) {
   EXPECT_EQ(clip_value("short"), "short");
   EXPECT_EQ(clip_value(std::string(81, 'a')), std::string(80, 'a') + "... (81 bytes)");
-  EXPECT_EQ(clip_value(std::string(79, 'a') + "\xc3\xa9xx"), std::string(79, 'a') + "... (83 bytes)");  // no half a UTF-8 character
+  EXPECT_EQ(clip_value(std::string(79, 'a') + "\xc3\xa9xx"),
+            std::string(79, 'a') + "... (83 bytes)");  // no half a UTF-8 character
   EXPECT_EQ(clip_message("bad value 'abc' for 'x'"), "bad value 'abc' for 'x'");
   EXPECT_EQ(clip_message("tab\there"), "tab?here");
   const std::string cut = clip_message("unknown value '" + std::string(1000, 'v') + "' (a | b)");
@@ -202,8 +204,8 @@ TEST(Options, ClipHelpers) {
 }
 
 TEST(Options, SuggestsNearestNames) {
-  const std::vector<std::string> known = {"train.steps", "train.seed", "optim.lr", "model.d_model", "model.d_ff",
-                                          "config", "save-every", "mor.router"};
+  const std::vector<std::string> known = {"train.steps", "train.seed", "optim.lr",   "model.d_model",
+                                          "model.d_ff",  "config",     "save-every", "mor.router"};
   using ::testing::ElementsAre;
   EXPECT_THAT(suggest_options("--train.step", known), ElementsAre("train.steps"));
   EXPECT_THAT(suggest_options("--train.step=10", known), ElementsAre("train.steps"));

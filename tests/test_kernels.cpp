@@ -41,14 +41,13 @@ bool close(double ref, double got, double rtol, double atol) {
 
 // Element-wise comparison; reports at most a few mismatches per call.
 template <class G>
-void expect_all_close(const std::vector<double>& ref, const G* got, double rtol, double atol,
-                      const std::string& what) {
+void expect_all_close(const std::vector<double>& ref, const G* got, double rtol, double atol, const std::string& what) {
   int bad = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
     if (!close(ref[i], (double)got[i], rtol, atol)) {
       if (++bad <= 5)
-        ADD_FAILURE() << what << "[" << i << "]: expected " << ref[i] << ", got " << got[i]
-                      << " (diff " << (double)got[i] - ref[i] << ")";
+        ADD_FAILURE() << what << "[" << i << "]: expected " << ref[i] << ", got " << got[i] << " (diff "
+                      << (double)got[i] - ref[i] << ")";
     }
   }
   if (bad > 5) ADD_FAILURE() << what << ": " << bad << " mismatches in total of " << ref.size();
@@ -101,8 +100,8 @@ struct ThreadScope {
 // ============================================================================ GEMM
 // op(A)[M,K] op(B)[K,N] in double; A/B stored row-major with leading dimensions.
 std::vector<double> naive_gemm(bool ta, bool tb, int M, int N, int K, double alpha, const std::vector<float>& A,
-                               int lda, const std::vector<float>& B, int ldb, double beta,
-                               const std::vector<float>& C, int ldc) {
+                               int lda, const std::vector<float>& B, int ldb, double beta, const std::vector<float>& C,
+                               int ldc) {
   std::vector<double> out(C.begin(), C.end());
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < N; ++j) {
@@ -191,8 +190,8 @@ TEST_P(Gemm, AllTransposeCombosWithPaddedLeadingDims) {
             kern::gemm(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
             std::vector<double> ref = naive_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C0, ldc);
             SCOPED_TRACE("M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
-                         " ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) +
-                         " alpha=" + std::to_string(alpha) + " beta=" + std::to_string(beta));
+                         " ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) + " alpha=" + std::to_string(alpha) +
+                         " beta=" + std::to_string(beta));
             expect_all_close(ref, C.data(), 1e-5, 1e-5, "C");  // padding columns: ref keeps C0
           }
   }
@@ -219,7 +218,8 @@ TEST_P(Gemm, ThreadedBlocksMatchNaive) {
             kern::gemm(ta, tb, M, N, K, 0.75f, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
             SCOPED_TRACE("threads=" + std::to_string(threads) + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
                          " ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) + " beta=" + std::to_string(beta));
-            expect_all_close(naive_gemm(ta, tb, M, N, K, 0.75, A, lda, B, ldb, beta, C0, ldc), C.data(), 1e-4, 1e-4, "C");
+            expect_all_close(naive_gemm(ta, tb, M, N, K, 0.75, A, lda, B, ldb, beta, C0, ldc), C.data(), 1e-4, 1e-4,
+                             "C");
           }
   }
 }
@@ -334,7 +334,7 @@ TEST_P(Linear, ForwardPairMatchesNaive) {
     for (const auto& [n, in, out1, out2] : {std::array<int, 4>{5, 7, 4, 3}, std::array<int, 4>{256, 193, 224, 96}}) {
       SCOPED_TRACE("threads=" + std::to_string(threads) + " n=" + std::to_string(n));
       LinearData d1(n, in, out1), d2(n, in, out2);  // the same x (same seed)
-      d2.W = rand_vec(d2.W.size(), 99);              // another W
+      d2.W = rand_vec(d2.W.size(), 99);             // another W
       std::vector<float> y1((size_t)n * out1, std::numeric_limits<float>::quiet_NaN());
       std::vector<float> y2((size_t)n * out2, std::numeric_limits<float>::quiet_NaN());
       kern::linear_forward_pair(y1.data(), d1.W.data(), out1, y2.data(), d2.W.data(), out2, d1.x.data(), n, in);
@@ -401,8 +401,7 @@ TEST(RMSNorm, ForwardMatchesFormula) {
 TEST(RMSNorm, BackwardFiniteDifference) {
   const int n = 3, d = 8;
   const float eps = 1e-5f;
-  std::vector<float> x = rand_vec(n * d, 41, -2.f, 2.f), w = rand_vec(d, 42, 0.5f, 1.5f),
-                     r = rand_vec(n * d, 43);
+  std::vector<float> x = rand_vec(n * d, 41, -2.f, 2.f), w = rand_vec(d, 42, 0.5f, 1.5f), r = rand_vec(n * d, 43);
   std::vector<float> y(n * d), rstd(n);
   auto loss = [&] {
     kern::rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), n, d, eps);
@@ -426,8 +425,7 @@ TEST(RMSNorm, BackwardFiniteDifference) {
 
 // ============================================================================ RoPE
 // docs/MODEL.md: inv_freq[i] = theta^(-2i/hd); y[i] = x[i] c - x[i+hd/2] s; y[i+hd/2] = x[i+hd/2] c + x[i] s.
-std::vector<double> rope_ref(const std::vector<float>& x, const std::vector<int>& pos, int H, int hd,
-                             double theta) {
+std::vector<double> rope_ref(const std::vector<float>& x, const std::vector<int>& pos, int H, int hd, double theta) {
   std::vector<double> y(x.size());
   const int half = hd / 2;
   for (size_t t = 0; t < pos.size(); ++t)
@@ -596,8 +594,7 @@ TEST_P(Attention, ForwardMatchesNaive) {
   const AttnCase& c = GetParam();
   AttnData d(c);
   std::vector<float> o(d.r.size(), std::numeric_limits<float>::quiet_NaN()), lse((size_t)c.H * d.s.nq);
-  kern::attention_forward(o.data(), lse.data(), d.q.data(), d.k.data(), d.v.data(), c.qpos.data(), c.kpos.data(),
-                          d.s);
+  kern::attention_forward(o.data(), lse.data(), d.q.data(), d.k.data(), d.v.data(), c.qpos.data(), c.kpos.data(), d.s);
   std::vector<double> o_ref, lse_ref;
   attention_ref(c, d, o_ref, lse_ref);
   expect_all_close(o_ref, o.data(), 1e-5, 1e-6, "o");
@@ -609,8 +606,8 @@ TEST_P(Attention, BackwardFiniteDifference) {
   AttnData d(c);
   std::vector<float> o(d.r.size()), lse((size_t)c.H * d.s.nq);
   auto loss = [&] {
-    kern::attention_forward(o.data(), lse.data(), d.q.data(), d.k.data(), d.v.data(), c.qpos.data(),
-                            c.kpos.data(), d.s);
+    kern::attention_forward(o.data(), lse.data(), d.q.data(), d.k.data(), d.v.data(), c.qpos.data(), c.kpos.data(),
+                            d.s);
     return dot(o, d.r);
   };
   loss();
@@ -618,8 +615,8 @@ TEST_P(Attention, BackwardFiniteDifference) {
   std::vector<float> dq(d.q.size(), std::numeric_limits<float>::quiet_NaN());
   const std::vector<float> dk0 = rand_vec(d.k.size(), 95), dv0 = rand_vec(d.v.size(), 96);
   std::vector<float> dk = dk0, dv = dv0;
-  kern::attention_backward(dq.data(), dk.data(), dv.data(), d.r.data(), o.data(), lse.data(), d.q.data(),
-                           d.k.data(), d.v.data(), c.qpos.data(), c.kpos.data(), d.s);
+  kern::attention_backward(dq.data(), dk.data(), dv.data(), d.r.data(), o.data(), lse.data(), d.q.data(), d.k.data(),
+                           d.v.data(), c.qpos.data(), c.kpos.data(), d.s);
   ThreadScope one(1);  // ~1000 forward calls: keep them off a loaded machine's OpenMP barriers
   expect_all_close(fd_all(d.q, loss), dq.data(), 2e-3, 3e-4, "dq vs FD");
   expect_all_close(fd_all(d.k, loss), minus(dk, dk0).data(), 2e-3, 3e-4, "dk - dk0 vs FD");
@@ -628,18 +625,17 @@ TEST_P(Attention, BackwardFiniteDifference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Kernels, Attention,
-    ::testing::Values(
-        AttnCase{"Causal", iota_vec(6), iota_vec(6), 2, 2, 4},
-        AttnCase{"CompactedGaps", {0, 2, 3, 7, 9}, {0, 2, 3, 7, 9}, 2, 2, 4},
-        AttnCase{"KvShareSubsetQueries", {1, 4, 5, 8}, iota_vec(10), 2, 2, 4},
-        AttnCase{"GqaTwoKvHeads", iota_vec(5), iota_vec(5), 4, 2, 4},
-        AttnCase{"GqaOneKvHead", {0, 2, 3, 7, 9}, {0, 2, 3, 7, 9}, 4, 1, 4},
-        AttnCase{"GqaKvShare", {0, 3, 6}, iota_vec(7), 4, 2, 6},
-        AttnCase{"GqaOneKvHeadKvShare", {2, 5}, iota_vec(6), 4, 1, 4},
-        // head_dim a multiple of 16: the register-tiled path (attention_tiles.cpp) on AVX-512 builds
-        AttnCase{"TilesCausal", iota_vec(9), iota_vec(9), 2, 2, 16},
-        AttnCase{"TilesGqaCompacted", {0, 2, 3, 7, 9, 12, 13}, {0, 2, 3, 7, 9, 12, 13}, 6, 2, 32},
-        AttnCase{"TilesKvShare", {1, 4, 5, 8}, iota_vec(37), 2, 1, 64}),
+    ::testing::Values(AttnCase{"Causal", iota_vec(6), iota_vec(6), 2, 2, 4},
+                      AttnCase{"CompactedGaps", {0, 2, 3, 7, 9}, {0, 2, 3, 7, 9}, 2, 2, 4},
+                      AttnCase{"KvShareSubsetQueries", {1, 4, 5, 8}, iota_vec(10), 2, 2, 4},
+                      AttnCase{"GqaTwoKvHeads", iota_vec(5), iota_vec(5), 4, 2, 4},
+                      AttnCase{"GqaOneKvHead", {0, 2, 3, 7, 9}, {0, 2, 3, 7, 9}, 4, 1, 4},
+                      AttnCase{"GqaKvShare", {0, 3, 6}, iota_vec(7), 4, 2, 6},
+                      AttnCase{"GqaOneKvHeadKvShare", {2, 5}, iota_vec(6), 4, 1, 4},
+                      // head_dim a multiple of 16: the register-tiled path (attention_tiles.cpp) on AVX-512 builds
+                      AttnCase{"TilesCausal", iota_vec(9), iota_vec(9), 2, 2, 16},
+                      AttnCase{"TilesGqaCompacted", {0, 2, 3, 7, 9, 12, 13}, {0, 2, 3, 7, 9, 12, 13}, 6, 2, 32},
+                      AttnCase{"TilesKvShare", {1, 4, 5, 8}, iota_vec(37), 2, 1, 64}),
     [](const ::testing::TestParamInfo<AttnCase>& i) { return i.param.name; });
 
 // Sets longer than one query block (the kernels process queries in blocks of 64
@@ -650,15 +646,17 @@ TEST(Attention, LongSetsSpanningQueryBlocks) {
   for (int p = 0; p < 400 && gaps.size() < 150; p += 1 + (p * 7) % 3) gaps.push_back(p);
   std::vector<int> sub;
   for (int p = 3; p < 200; p += 2) sub.push_back(p);
-  for (const AttnCase& c : {AttnCase{"LongCompacted", gaps, gaps, 4, 2, 8}, AttnCase{"LongKvShare", sub, iota_vec(200), 2, 1, 8},
-                            AttnCase{"LongCausal", iota_vec(130), iota_vec(130), 2, 2, 8},
-                            AttnCase{"LongCompactedTiles", gaps, gaps, 6, 2, 32},
-                            AttnCase{"LongKvShareTiles", sub, iota_vec(200), 2, 1, 16},
-                            AttnCase{"LongCausalTiles", iota_vec(300), iota_vec(300), 3, 1, 64}}) {
+  for (const AttnCase& c :
+       {AttnCase{"LongCompacted", gaps, gaps, 4, 2, 8}, AttnCase{"LongKvShare", sub, iota_vec(200), 2, 1, 8},
+        AttnCase{"LongCausal", iota_vec(130), iota_vec(130), 2, 2, 8},
+        AttnCase{"LongCompactedTiles", gaps, gaps, 6, 2, 32},
+        AttnCase{"LongKvShareTiles", sub, iota_vec(200), 2, 1, 16},
+        AttnCase{"LongCausalTiles", iota_vec(300), iota_vec(300), 3, 1, 64}}) {
     SCOPED_TRACE(c.name);
     AttnData d(c, 17);
     std::vector<float> o(d.r.size()), lse((size_t)c.H * d.s.nq);
-    kern::attention_forward(o.data(), lse.data(), d.q.data(), d.k.data(), d.v.data(), c.qpos.data(), c.kpos.data(), d.s);
+    kern::attention_forward(o.data(), lse.data(), d.q.data(), d.k.data(), d.v.data(), c.qpos.data(), c.kpos.data(),
+                            d.s);
     std::vector<double> o_ref, lse_ref;
     attention_ref(c, d, o_ref, lse_ref);
     expect_all_close(o_ref, o.data(), 1e-5, 1e-6, "o");
@@ -668,7 +666,8 @@ TEST(Attention, LongSetsSpanningQueryBlocks) {
                              d.v.data(), c.qpos.data(), c.kpos.data(), d.s);
     auto loss = [&] {
       std::vector<float> oo(d.r.size()), ll((size_t)c.H * d.s.nq);
-      kern::attention_forward(oo.data(), ll.data(), d.q.data(), d.k.data(), d.v.data(), c.qpos.data(), c.kpos.data(), d.s);
+      kern::attention_forward(oo.data(), ll.data(), d.q.data(), d.k.data(), d.v.data(), c.qpos.data(), c.kpos.data(),
+                              d.s);
       double acc = 0;
       for (size_t i = 0; i < oo.size(); ++i) acc += (double)oo[i] * d.r[i];
       return acc;
@@ -732,9 +731,9 @@ TEST(SoftmaxXent, LossGradientAndScale) {
 
 TEST(SoftmaxXent, LargeLogitsStayFinite) {
   const int n = 3, V = 6;
-  std::vector<float> logits = {1000.f, 999.f, -1000.f, 0.f, 998.5f, 1000.f,  //
-                               -1000.f, -1001.f, -999.f, -1000.f, -1000.f, -1002.f,  //
-                               3e4f, -3e4f, 0.f, 1.f, 2.f, 3.f};
+  std::vector<float> logits = {1000.f,  999.f,   -1000.f, 0.f,     998.5f,  1000.f,   //
+                               -1000.f, -1001.f, -999.f,  -1000.f, -1000.f, -1002.f,  //
+                               3e4f,    -3e4f,   0.f,     1.f,     2.f,     3.f};
   const std::vector<int32_t> tgt = {1, 2, 1};
   std::vector<double> g_ref;
   const double loss_ref = xent_ref(logits, tgt, V, 1.0, &g_ref);
@@ -806,8 +805,8 @@ void run_adamw(float wd) {
   AdamRef ref{to_double(p), std::vector<double>(n, 0.0), std::vector<double>(n, 0.0)};
   for (int t = 1; t <= 3; ++t) {
     std::vector<float> g = rand_vec(n, 130 + t, -1.f, 1.f);
-    g[0] = 0.f;                   // no gradient: only decay moves it (from m, v after step 1)
-    g[1] = 1e-8f * (float)t;      // sqrt(v_hat) ~ eps: eps placement matters
+    g[0] = 0.f;               // no gradient: only decay moves it (from m, v after step 1)
+    g[1] = 1e-8f * (float)t;  // sqrt(v_hat) ~ eps: eps placement matters
     g[2] = -3e-8f;
     g[3] = 50.f * (t == 2 ? -1 : 1);  // large, sign-flipping
     const kern::AdamWParams a{0.05f, 0.9f, 0.999f, 1e-8f, wd, t};
@@ -898,8 +897,8 @@ TEST(Determinism, AttentionSameBitsWithOneAndTwoThreads) {
       dq.assign(d.q.size(), 0.f);
       dk = rand_vec(d.k.size(), 162);
       dv = rand_vec(d.v.size(), 163);
-      kern::attention_forward(o.data(), lse.data(), d.q.data(), d.k.data(), d.v.data(), c.qpos.data(),
-                              c.kpos.data(), d.s);
+      kern::attention_forward(o.data(), lse.data(), d.q.data(), d.k.data(), d.v.data(), c.qpos.data(), c.kpos.data(),
+                              d.s);
       kern::attention_backward(dq.data(), dk.data(), dv.data(), d.r.data(), o.data(), lse.data(), d.q.data(),
                                d.k.data(), d.v.data(), c.qpos.data(), c.kpos.data(), d.s);
     };

@@ -24,11 +24,20 @@ struct Combo {
 };
 
 ModelConfig tiny(const Combo& c) {
-  ModelConfig m{.vocab_size = 17, .d_model = 8, .n_heads = 2, .n_kv_heads = 1, .d_ff = 12, .seq_len = 7,
+  ModelConfig m{.vocab_size = 17,
+                .d_model = 8,
+                .n_heads = 2,
+                .n_kv_heads = 1,
+                .d_ff = 12,
+                .seq_len = 7,
                 .init_std = 0.3f,  // large enough that routing and attention are far from uniform
-                .sharing = c.sharing, .n_recursions = c.n_rec, .router = c.router, .kv_mode = c.kv,
+                .sharing = c.sharing,
+                .n_recursions = c.n_rec,
+                .router = c.router,
+                .kv_mode = c.kv,
                 .aux_coeff = 0.1f,  // make the router losses visible in the gradient
-                .ec_z_coeff = 0.05f, .tc_z_coeff = 0.05f};
+                .ec_z_coeff = 0.05f,
+                .tc_z_coeff = 0.05f};
   m.n_layers = (m.middle() ? 2 : 0) + 2 * c.n_rec;  // B = 2
   return m;
 }

@@ -44,9 +44,18 @@ class Parity : public ::testing::TestWithParam<Case> {};
 
 TEST_P(Parity, LossGradientsAndRoutingMatchPyTorch) {
   const Case& k = GetParam();
-  const ModelConfig c{.vocab_size = 61, .d_model = 32, .n_heads = 4, .n_kv_heads = 2, .d_ff = 48,
-                      .n_layers = k.n_layers, .seq_len = 16, .init_std = 0.1f, .sharing = k.sharing,
-                      .n_recursions = k.n_rec, .router = k.router, .kv_mode = k.kv,
+  const ModelConfig c{.vocab_size = 61,
+                      .d_model = 32,
+                      .n_heads = 4,
+                      .n_kv_heads = 2,
+                      .d_ff = 48,
+                      .n_layers = k.n_layers,
+                      .seq_len = 16,
+                      .init_std = 0.1f,
+                      .sharing = k.sharing,
+                      .n_recursions = k.n_rec,
+                      .router = k.router,
+                      .kv_mode = k.kv,
                       .ec_z_coeff = 1e-3f};  // exercise every loss term
   Model m(c, kern::cpu_backend());
   m.init(99);
@@ -62,8 +71,8 @@ TEST_P(Parity, LossGradientsAndRoutingMatchPyTorch) {
   tensors.push_back(tok);
   io::write_mort(dir + "/params.mort", tensors);
   const std::string cmd = std::string("/usr/bin/python3 ") + MOR_SOURCE_DIR + "/tests/reference/mor_ref.py --config '" +
-                          dir + "/config.ini' --params '" + dir + "/params.mort' --out '" + dir + "/ref.mort' > '" + dir +
-                          "/ref.log' 2>&1";
+                          dir + "/config.ini' --params '" + dir + "/params.mort' --out '" + dir + "/ref.mort' > '" +
+                          dir + "/ref.log' 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << "reference failed, see " << dir << "/ref.log";
   const auto ref = io::read_mort(dir + "/ref.mort");
 

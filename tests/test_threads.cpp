@@ -33,14 +33,16 @@ TEST(SlurmTasksPerNode, ExpandsTheCompressedForm) {
 }
 
 TEST(SlurmTasksPerNode, RejectsMalformedStrings) {
-  for (const char* bad : {"", ",", "2,", ",2", "2(x)", "2(3)", "2(x3", "2x3", "a", "0", "2(x0)", "-1", "2 (x3)", "2(x3),",
-                          "99999999999", "1(x99999999)"})
+  for (const char* bad : {"", ",", "2,", ",2", "2(x)", "2(3)", "2(x3", "2x3", "a", "0", "2(x0)", "-1", "2 (x3)",
+                          "2(x3),", "99999999999", "1(x99999999)"})
     EXPECT_TRUE(expand_slurm_tasks_per_node(bad).empty()) << "'" << bad << "'";
 }
 
 TEST(LocalRanks, OpenMpiFirst) {
   std::string from;
-  EXPECT_EQ(local_ranks_from_env(fake_env({{"OMPI_COMM_WORLD_LOCAL_SIZE", "4"}, {"SLURM_TASKS_PER_NODE", "8"}}), 4, &from), 4);
+  EXPECT_EQ(
+      local_ranks_from_env(fake_env({{"OMPI_COMM_WORLD_LOCAL_SIZE", "4"}, {"SLURM_TASKS_PER_NODE", "8"}}), 4, &from),
+      4);
   EXPECT_EQ(from, "OMPI_COMM_WORLD_LOCAL_SIZE");
   EXPECT_EQ(local_ranks_from_env(fake_env({{"MPI_LOCALNRANKS", "3"}}), 6, &from), 3);
   EXPECT_EQ(from, "MPI_LOCALNRANKS");
@@ -49,10 +51,12 @@ TEST(LocalRanks, OpenMpiFirst) {
 TEST(LocalRanks, SlurmStepCountIndexedByNodeId) {
   std::string from;
   // srun -n 7 over three nodes: 2(x3),1; this is node 3 (0-based) with 1 task, node 1 has 2.
-  auto env = fake_env({{"SLURM_STEP_TASKS_PER_NODE", "2(x3),1"}, {"SLURM_TASKS_PER_NODE", "4(x2)"}, {"SLURM_NODEID", "3"}});
+  auto env =
+      fake_env({{"SLURM_STEP_TASKS_PER_NODE", "2(x3),1"}, {"SLURM_TASKS_PER_NODE", "4(x2)"}, {"SLURM_NODEID", "3"}});
   EXPECT_EQ(local_ranks_from_env(env, 7, &from), 1);
   EXPECT_EQ(from, "SLURM_STEP_TASKS_PER_NODE");
-  EXPECT_EQ(local_ranks_from_env(fake_env({{"SLURM_STEP_TASKS_PER_NODE", "2(x3),1"}, {"SLURM_NODEID", "1"}}), 7, &from), 2);
+  EXPECT_EQ(local_ranks_from_env(fake_env({{"SLURM_STEP_TASKS_PER_NODE", "2(x3),1"}, {"SLURM_NODEID", "1"}}), 7, &from),
+            2);
   // The job-level count when srun did not set the step's (an MPI launcher inside an allocation).
   EXPECT_EQ(local_ranks_from_env(fake_env({{"SLURM_TASKS_PER_NODE", "4(x2)"}, {"SLURM_NODEID", "1"}}), 8, &from), 4);
   EXPECT_EQ(from, "SLURM_TASKS_PER_NODE");
@@ -67,14 +71,20 @@ TEST(LocalRanks, FallbacksAndCaps) {
   EXPECT_EQ(local_ranks_from_env(fake_env({{"SLURM_STEP_TASKS_PER_NODE", "3,1"}}), 4, &from), 4);
   EXPECT_EQ(from, "the world size; no launcher variable found");
   // A node id outside the list, a malformed list: the next source.
-  EXPECT_EQ(local_ranks_from_env(fake_env({{"SLURM_STEP_TASKS_PER_NODE", "2,2"}, {"SLURM_NODEID", "5"},
-                                           {"SLURM_TASKS_PER_NODE", "1,2(x5)"}}), 11, &from), 2);
+  EXPECT_EQ(
+      local_ranks_from_env(
+          fake_env({{"SLURM_STEP_TASKS_PER_NODE", "2,2"}, {"SLURM_NODEID", "5"}, {"SLURM_TASKS_PER_NODE", "1,2(x5)"}}),
+          11, &from),
+      2);
   EXPECT_EQ(from, "SLURM_TASKS_PER_NODE");
-  EXPECT_EQ(local_ranks_from_env(fake_env({{"OMPI_COMM_WORLD_LOCAL_SIZE", "x"}, {"MPI_LOCALNRANKS", "2"}}), 2, &from), 2);
+  EXPECT_EQ(local_ranks_from_env(fake_env({{"OMPI_COMM_WORLD_LOCAL_SIZE", "x"}, {"MPI_LOCALNRANKS", "2"}}), 2, &from),
+            2);
   EXPECT_EQ(from, "MPI_LOCALNRANKS");
   // Never more than the world; a single process is alone whatever its allocation says.
   EXPECT_EQ(local_ranks_from_env(fake_env({{"SLURM_TASKS_PER_NODE", "8"}}), 2, &from), 2);
-  EXPECT_EQ(local_ranks_from_env(fake_env({{"SLURM_TASKS_PER_NODE", "8"}, {"OMPI_COMM_WORLD_LOCAL_SIZE", "4"}}), 1, &from), 1);
+  EXPECT_EQ(
+      local_ranks_from_env(fake_env({{"SLURM_TASKS_PER_NODE", "8"}, {"OMPI_COMM_WORLD_LOCAL_SIZE", "4"}}), 1, &from),
+      1);
   EXPECT_EQ(from, "");
 }
 
@@ -129,9 +139,10 @@ TEST(ChooseThreads, RanksBoundByTheLauncher) {
   in.launcher_cpus = 8;
   ThreadChoice c = choose_threads(in);
   EXPECT_EQ(c.threads, 2);
-  EXPECT_EQ(c.reason,
-            "2 CPUs in this rank's affinity mask (the launcher's has 8), 4 ranks on this node (OMPI_COMM_WORLD_LOCAL_SIZE) → "
-            "1 rank per mask → 2");
+  EXPECT_EQ(
+      c.reason,
+      "2 CPUs in this rank's affinity mask (the launcher's has 8), 4 ranks on this node (OMPI_COMM_WORLD_LOCAL_SIZE) → "
+      "1 rank per mask → 2");
   // Bound to a socket (16 of 32 CPUs), two ranks per socket.
   in = inputs(16, 4);
   in.launcher_cpus = 32;

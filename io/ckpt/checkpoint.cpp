@@ -102,7 +102,8 @@ std::string read_latest(const std::string& root) {
 // Cleanup on a failure path: a directory that cannot be removed is reported, not fatal (the error
 // being reported is the one that matters).
 void remove_or_warn(const std::string& dir) {
-  if (const std::string e = remove_tree(dir); !e.empty()) std::fprintf(stderr, "warning: could not remove %s\n", e.c_str());
+  if (const std::string e = remove_tree(dir); !e.empty())
+    std::fprintf(stderr, "warning: could not remove %s\n", e.c_str());
 }
 
 // Writes `text` to root/name through name.tmp, fsyncs it and the directory, renames.
@@ -121,8 +122,6 @@ void replace_file(const std::string& root, const std::string& name, const std::s
   rename_or_fail(tmp, dst);
   fsync_path(root);
 }
-
-
 
 // The shard file of rank r: HDF5 lays it out (datasets allocated, not written); then the bytes go to
 // disk in one sequential, hashed pass: no read-back for the checksum, no copies inside the library.
@@ -170,8 +169,7 @@ void remove_debris(const std::string& root) {
     }
     ::closedir(d);
   }
-  for (const auto& p : debris)
-    remove_or_warn(p);
+  for (const auto& p : debris) remove_or_warn(p);
 }
 
 // Rank 0, after the shards: index (sealed), re-read, rename, `latest`. On failure nothing of this
@@ -211,7 +209,7 @@ void prune(const std::string& root, int64_t committed, int keep_last, const std:
     // under a checkpoint's name.
     const std::string doomed = older[i].dir + ".deleting";
     std::string e = ::rename(older[i].dir.c_str(), doomed.c_str()) == 0 ? remove_tree(doomed)
-                                                                         : older[i].dir + ": " + std::strerror(errno);
+                                                                        : older[i].dir + ": " + std::strerror(errno);
     if (!e.empty()) std::fprintf(stderr, "warning: could not remove old checkpoint: %s\n", e.c_str());
   }
 }
@@ -223,7 +221,8 @@ std::string shard_files_problem(const Index& idx) {
     const int64_t n = file_size(p);
     if (n < 0) return "'" + p + "': shard file is missing";
     if (!idx.bytes.empty() && (uint64_t)n != idx.bytes[j])
-      return "'" + p + "': shard file is " + std::to_string(n) + " bytes, index.h5 records " + std::to_string(idx.bytes[j]);
+      return "'" + p + "': shard file is " + std::to_string(n) + " bytes, index.h5 records " +
+             std::to_string(idx.bytes[j]);
   }
   return "";
 }
@@ -241,9 +240,9 @@ const TensorMeta& find_tensor(const Index& idx, const LocalTensor& t, size_t* po
     if (idx.tensors[i].name == t.name) {
       const TensorMeta& m = idx.tensors[i];
       if (m.rows != t.rows || m.cols != t.cols || m.is_1d != t.is_1d)
-        fail(idx.dir + "/index.h5", "tensor '" + t.name + "' is [" + std::to_string(m.rows) + ", " + std::to_string(m.cols) +
-                                        "] in the checkpoint but [" + std::to_string(t.rows) + ", " + std::to_string(t.cols) +
-                                        "] in this model");
+        fail(idx.dir + "/index.h5", "tensor '" + t.name + "' is [" + std::to_string(m.rows) + ", " +
+                                        std::to_string(m.cols) + "] in the checkpoint but [" + std::to_string(t.rows) +
+                                        ", " + std::to_string(t.cols) + "] in this model");
       if (pos) *pos = i;
       return m;
     }
@@ -256,19 +255,21 @@ void check_same_tensors(const Index& idx, const LocalState& mine) {
                                     std::to_string(mine.tensors.size()));
   for (const auto& t : mine.tensors) {
     find_tensor(idx, t, nullptr);
-    if (t.data.size() != mine.groups.size()) throw std::logic_error("checkpoint: tensor '" + t.name + "' lacks a group's array");
+    if (t.data.size() != mine.groups.size())
+      throw std::logic_error("checkpoint: tensor '" + t.name + "' lacks a group's array");
   }
   for (const auto& g : mine.groups) group_index(g);
 }
 
 // Reads rows [r0, r1) of dataset `name` (a virtual one in index.h5, or a shard file's own) into out.
-void read_rows(hid_t loc, const std::string& name, const TensorMeta& t, int64_t full_rows, int64_t r0, int64_t r1, float* out,
-               const std::string& file) {
+void read_rows(hid_t loc, const std::string& name, const TensorMeta& t, int64_t full_rows, int64_t r0, int64_t r1,
+               float* out, const std::string& file) {
   if (r1 <= r0) return;
   Handle ds = h5::open_dataset(loc, name, file);
-  const std::vector<hsize_t> full = t.is_1d ? std::vector<hsize_t>{(hsize_t)full_rows}
-                                            : std::vector<hsize_t>{(hsize_t)full_rows, (hsize_t)t.cols};
-  if (h5::dims(ds, (int)full.size(), name, file) != full) fail(file, "dataset '" + name + "' has another shape than the model");
+  const std::vector<hsize_t> full =
+      t.is_1d ? std::vector<hsize_t>{(hsize_t)full_rows} : std::vector<hsize_t>{(hsize_t)full_rows, (hsize_t)t.cols};
+  if (h5::dims(ds, (int)full.size(), name, file) != full)
+    fail(file, "dataset '" + name + "' has another shape than the model");
   Handle fs(H5Dget_space(ds));
   std::vector<hsize_t> start(full.size(), 0), count = full;
   start[0] = (hsize_t)r0;
@@ -304,11 +305,13 @@ std::string first_non_finite(const LocalState& mine) {
   return "";
 }
 
-std::string save(const std::string& root, const TrainState& st, const LocalState& mine,
-                 dist::Communicator& comm, int keep_last, bool direct_io) {
-  if (mine.groups != kStateGroups) throw std::logic_error("checkpoint: a format-2 save holds exactly param, exp_avg, exp_avg_sq");
+std::string save(const std::string& root, const TrainState& st, const LocalState& mine, dist::Communicator& comm,
+                 int keep_last, bool direct_io) {
+  if (mine.groups != kStateGroups)
+    throw std::logic_error("checkpoint: a format-2 save holds exactly param, exp_avg, exp_avg_sq");
   for (const auto& t : mine.tensors)
-    if (t.data.size() != mine.groups.size()) throw std::logic_error("checkpoint: tensor '" + t.name + "' lacks a group's array");
+    if (t.data.size() != mine.groups.size())
+      throw std::logic_error("checkpoint: tensor '" + t.name + "' lacks a group's array");
   const int W = comm.size(), r = comm.rank();
   const std::string final_dir = root + "/" + step_name(st.step), tmp = final_dir + ".tmp";
   std::vector<TensorMeta> tensors;
@@ -332,14 +335,16 @@ std::string save(const std::string& root, const TrainState& st, const LocalState
   if (pre[0] > 0)
     throw NonFiniteError("refusing to save step " + std::to_string(st.step) + ": " +
                          (bad.empty() ? "another rank's" : "tensor " + bad) + " holds NaN/inf values");
-  if (pre[1] > 0) throw SaveError(err.empty() ? "checkpoint '" + final_dir + "': rank 0 could not prepare the save" : err);
+  if (pre[1] > 0)
+    throw SaveError(err.empty() ? "checkpoint '" + final_dir + "': rank 0 could not prepare the save" : err);
   // 1. every rank writes and fsyncs its shard file
   uint64_t checksum = 0, bytes = 0;
   const std::string file = tmp + "/" + shard_file_name(r, W);
   try {
     for (size_t t = 0; t < mine.tensors.size(); ++t)
       if (mine.tensors[t].row0 != map[t][r].first || mine.tensors[t].row1 != map[t][r].second)
-        fail(file, "rank " + std::to_string(r) + " holds rows of '" + mine.tensors[t].name + "' that are not its block");
+        fail(file,
+             "rank " + std::to_string(r) + " holds rows of '" + mine.tensors[t].name + "' that are not its block");
     checksum = write_shard_file(file, r, W, mine, direct_io);
     bytes = (uint64_t)file_size(file);
   } catch (const std::exception& e) {
@@ -358,7 +363,8 @@ std::string save(const std::string& root, const TrainState& st, const LocalState
   // 3. rank 0: index last, rename, latest; then prune
   if (r == 0 && agree[2 * W] == 0) {
     try {
-      const std::vector<uint64_t> checksums(agree.begin(), agree.begin() + W), sizes(agree.begin() + W, agree.begin() + 2 * W);
+      const std::vector<uint64_t> checksums(agree.begin(), agree.begin() + W),
+          sizes(agree.begin() + W, agree.begin() + 2 * W);
       const std::string protect = root + "/" + read_latest(root);
       publish(root, tmp, final_dir, st, tensors, map, checksums, sizes);
       prune(root, st.step, keep_last, protect);
@@ -413,8 +419,10 @@ std::string resolve(const std::string& root, const std::string& spec, std::strin
   // `latest` must hold one plain step-directory name: never a path that leads elsewhere.
   const std::string name = read_latest(root);
   std::string why_not;
-  if (!exists(root + "/latest")) why_not = "there is no 'latest'";
-  else if (!is_step_name(name)) why_not = "'latest' does not hold a step directory name";
+  if (!exists(root + "/latest"))
+    why_not = "there is no 'latest'";
+  else if (!is_step_name(name))
+    why_not = "'latest' does not hold a step directory name";
   const Found* named = nullptr;
   for (const auto& f : found)
     if (why_not.empty() && f.dir == root + "/" + name) named = &f;
@@ -425,8 +433,9 @@ std::string resolve(const std::string& root, const std::string& spec, std::strin
         if (s.dir == root + "/" + name) reason = s.reason;
       std::string others;
       for (const auto& f : found) others += " " + f.dir;
-      fail(root + "/latest", "names '" + name + "', which cannot be used: " + reason +
-                                 (others.empty() ? "" : ". Complete checkpoints here:" + others + " (resume one with --resume DIR)"));
+      fail(root + "/latest",
+           "names '" + name + "', which cannot be used: " + reason +
+               (others.empty() ? "" : ". Complete checkpoints here:" + others + " (resume one with --resume DIR)"));
     }
     why_not = "'latest' names '" + name + "', which does not exist";
   }
@@ -464,7 +473,8 @@ void verify(const Index& idx, dist::Communicator* comm) {
   double bad = err.empty() ? 0 : 1;
   if (comm) comm->all_reduce_sum(&bad, 1, "allreduce/verify");
   if (!err.empty()) throw std::runtime_error(err);
-  if (bad > 0) throw std::runtime_error("checkpoint '" + idx.dir + "': another rank found a damaged shard file (see its message)");
+  if (bad > 0)
+    throw std::runtime_error("checkpoint '" + idx.dir + "': another rank found a damaged shard file (see its message)");
 }
 
 void load_rows(const Index& idx, const LocalState& mine) {
@@ -554,8 +564,8 @@ bool write_converted_file(const std::string& p, const Index& idx, const std::vec
       read_rows(src[g], tm.name, tm, tm.rows, a, b, buf.data(), in_index);
       if (!all_finite(buf.data(), (int64_t)buf.size()))
         fail(in_index, "tensor '" + kGroups[g] + "/" + tm.name + "' holds NaN/inf values: refusing to convert");
-      const std::vector<hsize_t> d = tm.is_1d ? std::vector<hsize_t>{(hsize_t)(b - a)}
-                                              : std::vector<hsize_t>{(hsize_t)(b - a), (hsize_t)tm.cols};
+      const std::vector<hsize_t> d =
+          tm.is_1d ? std::vector<hsize_t>{(hsize_t)(b - a)} : std::vector<hsize_t>{(hsize_t)(b - a), (hsize_t)tm.cols};
       Handle s(H5Screate_simple((int)d.size(), d.data(), nullptr));
       Handle ds(H5Dcreate2(grp, tm.name.c_str(), H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
       if (!ds.valid() || H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0)
@@ -572,7 +582,8 @@ void convert(const std::string& in_dir, const std::string& out_dir, int shards, 
   const Index idx = read_index(in_dir);
   if (shards < 1 || shards > max_shards(idx))  // before anything is allocated for them
     throw std::runtime_error("convert: --shards " + std::to_string(shards) + " is outside [1, " +
-                             std::to_string(max_shards(idx)) + "] for this checkpoint (its largest tensor has that many rows)");
+                             std::to_string(max_shards(idx)) +
+                             "] for this checkpoint (its largest tensor has that many rows)");
   check_present(idx);
   verify(idx, &comm);
   const std::string tmp = out_dir + ".tmp";
@@ -600,7 +611,8 @@ void convert(const std::string& in_dir, const std::string& out_dir, int shards, 
     // Where each group's virtual datasets are: the parameters' at the index's root, the others in their group.
     std::vector<Handle> groups;
     std::vector<hid_t> src = {in};
-    for (size_t g = 1; g < kGroups.size(); ++g) src.push_back(groups.emplace_back(h5::open_group(in, kGroups[g].c_str(), in_index)));
+    for (size_t g = 1; g < kGroups.size(); ++g)
+      src.push_back(groups.emplace_back(h5::open_group(in, kGroups[g].c_str(), in_index)));
     for (int j = comm.rank(); j < shards && !stopped; j += comm.size()) {  // shard files spread over ranks
       const std::string p = tmp + "/" + shard_file_name(j, shards);
       stopped = !write_converted_file(p, idx, map, j, shards, src, in_index, interrupted);
@@ -616,7 +628,8 @@ void convert(const std::string& in_dir, const std::string& out_dir, int shards, 
   comm.all_reduce_sum(sums.data(), (int64_t)sums.size(), "allreduce/convert");
   if (sums[2 * (size_t)shards] == 0 && comm.rank() == 0) {
     try {
-      const std::vector<uint64_t> c(sums.begin(), sums.begin() + shards), n(sums.begin() + shards, sums.begin() + 2 * shards);
+      const std::vector<uint64_t> c(sums.begin(), sums.begin() + shards),
+          n(sums.begin() + shards, sums.begin() + 2 * shards);
       TrainState st = idx.state;
       st.world_size = shards;
       detail::write_index(tmp, st, idx.tensors, map, c, n);
@@ -634,7 +647,8 @@ void convert(const std::string& in_dir, const std::string& out_dir, int shards, 
     if (comm.rank() == 0) remove_or_warn(tmp);  // no partial output is ever left behind
     if (stopped) throw Interrupted("convert: stopped by a signal; removed the partial output '" + tmp + "'");
     if (!err.empty()) throw std::runtime_error(err);
-    throw std::runtime_error("convert: another rank failed (see its message); removed the partial output '" + tmp + "'");
+    throw std::runtime_error("convert: another rank failed (see its message); removed the partial output '" + tmp +
+                             "'");
   }
 }
 
@@ -642,10 +656,9 @@ std::string inspect(const std::string& dir, bool quick, const std::vector<Tensor
   const Index idx = read_index(dir);
   std::ostringstream o;
   o << "checkpoint " << dir << "\n  format " << idx.format_version << ", written by mor-dist " << idx.mor_version
-    << "\n  step " << idx.state.step << ", tokens seen "
-    << idx.state.tokens_seen << ", next sample " << idx.state.next_sample << ", seed " << idx.state.seed
-    << ", AdamW steps " << idx.state.adam_steps << "\n  world size at save " << idx.state.world_size << ", "
-    << idx.files.size() << " shard files\n";
+    << "\n  step " << idx.state.step << ", tokens seen " << idx.state.tokens_seen << ", next sample "
+    << idx.state.next_sample << ", seed " << idx.state.seed << ", AdamW steps " << idx.state.adam_steps
+    << "\n  world size at save " << idx.state.world_size << ", " << idx.files.size() << " shard files\n";
   int64_t total = 0;
   for (const auto& t : idx.tensors) total += t.rows * t.cols;
   o << "  " << idx.tensors.size() << " tensors, " << total << " parameters (+ AdamW exp_avg, exp_avg_sq)\n";
@@ -653,11 +666,13 @@ std::string inspect(const std::string& dir, bool quick, const std::vector<Tensor
     o << "    " << t.name << "  float32 [" << t.rows << (t.is_1d ? "" : ", " + std::to_string(t.cols)) << "]\n";
   if (!expected.empty()) {  // the model config's tensors, each with its shape, and no others
     for (const auto& e : expected) {
-      auto it = std::find_if(idx.tensors.begin(), idx.tensors.end(), [&](const TensorMeta& m) { return m.name == e.name; });
+      auto it =
+          std::find_if(idx.tensors.begin(), idx.tensors.end(), [&](const TensorMeta& m) { return m.name == e.name; });
       if (it == idx.tensors.end()) fail(dir + "/index.h5", "tensor '" + e.name + "' of the model config is missing");
       if (it->rows != e.rows || it->cols != e.cols)
-        fail(dir + "/index.h5", "tensor '" + e.name + "' is [" + std::to_string(it->rows) + ", " + std::to_string(it->cols) +
-                                    "] but the model config implies [" + std::to_string(e.rows) + ", " + std::to_string(e.cols) + "]");
+        fail(dir + "/index.h5", "tensor '" + e.name + "' is [" + std::to_string(it->rows) + ", " +
+                                    std::to_string(it->cols) + "] but the model config implies [" +
+                                    std::to_string(e.rows) + ", " + std::to_string(e.cols) + "]");
     }
     if (expected.size() != idx.tensors.size())
       fail(dir + "/index.h5", "holds " + std::to_string(idx.tensors.size()) + " tensors but the model config implies " +
@@ -689,7 +704,8 @@ std::string inspect(const std::string& dir, bool quick, const std::vector<Tensor
     }
   }
   if (bad > 0) fail(dir, o.str() + "holds " + std::to_string(bad) + " non-finite values: not usable");
-  o << "  verified: index sealed and consistent; every shard file present with its size and XXH3-64 checksum; every row\n"
+  o << "  verified: index sealed and consistent; every shard file present with its size and XXH3-64 checksum; every "
+       "row\n"
     << "  of every tensor in exactly one shard file; every virtual dataset maps its source datasets"
     << (quick ? " (values not scanned: --quick)\n" : "; every value finite\n");
   return o.str();

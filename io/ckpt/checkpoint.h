@@ -68,10 +68,10 @@ struct TrainState {
   int64_t adam_steps = 0;    // AdamW bias-correction counter
   uint64_t seed = 0;         // RNG state is derived from (seed, step): no per-rank streams
   int64_t tokens_seen = 0;
-  int world_size = 1;        // at save
-  std::string model_config;  // canonical [model]/[mor] INI: must match on resume
-  std::string run_config;    // every option of the run, for the record
-  std::string writer;        // the writing binary's version line (mor::version_string()); "" = MOR_VERSION
+  int world_size = 1;          // at save
+  std::string model_config;    // canonical [model]/[mor] INI: must match on resume
+  std::string run_config;      // every option of the run, for the record
+  std::string writer;          // the writing binary's version line (mor::version_string()); "" = MOR_VERSION
   int64_t schedule_steps = 0;  // train.steps the LR schedule was laid out over (0 = not recorded)
 };
 
@@ -88,10 +88,10 @@ struct Index {
   TrainState state;
   std::vector<TensorMeta> tensors;
   std::vector<std::vector<RowRange>> map;  // [tensor][shard file]: the rows that file holds, as stored
-  std::vector<std::string> files;  // shard files, relative to dir
-  std::vector<uint64_t> checksum;  // XXH3-64 of each shard file
-  std::vector<uint64_t> bytes;     // size of each shard file (format >= 2; empty for format 1)
-  bool sealed = false;             // index.h5 was checked against index.h5.xxh3 before parsing
+  std::vector<std::string> files;          // shard files, relative to dir
+  std::vector<uint64_t> checksum;          // XXH3-64 of each shard file
+  std::vector<uint64_t> bytes;             // size of each shard file (format >= 2; empty for format 1)
+  bool sealed = false;                     // index.h5 was checked against index.h5.xxh3 before parsing
 };
 
 // Collective: every rank passes its row blocks; returns the checkpoint directory.
@@ -101,8 +101,8 @@ struct Index {
 // Throws SaveError (every rank, together) when anything fails: the partial step_N.tmp is removed,
 // the previous checkpoint and `latest` are untouched. Throws NonFiniteError for NaN/inf state.
 // Never writes into an existing checkpoint directory.
-std::string save(const std::string& root, const TrainState& st, const LocalState& mine,
-                 dist::Communicator& comm, int keep_last, bool direct_io = true);
+std::string save(const std::string& root, const TrainState& st, const LocalState& mine, dist::Communicator& comm,
+                 int keep_last, bool direct_io = true);
 
 // A complete checkpoint found under a root, by the step its index records.
 struct Found {

@@ -94,23 +94,26 @@ void read_tensors(hid_t f, Index& idx, const std::string& path) {
   const int64_t nt = (int64_t)info.nlinks, W = (int64_t)idx.files.size();
   if (nt < 1 || nt > kMaxTensors) fail(path, "shard_map lists " + std::to_string(nt) + " tensors");
   if (nt * W > kMaxMapEntries)
-    fail(path, std::to_string(nt) + " tensors x " + std::to_string(W) + " shard files is more than this reader accepts");
+    fail(path,
+         std::to_string(nt) + " tensors x " + std::to_string(W) + " shard files is more than this reader accepts");
   std::set<std::string> seen;
   for (int64_t i = 0; i < nt; ++i) {
     const ssize_t len = H5Lget_name_by_idx(mapg, ".", H5_INDEX_NAME, H5_ITER_INC, (hsize_t)i, nullptr, 0, H5P_DEFAULT);
     if (len <= 0 || len >= 1024) fail(path, "shard_map entry " + std::to_string(i) + " has no usable name");
     std::string name((size_t)len + 1, '\0');
-    if (H5Lget_name_by_idx(mapg, ".", H5_INDEX_NAME, H5_ITER_INC, (hsize_t)i, name.data(), name.size(), H5P_DEFAULT) < 0)
+    if (H5Lget_name_by_idx(mapg, ".", H5_INDEX_NAME, H5_ITER_INC, (hsize_t)i, name.data(), name.size(), H5P_DEFAULT) <
+        0)
       fail(path, "cannot read shard_map entry " + std::to_string(i));
     name.resize((size_t)len);
-    if (!plain_name(name) || !seen.insert(name).second) fail(path, "shard_map entry '" + name + "' is not a valid tensor name");
+    if (!plain_name(name) || !seen.insert(name).second)
+      fail(path, "shard_map entry '" + name + "' is not a valid tensor name");
     Handle d = h5::open_dataset(mapg, name, path);
     TensorMeta t{name, h5::read_attr_i64(d, "rows", path), h5::read_attr_i64(d, "cols", path),
                  h5::read_attr_i64(d, "is_1d", path) != 0};
     if (t.rows < 1 || t.rows > kMaxRows || t.cols < 1 || t.cols > kMaxCols || t.rows * t.cols > kMaxElems ||
         (t.is_1d && t.cols != 1))
-      fail(path, "tensor '" + name + "' has an impossible shape [" + std::to_string(t.rows) + ", " + std::to_string(t.cols) +
-                     "]" + (t.is_1d ? " (1-D)" : ""));
+      fail(path, "tensor '" + name + "' has an impossible shape [" + std::to_string(t.rows) + ", " +
+                     std::to_string(t.cols) + "]" + (t.is_1d ? " (1-D)" : ""));
     const auto rows = h5::read_i64_2d(d, (hsize_t)W, 2, "shard_map/" + name, path);
     std::vector<RowRange> m((size_t)W);
     for (int64_t j = 0; j < W; ++j) m[(size_t)j] = {rows[2 * j], rows[2 * j + 1]};
@@ -264,7 +267,8 @@ void write_index(const std::string& dir, const TrainState& st, const std::vector
           std::vector<hsize_t> start(full.size(), 0), count = sd;
           start[0] = (hsize_t)a;
           const std::string src = std::string("/") + kGroups[g] + "/" + tm.name;
-          if (!ss.valid() || H5Sselect_hyperslab(vs, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr) < 0 ||
+          if (!ss.valid() ||
+              H5Sselect_hyperslab(vs, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr) < 0 ||
               H5Pset_virtual(dcpl, vs, shard_file_name(j, W).c_str(), src.c_str(), ss) < 0)
             fail(path, "cannot map virtual dataset '" + tm.name + "'");
         }
@@ -297,22 +301,26 @@ void check_virtual_datasets(const Index& idx) {
         fail(path, "'" + what + "' is not a virtual dataset");
       size_t want = 0;
       for (const auto& [a, b] : idx.map[t]) want += b > a;
-      if (n != want) fail(path, "virtual dataset '" + what + "' maps " + std::to_string(n) + " sources, want " + std::to_string(want));
+      if (n != want)
+        fail(path,
+             "virtual dataset '" + what + "' maps " + std::to_string(n) + " sources, want " + std::to_string(want));
       size_t i = 0;
       for (size_t j = 0; j < idx.files.size(); ++j) {
         const auto [a, b] = idx.map[t][j];
         if (b <= a) continue;
         char fname[1024] = {0}, dname[1024] = {0};
-        if (H5Pget_virtual_filename(dcpl, i, fname, sizeof fname) < 0 || H5Pget_virtual_dsetname(dcpl, i, dname, sizeof dname) < 0)
+        if (H5Pget_virtual_filename(dcpl, i, fname, sizeof fname) < 0 ||
+            H5Pget_virtual_dsetname(dcpl, i, dname, sizeof dname) < 0)
           fail(path, "cannot read mapping " + std::to_string(i) + " of '" + what + "'");
         Handle vs(H5Pget_virtual_vspace(dcpl, i));
         hsize_t lo[2] = {0, 0}, hi[2] = {0, 0};
-        if (!vs.valid() || H5Sget_select_bounds(vs, lo, hi) < 0) fail(path, "cannot read mapping " + std::to_string(i) + " of '" + what + "'");
+        if (!vs.valid() || H5Sget_select_bounds(vs, lo, hi) < 0)
+          fail(path, "cannot read mapping " + std::to_string(i) + " of '" + what + "'");
         const std::string src = std::string("/") + kGroups[g] + "/" + tm.name;
         if (idx.files[j] != fname || src != dname || (int64_t)lo[0] != a || (int64_t)hi[0] + 1 != b)
-          fail(path, "virtual dataset '" + what + "' maps '" + fname + ":" + dname + "' rows [" + std::to_string(lo[0]) + ", " +
-                         std::to_string(hi[0] + 1) + ") where the shard map records '" + idx.files[j] + "' rows [" +
-                         std::to_string(a) + ", " + std::to_string(b) + ")");
+          fail(path, "virtual dataset '" + what + "' maps '" + fname + ":" + dname + "' rows [" +
+                         std::to_string(lo[0]) + ", " + std::to_string(hi[0] + 1) + ") where the shard map records '" +
+                         idx.files[j] + "' rows [" + std::to_string(a) + ", " + std::to_string(b) + ")");
         ++i;
       }
     }
@@ -373,10 +381,13 @@ Index parse_index_file(const std::string& path, const std::string& dir) {
   read_state(f, idx, path);
   TrainState& s = idx.state;
   Handle g = h5::open_group(f, "shards", path);
-  if (version == 1) read_lists_v1(f, g, idx, path);
-  else read_lists_v2(f, g, idx, path);
+  if (version == 1)
+    read_lists_v1(f, g, idx, path);
+  else
+    read_lists_v2(f, g, idx, path);
   if ((int64_t)idx.files.size() != s.world_size)
-    fail(path, "lists " + std::to_string(idx.files.size()) + " shard files but records world size " + std::to_string(s.world_size));
+    fail(path, "lists " + std::to_string(idx.files.size()) + " shard files but records world size " +
+                   std::to_string(s.world_size));
   for (size_t j = 0; j < idx.files.size(); ++j)
     if (idx.files[j] != detail::shard_file_name((int)j, (int)idx.files.size()))
       fail(path, "shard file " + std::to_string(j) + " is named '" + idx.files[j].substr(0, 80) + "', want '" +
@@ -394,8 +405,9 @@ Index read_index(const std::string& dir) {
   // No seal, no parse: HDF5 1.10 is not safe on arbitrary bytes (fuzzing found crashes and a
   // use-after-free inside the library), so an index is only parsed once its bytes are known good.
   if (::access((dir + "/" + kSealName).c_str(), F_OK) != 0)
-    fail(dir + "/" + kSealName, "is missing: the index cannot be trusted (an interrupted save, or a checkpoint from "
-                                "before format 2)");
+    fail(dir + "/" + kSealName,
+         "is missing: the index cannot be trusted (an interrupted save, or a checkpoint from "
+         "before format 2)");
   check_seal(dir);
   Index idx = parse_index_file(path, dir);
   idx.sealed = true;

@@ -33,14 +33,30 @@ bool Handle::close() {
   if (valid <= 0) return valid == 0;
   herr_t rc = 0;
   switch (H5Iget_type(id)) {
-    case H5I_FILE: rc = H5Fclose(id); break;
-    case H5I_GROUP: rc = H5Gclose(id); break;
-    case H5I_DATASET: rc = H5Dclose(id); break;
-    case H5I_DATASPACE: rc = H5Sclose(id); break;
-    case H5I_DATATYPE: rc = H5Tclose(id); break;
-    case H5I_ATTR: rc = H5Aclose(id); break;
-    case H5I_GENPROP_LST: rc = H5Pclose(id); break;
-    default: rc = H5Idec_ref(id) < 0 ? -1 : 0; break;
+    case H5I_FILE:
+      rc = H5Fclose(id);
+      break;
+    case H5I_GROUP:
+      rc = H5Gclose(id);
+      break;
+    case H5I_DATASET:
+      rc = H5Dclose(id);
+      break;
+    case H5I_DATASPACE:
+      rc = H5Sclose(id);
+      break;
+    case H5I_DATATYPE:
+      rc = H5Tclose(id);
+      break;
+    case H5I_ATTR:
+      rc = H5Aclose(id);
+      break;
+    case H5I_GENPROP_LST:
+      rc = H5Pclose(id);
+      break;
+    default:
+      rc = H5Idec_ref(id) < 0 ? -1 : 0;
+      break;
   }
   return rc >= 0;
 }
@@ -91,7 +107,9 @@ Handle open_file(const std::string& p) {
 
 void close_written(Handle& f, const std::string& path) {
   errno = 0;  // HDF5 flushes on close: a failed write leaves its errno (ENOSPC, EFBIG, EIO)
-  if (!f.close()) fail(path, std::string("writing the HDF5 file failed when closing it: ") + (errno ? std::strerror(errno) : "I/O error"));
+  if (!f.close())
+    fail(path,
+         std::string("writing the HDF5 file failed when closing it: ") + (errno ? std::strerror(errno) : "I/O error"));
 }
 
 Handle create_group(hid_t loc, const char* name, const std::string& file) {
@@ -120,7 +138,8 @@ Handle open_dataset(hid_t loc, const std::string& name, const std::string& file)
 void write_attr_i64(hid_t obj, const char* name, int64_t v, const std::string& file) {
   Handle s(H5Screate(H5S_SCALAR));
   Handle a(H5Acreate2(obj, name, H5T_STD_I64LE, s, H5P_DEFAULT, H5P_DEFAULT));
-  if (!a.valid() || H5Awrite(a, H5T_NATIVE_INT64, &v) < 0) fail(file, std::string("cannot write attribute '") + name + "'");
+  if (!a.valid() || H5Awrite(a, H5T_NATIVE_INT64, &v) < 0)
+    fail(file, std::string("cannot write attribute '") + name + "'");
 }
 
 void write_attr_str(hid_t obj, const char* name, const std::string& v, const std::string& file) {
@@ -146,7 +165,8 @@ Handle open_scalar_attr(hid_t obj, const char* name, H5T_class_t cls, const std:
                    (cls == H5T_INTEGER ? "an integer" : "a string") + ")");
   if (cls == H5T_INTEGER && (H5Tget_size(t) == 0 || H5Tget_size(t) > 8))
     fail(file, std::string("attribute '") + name + "' has " + std::to_string(H5Tget_size(t)) + "-byte integers");
-  if (!s.valid() || H5Sget_simple_extent_type(s) != H5S_SCALAR) fail(file, std::string("attribute '") + name + "' is not a scalar");
+  if (!s.valid() || H5Sget_simple_extent_type(s) != H5S_SCALAR)
+    fail(file, std::string("attribute '") + name + "' is not a scalar");
   return a;
 }
 }  // namespace
@@ -161,9 +181,11 @@ int64_t read_attr_i64(hid_t obj, const char* name, const std::string& file) {
 std::string read_attr_str(hid_t obj, const char* name, const std::string& file, size_t max_len) {
   Handle a = open_scalar_attr(obj, name, H5T_STRING, file);
   Handle t(H5Aget_type(a));
-  if (H5Tis_variable_str(t) > 0) fail(file, std::string("attribute '") + name + "' is a variable-length string (not written by mor-dist)");
+  if (H5Tis_variable_str(t) > 0)
+    fail(file, std::string("attribute '") + name + "' is a variable-length string (not written by mor-dist)");
   const size_t n = H5Tget_size(t);
-  if (n == 0 || n > max_len) fail(file, std::string("attribute '") + name + "' has an implausible length " + std::to_string(n));
+  if (n == 0 || n > max_len)
+    fail(file, std::string("attribute '") + name + "' has an implausible length " + std::to_string(n));
   std::string v(n, '\0');
   Handle mt(H5Tcopy(H5T_C_S1));
   if (!mt.valid() || H5Tset_size(mt, n) < 0 || H5Aread(a, mt, v.data()) < 0)
@@ -178,7 +200,8 @@ std::vector<hsize_t> dims(hid_t d, int want_rank, const std::string& what, const
   if (n < 0 || n > 8 || (want_rank >= 0 && n != want_rank))
     fail(file, "dataset '" + what + "' has rank " + std::to_string(n) + ", want " + std::to_string(want_rank));
   std::vector<hsize_t> v((size_t)n);
-  if (n > 0 && H5Sget_simple_extent_dims(s, v.data(), nullptr) < 0) fail(file, "cannot read the shape of '" + what + "'");
+  if (n > 0 && H5Sget_simple_extent_dims(s, v.data(), nullptr) < 0)
+    fail(file, "cannot read the shape of '" + what + "'");
   return v;
 }
 
@@ -206,7 +229,8 @@ std::vector<uint64_t> read_u64(hid_t loc, const char* name, size_t want, const s
   check_class(d, H5T_INTEGER, name, file);
   const auto n = dims(d, 1, name, file);
   if (n[0] != want)
-    fail(file, std::string("dataset '") + name + "' has " + std::to_string(n[0]) + " entries, want " + std::to_string(want));
+    fail(file,
+         std::string("dataset '") + name + "' has " + std::to_string(n[0]) + " entries, want " + std::to_string(want));
   std::vector<uint64_t> v(want);
   if (want > 0 && H5Dread(d, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) < 0)
     fail(file, std::string("cannot read dataset '") + name + "'");
@@ -222,7 +246,8 @@ void write_i64_2d(hid_t loc, const std::string& name, const std::vector<int64_t>
     fail(file, "cannot write dataset '" + name + "'");
 }
 
-std::vector<int64_t> read_i64_2d(hid_t d, hsize_t rows, hsize_t cols, const std::string& what, const std::string& file) {
+std::vector<int64_t> read_i64_2d(hid_t d, hsize_t rows, hsize_t cols, const std::string& what,
+                                 const std::string& file) {
   check_class(d, H5T_INTEGER, what, file);
   const auto n = dims(d, 2, what, file);
   if (n[0] != rows || n[1] != cols)
@@ -260,7 +285,8 @@ std::vector<std::string> read_strings(hid_t loc, const char* name, size_t max_co
                    std::to_string(w) + " bytes)");
   std::vector<char> buf(w * n[0]);
   Handle mt(H5Tcopy(H5T_C_S1));
-  if (!mt.valid() || H5Tset_size(mt, w) < 0 || (n[0] > 0 && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0))
+  if (!mt.valid() || H5Tset_size(mt, w) < 0 ||
+      (n[0] > 0 && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0))
     fail(file, std::string("cannot read dataset '") + name + "'");
   std::vector<std::string> v(n[0]);
   for (size_t i = 0; i < n[0]; ++i) v[i] = std::string(buf.data() + i * w, strnlen(buf.data() + i * w, w));
@@ -283,7 +309,8 @@ std::string read_text(hid_t loc, const char* name, size_t max_len, const std::st
   if (H5Tis_variable_str(t) > 0 || H5Sget_simple_extent_type(s) != H5S_SCALAR)
     fail(file, std::string("dataset '") + name + "' is not a scalar fixed-length string");
   const size_t n = H5Tget_size(t);
-  if (n == 0 || n > max_len) fail(file, std::string("dataset '") + name + "' has an implausible length " + std::to_string(n));
+  if (n == 0 || n > max_len)
+    fail(file, std::string("dataset '") + name + "' has an implausible length " + std::to_string(n));
   std::string v(n, '\0');
   Handle mt(H5Tcopy(H5T_C_S1));
   if (!mt.valid() || H5Tset_size(mt, n) < 0 || H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) < 0)

@@ -61,7 +61,8 @@ void write_u64(hid_t loc, const char* name, const std::vector<uint64_t>& v, cons
 std::vector<uint64_t> read_u64(hid_t loc, const char* name, size_t want, const std::string& file);
 void write_i64_2d(hid_t loc, const std::string& name, const std::vector<int64_t>& v, hsize_t rows, hsize_t cols,
                   const std::string& file);
-std::vector<int64_t> read_i64_2d(hid_t dataset, hsize_t rows, hsize_t cols, const std::string& what, const std::string& file);
+std::vector<int64_t> read_i64_2d(hid_t dataset, hsize_t rows, hsize_t cols, const std::string& what,
+                                 const std::string& file);
 // A list of strings as a 1-D fixed-length string dataset (no 64 KiB attribute limit).
 void write_strings(hid_t loc, const char* name, const std::vector<std::string>& v, const std::string& file);
 std::vector<std::string> read_strings(hid_t loc, const char* name, size_t max_count, const std::string& file);

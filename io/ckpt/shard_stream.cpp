@@ -52,8 +52,10 @@ std::vector<Span> cover(std::vector<Span> spans, uint64_t size, const std::strin
     // Neighbours in the file and in memory (tensors of one arena, written in arena order) become
     // one span: the I/O then runs in uniform 16 MiB requests, as a plain sequential copy would.
     Span* last = out.empty() ? nullptr : &out.back();
-    if (last && last->mem && last->off + last->len == s.off && last->mem + last->len == s.mem) last->len += s.len;
-    else out.push_back(s);
+    if (last && last->mem && last->off + last->len == s.off && last->mem + last->len == s.mem)
+      last->len += s.len;
+    else
+      out.push_back(s);
     pos = s.off + s.len;
   }
   if (size > pos) out.push_back({pos, size - pos, nullptr});
@@ -72,7 +74,8 @@ void pread_all(int fd, char* dst, uint64_t len, uint64_t off, const std::string&
 // piece's bytes [at, at + take) are the window's bytes [buf_off, buf_off + take).
 template <class F>
 void for_each_overlap(const std::vector<Span>& pieces, uint64_t off, uint64_t n, F f) {
-  auto it = std::upper_bound(pieces.begin(), pieces.end(), off, [](uint64_t o, const Span& p) { return o < p.off + p.len; });
+  auto it =
+      std::upper_bound(pieces.begin(), pieces.end(), off, [](uint64_t o, const Span& p) { return o < p.off + p.len; });
   for (; it != pieces.end() && it->off < off + n; ++it) {
     const uint64_t a = std::max(off, it->off), b = std::min(off + n, it->off + it->len);
     f(*it, a - it->off, a - off, b - a);
@@ -182,7 +185,8 @@ uint64_t read_buffered(int fd, uint64_t size, const std::vector<Span>& pieces, c
   for (const Span& p : pieces) {
     char* mem = p.mem ? p.mem : gap;
     if (!p.mem) gap += p.len;
-    for (uint64_t done = 0; done < p.len; done += kPiece) io.push_back({p.off + done, std::min(kPiece, p.len - done), mem + done});
+    for (uint64_t done = 0; done < p.len; done += kPiece)
+      io.push_back({p.off + done, std::min(kPiece, p.len - done), mem + done});
   }
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   const size_t kFailed = io.size() + 1;

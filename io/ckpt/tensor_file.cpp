@@ -54,12 +54,15 @@ void write_mort(const std::string& path, const std::vector<NamedTensor>& ts) {
       put32(t.is_int ? 1 : 0);
       put32((uint32_t)t.shape.size());
       for (int64_t d : t.shape) f.write(reinterpret_cast<const char*>(&d), 8);
-      if (t.is_int) f.write(reinterpret_cast<const char*>(t.i.data()), t.numel() * 4);
-      else f.write(reinterpret_cast<const char*>(t.f.data()), t.numel() * 4);
+      if (t.is_int)
+        f.write(reinterpret_cast<const char*>(t.i.data()), t.numel() * 4);
+      else
+        f.write(reinterpret_cast<const char*>(t.f.data()), t.numel() * 4);
     }
     if (!f) throw std::runtime_error("write failed for '" + tmp + "'");
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error("cannot rename '" + tmp + "' to '" + path + "'");
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw std::runtime_error("cannot rename '" + tmp + "' to '" + path + "'");
 }
 
 // Every size read from the file is checked against the bytes that remain before anything is
@@ -75,14 +78,13 @@ std::vector<NamedTensor> read_mort(const std::string& path) {
   if (!S_ISREG(st.st_mode)) throw std::runtime_error("tensor file '" + path + "' is not a regular file");
   const uint64_t file_bytes = static_cast<uint64_t>(st.st_size);
   uint64_t pos = 0;  // bytes consumed
-  auto fail = [&](const std::string& what) -> void {
-    throw std::runtime_error("tensor file '" + path + "': " + what);
-  };
+  auto fail = [&](const std::string& what) -> void { throw std::runtime_error("tensor file '" + path + "': " + what); };
   auto remain = [&] { return file_bytes - pos; };
   auto get = [&](void* p, uint64_t n, const char* what) {
     if (n > remain())
-      fail(std::string("truncated: ") + what + " needs " + std::to_string(n) + " bytes at offset " + std::to_string(pos) +
-           " but the file (" + std::to_string(file_bytes) + " bytes) has " + std::to_string(remain()) + " left");
+      fail(std::string("truncated: ") + what + " needs " + std::to_string(n) + " bytes at offset " +
+           std::to_string(pos) + " but the file (" + std::to_string(file_bytes) + " bytes) has " +
+           std::to_string(remain()) + " left");
     f.read(static_cast<char*>(p), static_cast<std::streamsize>(n));
     if (static_cast<uint64_t>(f.gcount()) != n) fail("read failed at offset " + std::to_string(pos));
     pos += n;
@@ -123,7 +125,8 @@ std::vector<NamedTensor> read_mort(const std::string& path) {
     int64_t numel = 1;
     for (auto& d : t.shape) {
       get(&d, 8, "a dimension");
-      if (d < 0) fail("tensor '" + t.name + "' at offset " + std::to_string(at) + ": negative dimension " + std::to_string(d));
+      if (d < 0)
+        fail("tensor '" + t.name + "' at offset " + std::to_string(at) + ": negative dimension " + std::to_string(d));
       if (__builtin_mul_overflow(numel, d, &numel) || numel > INT64_MAX / 4)
         fail("tensor '" + t.name + "' at offset " + std::to_string(at) + ": shape overflows 64 bits");
     }

@@ -28,14 +28,11 @@ inline uint64_t mix64(uint64_t z) {
 
 SampleRange rank_slice(uint64_t step, int global_batch, int rank, int world) {
   if (global_batch <= 0)
-    throw std::invalid_argument("rank_slice: global batch " + std::to_string(global_batch) +
-                                " must be positive");
-  if (world <= 0)
-    throw std::invalid_argument("rank_slice: world size " + std::to_string(world) +
-                                " must be positive");
+    throw std::invalid_argument("rank_slice: global batch " + std::to_string(global_batch) + " must be positive");
+  if (world <= 0) throw std::invalid_argument("rank_slice: world size " + std::to_string(world) + " must be positive");
   if (rank < 0 || rank >= world)
-    throw std::invalid_argument("rank_slice: rank " + std::to_string(rank) +
-                                " is not in [0, " + std::to_string(world) + ")");
+    throw std::invalid_argument("rank_slice: rank " + std::to_string(rank) + " is not in [0, " + std::to_string(world) +
+                                ")");
   if (global_batch % world != 0)
     throw std::invalid_argument("rank_slice: global batch " + std::to_string(global_batch) +
                                 " is not divisible by world size " + std::to_string(world));
@@ -46,8 +43,8 @@ SampleRange rank_slice(uint64_t step, int global_batch, int rank, int world) {
 
 SampleRange even_slice(uint64_t total, int rank, int world) {
   if (world <= 0 || rank < 0 || rank >= world)
-    throw std::invalid_argument("even_slice: rank " + std::to_string(rank) +
-                                " is not in [0, " + std::to_string(world) + ")");
+    throw std::invalid_argument("even_slice: rank " + std::to_string(rank) + " is not in [0, " + std::to_string(world) +
+                                ")");
   const uint64_t W = static_cast<uint64_t>(world), r = static_cast<uint64_t>(rank);
   const uint64_t base = total / W, extra = total % W;
   const uint64_t first = r * base + std::min(r, extra);
@@ -58,7 +55,8 @@ namespace {
 
 // What a path that is not a regular file is, for error messages.
 std::string not_regular_kind(const std::string& p) {
-  struct stat lst {}, st {};
+  struct stat lst {
+  }, st{};
   if (::lstat(p.c_str(), &lst) != 0) return std::string("cannot stat: ") + std::strerror(errno);
   if (::stat(p.c_str(), &st) != 0) {
     const int e = errno;
@@ -98,8 +96,10 @@ std::vector<std::string> glob_files(const std::string& pattern, const std::strin
   if (rc == 0) {
     for (size_t i = 0; i < g.gl_pathc; ++i) {
       struct stat st {};
-      if (::stat(g.gl_pathv[i], &st) == 0 && S_ISREG(st.st_mode)) out.emplace_back(g.gl_pathv[i]);
-      else bad.emplace_back(g.gl_pathv[i]);
+      if (::stat(g.gl_pathv[i], &st) == 0 && S_ISREG(st.st_mode))
+        out.emplace_back(g.gl_pathv[i]);
+      else
+        bad.emplace_back(g.gl_pathv[i]);
     }
   }
   ::globfree(&g);
@@ -107,19 +107,20 @@ std::vector<std::string> glob_files(const std::string& pattern, const std::strin
     throw std::runtime_error(what + ": cannot read a directory while matching pattern '" + pattern + "'" +
                              (g_glob_error.empty() ? "" : ": " + g_glob_error));
   if (rc != 0 && rc != GLOB_NOMATCH)
-    throw std::runtime_error(what + ": glob failed for pattern '" + pattern + "'" + (rc == GLOB_NOSPACE ? " (out of memory)" : ""));
+    throw std::runtime_error(what + ": glob failed for pattern '" + pattern + "'" +
+                             (rc == GLOB_NOSPACE ? " (out of memory)" : ""));
   if (bad.size() == 1 && out.empty() && bad[0] == pattern && not_regular_kind(bad[0]).rfind("a directory", 0) == 0)
-    throw std::runtime_error(what + ": '" + pattern + "' is a directory; give a pattern of files in it, e.g. '" + pattern +
-                             (pattern.ends_with("/") ? "" : "/") + "*'");
+    throw std::runtime_error(what + ": '" + pattern + "' is a directory; give a pattern of files in it, e.g. '" +
+                             pattern + (pattern.ends_with("/") ? "" : "/") + "*'");
   if (!bad.empty()) {
     std::sort(bad.begin(), bad.end());
     std::string list;
     for (size_t i = 0; i < bad.size() && i < 10; ++i)
       list += (i ? "; '" : "'") + bad[i] + "' is " + not_regular_kind(bad[i]);
     if (bad.size() > 10) list += "; and " + std::to_string(bad.size() - 10) + " more";
-    throw std::runtime_error(what + ": pattern '" + pattern + "' matches " + std::to_string(bad.size()) +
-                             (bad.size() == 1 ? " path that is not a regular file: " : " paths that are not regular files: ") +
-                             list);
+    throw std::runtime_error(
+        what + ": pattern '" + pattern + "' matches " + std::to_string(bad.size()) +
+        (bad.size() == 1 ? " path that is not a regular file: " : " paths that are not regular files: ") + list);
   }
   std::sort(out.begin(), out.end());  // byte order, independent of locale
   return out;
@@ -158,8 +159,8 @@ uint64_t SamplePermutation::encrypt(uint64_t x) const {
 
 uint64_t SamplePermutation::operator()(uint64_t i) const {
   if (i >= n_)
-    throw std::out_of_range("SamplePermutation: index " + std::to_string(i) +
-                            " out of range [0, " + std::to_string(n_) + ")");
+    throw std::out_of_range("SamplePermutation: index " + std::to_string(i) + " out of range [0, " +
+                            std::to_string(n_) + ")");
   if (identity_) return i;
   // Domain 2^(2h) < 4n, so the walk takes < 4 steps on average; it ends
   // because x lies on a cycle of the domain permutation that contains i < n.
@@ -171,12 +172,9 @@ uint64_t SamplePermutation::operator()(uint64_t i) const {
 // ---------------------------------------------------------------------------
 // TokenDataset
 
-TokenDataset::TokenDataset(const std::vector<std::string>& paths, int seq_len,
-                           uint32_t vocab_size)
+TokenDataset::TokenDataset(const std::vector<std::string>& paths, int seq_len, uint32_t vocab_size)
     : seq_len_(seq_len) {
-  if (seq_len < 1)
-    throw std::invalid_argument("token dataset: seq_len " + std::to_string(seq_len) +
-                                " must be >= 1");
+  if (seq_len < 1) throw std::invalid_argument("token dataset: seq_len " + std::to_string(seq_len) + " must be >= 1");
   if (paths.empty()) throw std::runtime_error("token dataset: no shard files given");
   shards_.reserve(paths.size());
   prefix_.reserve(paths.size() + 1);
@@ -189,22 +187,20 @@ TokenDataset::TokenDataset(const std::vector<std::string>& paths, int seq_len,
     prefix_.push_back(prefix_.back() + s);
   }
   if (prefix_.back() == 0)
-    throw std::runtime_error("token dataset: " + std::to_string(paths.size()) +
-                             " shard(s) starting with '" + paths.front() + "' hold " +
-                             std::to_string(num_tokens_) +
-                             " tokens but no shard has seq_len + 1 = " +
-                             std::to_string(seq_len + 1) + " tokens; no samples");
+    throw std::runtime_error("token dataset: " + std::to_string(paths.size()) + " shard(s) starting with '" +
+                             paths.front() + "' hold " + std::to_string(num_tokens_) +
+                             " tokens but no shard has seq_len + 1 = " + std::to_string(seq_len + 1) +
+                             " tokens; no samples");
 }
 
-TokenDataset TokenDataset::from_pattern(const std::string& pattern, int seq_len,
-                                        uint32_t vocab_size) {
+TokenDataset TokenDataset::from_pattern(const std::string& pattern, int seq_len, uint32_t vocab_size) {
   return TokenDataset(glob_shards(pattern), seq_len, vocab_size);
 }
 
 TokenDataset::Location TokenDataset::locate(uint64_t k) const {
   if (k >= num_samples())
-    throw std::out_of_range("token dataset: sample " + std::to_string(k) +
-                            " out of range [0, " + std::to_string(num_samples()) + ")");
+    throw std::out_of_range("token dataset: sample " + std::to_string(k) + " out of range [0, " +
+                            std::to_string(num_samples()) + ")");
   // First s with prefix_[s + 1] > k.
   const auto it = std::upper_bound(prefix_.begin() + 1, prefix_.end(), k);
   const size_t s = static_cast<size_t>(it - (prefix_.begin() + 1));
@@ -222,8 +218,7 @@ void TokenDataset::read_sample(uint64_t k, int32_t* out) const {
 namespace {
 LoaderConfig checked(const LoaderConfig& cfg) {
   if (cfg.vocab_size == 0)
-    throw std::invalid_argument("data loader: vocab_size must be > 0 (pattern '" + cfg.pattern +
-                                "')");
+    throw std::invalid_argument("data loader: vocab_size must be > 0 (pattern '" + cfg.pattern + "')");
   return cfg;
 }
 }  // namespace
@@ -359,15 +354,13 @@ int ValLoader::num_samples() const {
 }
 
 void ValLoader::read_samples(uint64_t first, int n, int32_t* out) const {
-  if (n < 0)
-    throw std::invalid_argument("validation loader: negative sample count " + std::to_string(n));
+  if (n < 0) throw std::invalid_argument("validation loader: negative sample count " + std::to_string(n));
   if (first > data_.num_samples() || static_cast<uint64_t>(n) > data_.num_samples() - first)
     throw std::out_of_range("validation loader: samples [" + std::to_string(first) + ", " +
-                            std::to_string(first + static_cast<uint64_t>(n)) +
-                            ") out of range [0, " + std::to_string(data_.num_samples()) + ")");
+                            std::to_string(first + static_cast<uint64_t>(n)) + ") out of range [0, " +
+                            std::to_string(data_.num_samples()) + ")");
   const size_t len = static_cast<size_t>(data_.sample_len());
-  for (int j = 0; j < n; ++j)
-    data_.read_sample(first + static_cast<uint64_t>(j), out + static_cast<size_t>(j) * len);
+  for (int j = 0; j < n; ++j) data_.read_sample(first + static_cast<uint64_t>(j), out + static_cast<size_t>(j) * len);
 }
 
 }  // namespace mor::io

@@ -43,8 +43,8 @@
 namespace mor::io {
 
 struct LoaderConfig {
-  std::string pattern;  // glob, e.g. "dir/edu_fineweb_train_*.bin"; files sorted by name
-  int seq_len = 0;      // tokens per input sequence; a sample has seq_len + 1 tokens
+  std::string pattern;      // glob, e.g. "dir/edu_fineweb_train_*.bin"; files sorted by name
+  int seq_len = 0;          // tokens per input sequence; a sample has seq_len + 1 tokens
   uint32_t vocab_size = 0;  // every token id must be < vocab_size (checked at open)
   uint64_t seed = 0;
   bool shuffle = true;

@@ -40,7 +40,7 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& patterns)
 std::vector<uint64_t> input_sizes(const std::vector<std::string>& files, uint64_t* total) {
   std::vector<uint64_t> sizes;
   for (const auto& f : files) {
-    struct stat st{};
+    struct stat st {};
     if (::stat(f.c_str(), &st) != 0) throw std::runtime_error(f + ": cannot stat: " + std::strerror(errno));
     sizes.push_back(static_cast<uint64_t>(st.st_size));
     *total += static_cast<uint64_t>(st.st_size);
@@ -62,8 +62,8 @@ std::vector<std::filesystem::path> old_outputs(const std::string& dir) {
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
     const std::string n = e.path().filename().string();
-    const bool shard = n.rfind("edu_fineweb_", 0) == 0 &&
-                       (n.size() > 4 && (n.ends_with(".bin") || n.ends_with(".bin.tmp")));
+    const bool shard =
+        n.rfind("edu_fineweb_", 0) == 0 && (n.size() > 4 && (n.ends_with(".bin") || n.ends_with(".bin.tmp")));
     if (shard || n == "manifest.json" || n == "manifest.json.tmp") out.push_back(e.path());
   }
   std::sort(out.begin(), out.end());
@@ -116,8 +116,7 @@ PrepareResult prepare_shards(const PrepareOptions& opt, std::FILE* log) {
   res.token_bytes = res.vocab_size <= 65536u ? 2 : 4;
 
   std::vector<std::thread> workers;
-  for (int w = 0; w < threads; ++w)
-    workers.emplace_back([&] { prep::tokenize_batches(opt, *tok, res.eot_id, q); });
+  for (int w = 0; w < threads; ++w) workers.emplace_back([&] { prep::tokenize_batches(opt, *tok, res.eot_id, q); });
 
   prep::Progress progress(log, opt, t0, raw_consumed, res);
   prep::ShardWriter writer(opt, res.vocab_size);

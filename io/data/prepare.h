@@ -44,12 +44,12 @@ struct PrepareOptions {
   std::string tokenizer;            // tokenizer.json
   std::vector<std::string> inputs;  // glob patterns
   std::string out_dir;
-  uint64_t shard_tokens = 0;        // tokens per train shard, in [1, 2^31 - 1]
-  uint64_t val_tokens = 0;          // 0 = no validation shard
-  int threads = 0;                  // tokenizer threads; 0 = the cores this process may use
-  bool strict = false;              // first bad line is an error
-  bool overwrite = false;           // replace existing shards / manifest in out_dir
-  bool progress = true;             // progress line on the log stream
+  uint64_t shard_tokens = 0;             // tokens per train shard, in [1, 2^31 - 1]
+  uint64_t val_tokens = 0;               // 0 = no validation shard
+  int threads = 0;                       // tokenizer threads; 0 = the cores this process may use
+  bool strict = false;                   // first bad line is an error
+  bool overwrite = false;                // replace existing shards / manifest in out_dir
+  bool progress = true;                  // progress line on the log stream
   size_t batch_bytes = size_t{1} << 20;  // input bytes per work item
 };
 
@@ -70,7 +70,7 @@ struct PrepareResult {
   uint64_t input_bytes = 0;        // file sizes (compressed as stored)
   uint64_t text_bytes = 0;         // bytes of "text" encoded
   uint64_t documents = 0;
-  uint64_t tokens = 0;             // including one end-of-text per document
+  uint64_t tokens = 0;  // including one end-of-text per document
   uint64_t bad[kNumBadLineKinds] = {};
   std::vector<std::string> bad_examples;  // "FILE:LINE: kind: detail", the first 20
   std::vector<ShardInfo> shards;

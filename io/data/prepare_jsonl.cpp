@@ -26,9 +26,12 @@ namespace mor::io {
 
 const char* bad_line_name(BadLine kind) {
   switch (kind) {
-    case BadLine::kMalformedJson: return "malformed JSON";
-    case BadLine::kMissingText: return "missing text";
-    case BadLine::kInvalidUtf8: return "invalid UTF-8";
+    case BadLine::kMalformedJson:
+      return "malformed JSON";
+    case BadLine::kMissingText:
+      return "missing text";
+    case BadLine::kInvalidUtf8:
+      return "invalid UTF-8";
   }
   return "?";
 }
@@ -90,8 +93,10 @@ class JsonLine {
     if (i_ >= n_) return fail(BadLine::kMalformedJson, "unexpected end of line");
     const unsigned char c = p_[i_];
     char buf[16];
-    if (c >= 0x20 && c < 0x7F) std::snprintf(buf, sizeof buf, "'%c'", c);
-    else std::snprintf(buf, sizeof buf, "byte 0x%02X", c);
+    if (c >= 0x20 && c < 0x7F)
+      std::snprintf(buf, sizeof buf, "'%c'", c);
+    else
+      std::snprintf(buf, sizeof buf, "byte 0x%02X", c);
     return malformed(std::string("unexpected ") + buf);
   }
   void ws() {
@@ -109,8 +114,11 @@ class JsonLine {
       if (!value(0)) return false;
       ws();
       if (i_ < n_) return malformed("unexpected characters after the JSON value");
-      const char* what = c == '[' ? "an array" : c == '"' ? "a string" : (c == 't' || c == 'f') ? "a boolean"
-                         : c == 'n' ? "null" : "a number";
+      const char* what = c == '['                 ? "an array"
+                         : c == '"'               ? "a string"
+                         : (c == 't' || c == 'f') ? "a boolean"
+                         : c == 'n'               ? "null"
+                                                  : "a number";
       return fail(BadLine::kMissingText, std::string("the line is ") + what + ", not an object with a string \"text\"");
     }
     ws();
@@ -122,12 +130,18 @@ class JsonLine {
   bool value(int depth) {
     if (i_ >= n_) return unexpected();
     switch (p_[i_]) {
-      case '{': return object(depth + 1, nullptr);
-      case '[': return array(depth + 1);
-      case '"': return string(nullptr);
-      case 't': return literal("true");
-      case 'f': return literal("false");
-      case 'n': return literal("null");
+      case '{':
+        return object(depth + 1, nullptr);
+      case '[':
+        return array(depth + 1);
+      case '"':
+        return string(nullptr);
+      case 't':
+        return literal("true");
+      case 'f':
+        return literal("false");
+      case 'n':
+        return literal("null");
       default:
         if (p_[i_] == '-' || (p_[i_] >= '0' && p_[i_] <= '9')) return number();
         return unexpected();
@@ -145,8 +159,10 @@ class JsonLine {
     auto digit = [&] { return i_ < n_ && p_[i_] >= '0' && p_[i_] <= '9'; };
     if (p_[i_] == '-') ++i_;
     if (!digit()) return malformed("bad number");
-    if (p_[i_] == '0') ++i_;
-    else while (digit()) ++i_;
+    if (p_[i_] == '0')
+      ++i_;
+    else
+      while (digit()) ++i_;
     if (i_ < n_ && p_[i_] == '.') {
       ++i_;
       if (!digit()) return malformed("bad number");
@@ -307,15 +323,32 @@ class JsonLine {
     const unsigned char e = p_[i_++];
     char ch = 0;
     switch (e) {
-      case '"': ch = '"'; break;
-      case '\\': ch = '\\'; break;
-      case '/': ch = '/'; break;
-      case 'b': ch = '\b'; break;
-      case 'f': ch = '\f'; break;
-      case 'n': ch = '\n'; break;
-      case 'r': ch = '\r'; break;
-      case 't': ch = '\t'; break;
-      case 'u': return unicode_escape(esc, out);
+      case '"':
+        ch = '"';
+        break;
+      case '\\':
+        ch = '\\';
+        break;
+      case '/':
+        ch = '/';
+        break;
+      case 'b':
+        ch = '\b';
+        break;
+      case 'f':
+        ch = '\f';
+        break;
+      case 'n':
+        ch = '\n';
+        break;
+      case 'r':
+        ch = '\r';
+        break;
+      case 't':
+        ch = '\t';
+        break;
+      case 'u':
+        return unicode_escape(esc, out);
       default:
         i_ = esc;
         return malformed("bad escape");

@@ -29,17 +29,22 @@ std::string token_shard_name(bool val, int index) {
 
 std::string human_bytes(double b) {
   char buf[32];
-  if (b >= 1e9) std::snprintf(buf, sizeof buf, "%.2f GB", b / 1e9);
-  else if (b >= 1e6) std::snprintf(buf, sizeof buf, "%.1f MB", b / 1e6);
-  else std::snprintf(buf, sizeof buf, "%.1f kB", b / 1e3);
+  if (b >= 1e9)
+    std::snprintf(buf, sizeof buf, "%.2f GB", b / 1e9);
+  else if (b >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.1f MB", b / 1e6);
+  else
+    std::snprintf(buf, sizeof buf, "%.1f kB", b / 1e3);
   return buf;
 }
 
 std::string human_time(double s) {
   char buf[32];
   const long t = static_cast<long>(s + 0.5);
-  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
-  else std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
   return buf;
 }
 
@@ -90,8 +95,8 @@ std::string sha256_file(const std::string& path) {
 
 Progress::Progress(std::FILE* log, const PrepareOptions& opt, Clock::time_point t0,
                    const std::atomic<uint64_t>& raw_consumed, const PrepareResult& res)
-    : log_(log), enabled_(log && opt.progress), tty_(log && ::isatty(::fileno(log))), t0_(t0),
-      last_(Clock::now()), raw_consumed_(raw_consumed), res_(res) {}
+    : log_(log), enabled_(log && opt.progress), tty_(log && ::isatty(::fileno(log))), t0_(t0), last_(Clock::now()),
+      raw_consumed_(raw_consumed), res_(res) {}
 
 void Progress::print(bool final_line) {
   if (!enabled_) return;
@@ -110,8 +115,10 @@ void Progress::print(bool final_line) {
                 s > 0 ? in_b / 1e6 / s : 0.0, res_.tokens / 1e6);
   line += buf;
   if (total > 0 && in_b > 0 && !final_line) line += " | ETA " + human_time(s * (total - in_b) / in_b);
-  if (tty_) std::fprintf(log_, "\r%s\033[K%s", line.c_str(), final_line ? "\n" : "");
-  else std::fprintf(log_, "%s\n", line.c_str());
+  if (tty_)
+    std::fprintf(log_, "\r%s\033[K%s", line.c_str(), final_line ? "\n" : "");
+  else
+    std::fprintf(log_, "%s\n", line.c_str());
   std::fflush(log_);
 }
 
@@ -131,7 +138,8 @@ void ShardWriter::add(const Result& r) {
   uint64_t begin = 0;
   for (const uint64_t end : r.doc_ends) {
     if (in_val_) {  // whole documents only: none is split between val and train
-      cur_.insert(cur_.end(), r.tokens.begin() + static_cast<ptrdiff_t>(begin), r.tokens.begin() + static_cast<ptrdiff_t>(end));
+      cur_.insert(cur_.end(), r.tokens.begin() + static_cast<ptrdiff_t>(begin),
+                  r.tokens.begin() + static_cast<ptrdiff_t>(end));
       ++cur_docs_;
       if (cur_.size() >= opt_.val_tokens) {
         flush(true);
@@ -184,8 +192,8 @@ void ShardWriter::abandon() {
   if (pending_.valid()) pending_.wait();
 }
 
-void write_in_order(const PrepareOptions& opt, const std::vector<std::string>& files, WorkQueue& q,
-                    ShardWriter& writer, Progress& progress, PrepareResult& res) {
+void write_in_order(const PrepareOptions& opt, const std::vector<std::string>& files, WorkQueue& q, ShardWriter& writer,
+                    Progress& progress, PrepareResult& res) {
   while (true) {
     Result r;
     if (!q.next(&r, progress.tick(), [&] { progress.maybe_print(); })) return;
@@ -207,8 +215,10 @@ void write_manifest(const PrepareOptions& opt, const PrepareResult& res, const s
   m["token_bytes"] = res.token_bytes;
   m["magic"] = res.token_bytes == 2 ? kShardMagicU16 : kShardMagicU32;
   m["version"] = res.token_bytes == 2 ? kShardVersionU16 : kShardVersionU32;
-  m["tokenizer"] = {{"file", opt.tokenizer}, {"sha256", sha256_file(opt.tokenizer)},
-                    {"vocab_size", res.vocab_size}, {"eot_id", res.eot_id}};
+  m["tokenizer"] = {{"file", opt.tokenizer},
+                    {"sha256", sha256_file(opt.tokenizer)},
+                    {"vocab_size", res.vocab_size},
+                    {"eot_id", res.eot_id}};
   m["shard_tokens"] = opt.shard_tokens;
   m["val_tokens"] = opt.val_tokens;
   nlohmann::ordered_json inputs = nlohmann::ordered_json::array();
@@ -217,13 +227,15 @@ void write_manifest(const PrepareOptions& opt, const PrepareResult& res, const s
   m["documents"] = res.documents;
   m["tokens"] = res.tokens;
   m["text_bytes"] = res.text_bytes;
-  m["bad_lines"] = {{"malformed_json", res.bad[0]}, {"missing_text", res.bad[1]}, {"invalid_utf8", res.bad[2]},
+  m["bad_lines"] = {{"malformed_json", res.bad[0]},
+                    {"missing_text", res.bad[1]},
+                    {"invalid_utf8", res.bad[2]},
                     {"examples", res.bad_examples}};
   m["checksum"] = "sha256 of the whole shard file (as sha256sum prints it)";
   nlohmann::ordered_json sl = nlohmann::ordered_json::array();
   for (const auto& s : res.shards)
-    sl.push_back({{"file", s.file}, {"split", s.split}, {"tokens", s.tokens}, {"documents", s.documents},
-                  {"sha256", s.sha256}});
+    sl.push_back(
+        {{"file", s.file}, {"split", s.split}, {"tokens", s.tokens}, {"documents", s.documents}, {"sha256", s.sha256}});
   m["shards"] = sl;
   const std::string mpath = (std::filesystem::path(opt.out_dir) / "manifest.json").string();
   {
@@ -244,8 +256,8 @@ void print_summary(std::FILE* log, const PrepareOptions& opt, const PrepareResul
                "(%.1f MB/s of input, %.0f docs/s)\n",
                res.files.size(), static_cast<unsigned long long>(res.documents),
                static_cast<unsigned long long>(res.tokens), res.token_bytes * 8,
-               human_bytes(static_cast<double>(res.text_bytes)).c_str(), s,
-               s > 0 ? res.input_bytes / 1e6 / s : 0.0, s > 0 ? res.documents / s : 0.0);
+               human_bytes(static_cast<double>(res.text_bytes)).c_str(), s, s > 0 ? res.input_bytes / 1e6 / s : 0.0,
+               s > 0 ? res.documents / s : 0.0);
   std::fprintf(log, "prepare: wrote %d val + %d train shards and manifest.json to %s\n", nval, ntrain,
                opt.out_dir.c_str());
   if (opt.val_tokens > 0 && ntrain == 0)

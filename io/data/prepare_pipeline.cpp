@@ -183,8 +183,8 @@ void tokenize_batch(const PrepareOptions& opt, const Tokenizer& tok, uint32_t eo
 
 }  // namespace
 
-void read_inputs(const PrepareOptions& opt, const std::vector<std::string>& files,
-                 const std::vector<uint64_t>& sizes, WorkQueue& q, std::atomic<uint64_t>& raw_consumed) {
+void read_inputs(const PrepareOptions& opt, const std::vector<std::string>& files, const std::vector<uint64_t>& sizes,
+                 WorkQueue& q, std::atomic<uint64_t>& raw_consumed) {
   try {
     uint64_t base = 0;
     for (uint32_t fi = 0; fi < files.size(); ++fi) {

@@ -69,7 +69,7 @@ class WorkQueue {
   // Workers: the next batch; false when stopped or none will come.
   bool take(Batch* b);
   std::vector<uint32_t> spare_tokens();  // a recycled token vector (empty when none)
-  void finish(Batch&& b, Result&& r);   // recycles b's text, hands r to the writer
+  void finish(Batch&& b, Result&& r);    // recycles b's text, hands r to the writer
 
   // Writer: the next result in input order; false when stopped or every batch is written.
   // While waiting, calls idle() every `tick`.
@@ -94,8 +94,8 @@ class WorkQueue {
 
 // Reader thread: the files in order -> batches of about opt.batch_bytes of whole lines.
 // raw_consumed counts the stored (compressed) bytes read so far, for the progress line.
-void read_inputs(const PrepareOptions& opt, const std::vector<std::string>& files,
-                 const std::vector<uint64_t>& sizes, WorkQueue& q, std::atomic<uint64_t>& raw_consumed);
+void read_inputs(const PrepareOptions& opt, const std::vector<std::string>& files, const std::vector<uint64_t>& sizes,
+                 WorkQueue& q, std::atomic<uint64_t>& raw_consumed);
 
 // Worker thread: batches -> documents (end-of-text id, then the text's tokens) and bad lines.
 void tokenize_batches(const PrepareOptions& opt, const Tokenizer& tok, uint32_t eot, WorkQueue& q);
@@ -103,8 +103,8 @@ void tokenize_batches(const PrepareOptions& opt, const Tokenizer& tok, uint32_t 
 // The progress line on `log` (a terminal: rewritten in place every 0.5 s; else a line every 10 s).
 class Progress {
  public:
-  Progress(std::FILE* log, const PrepareOptions& opt, Clock::time_point t0,
-           const std::atomic<uint64_t>& raw_consumed, const PrepareResult& res);
+  Progress(std::FILE* log, const PrepareOptions& opt, Clock::time_point t0, const std::atomic<uint64_t>& raw_consumed,
+           const PrepareResult& res);
   bool tty() const { return tty_; }
   std::chrono::milliseconds tick() const { return std::chrono::milliseconds(tty_ ? 500 : 10000); }
   void print(bool final_line);
@@ -145,8 +145,8 @@ class ShardWriter {
 };
 
 // The writer's loop: results in input order -> bad-line accounting, totals, shards.
-void write_in_order(const PrepareOptions& opt, const std::vector<std::string>& files, WorkQueue& q,
-                    ShardWriter& writer, Progress& progress, PrepareResult& res);
+void write_in_order(const PrepareOptions& opt, const std::vector<std::string>& files, WorkQueue& q, ShardWriter& writer,
+                    Progress& progress, PrepareResult& res);
 
 // manifest.json (no times, thread counts or output paths: identical for any thread count).
 void write_manifest(const PrepareOptions& opt, const PrepareResult& res, const std::vector<uint64_t>& sizes);

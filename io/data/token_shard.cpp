@@ -34,35 +34,31 @@ ShardHeader parse_header(const std::string& path, const int32_t* h, uint64_t fil
   hd.version = h[1];
   if (hd.magic == kShardMagicU16) {
     if (hd.version != kShardVersionU16)
-      throw std::runtime_error(shard_err(
-          path, "unknown version " + std::to_string(hd.version) + " for magic " +
-                    std::to_string(hd.magic) + " (expected version " +
-                    std::to_string(kShardVersionU16) + ", uint16 tokens)"));
+      throw std::runtime_error(shard_err(path, "unknown version " + std::to_string(hd.version) + " for magic " +
+                                                   std::to_string(hd.magic) + " (expected version " +
+                                                   std::to_string(kShardVersionU16) + ", uint16 tokens)"));
     hd.token_bytes = 2;
   } else if (hd.magic == kShardMagicU32) {
     if (hd.version != kShardVersionU32)
-      throw std::runtime_error(shard_err(
-          path, "unknown version " + std::to_string(hd.version) + " for magic " +
-                    std::to_string(hd.magic) + " (expected version " +
-                    std::to_string(kShardVersionU32) + ", uint32 tokens)"));
+      throw std::runtime_error(shard_err(path, "unknown version " + std::to_string(hd.version) + " for magic " +
+                                                   std::to_string(hd.magic) + " (expected version " +
+                                                   std::to_string(kShardVersionU32) + ", uint32 tokens)"));
     hd.token_bytes = 4;
   } else {
-    throw std::runtime_error(shard_err(
-        path, "bad magic " + std::to_string(hd.magic) + " (expected " +
-                  std::to_string(kShardMagicU16) + " for uint16 or " +
-                  std::to_string(kShardMagicU32) + " for uint32 tokens); not an llm.c token shard"));
+    throw std::runtime_error(shard_err(path, "bad magic " + std::to_string(hd.magic) + " (expected " +
+                                                 std::to_string(kShardMagicU16) + " for uint16 or " +
+                                                 std::to_string(kShardMagicU32) +
+                                                 " for uint32 tokens); not an llm.c token shard"));
   }
   if (h[2] < 0)
-    throw std::runtime_error(
-        shard_err(path, "negative token count " + std::to_string(h[2]) + " in header"));
+    throw std::runtime_error(shard_err(path, "negative token count " + std::to_string(h[2]) + " in header"));
   hd.count = static_cast<uint64_t>(h[2]);
   const uint64_t expected = kShardHeaderBytes + hd.count * static_cast<uint64_t>(hd.token_bytes);
   if (file_bytes != expected)
     throw std::runtime_error(shard_err(
-        path, "file size " + std::to_string(file_bytes) + " bytes disagrees with header: " +
-                  std::to_string(hd.count) + " tokens x " + std::to_string(hd.token_bytes) +
-                  " bytes + 1024 header bytes = " + std::to_string(expected) +
-                  (file_bytes < expected ? " (truncated file?)" : " (trailing bytes)")));
+        path, "file size " + std::to_string(file_bytes) + " bytes disagrees with header: " + std::to_string(hd.count) +
+                  " tokens x " + std::to_string(hd.token_bytes) + " bytes + 1024 header bytes = " +
+                  std::to_string(expected) + (file_bytes < expected ? " (truncated file?)" : " (trailing bytes)")));
   return hd;
 }
 
@@ -101,9 +97,8 @@ int open_shard_file(const std::string& path, uint64_t& bytes) {
   bytes = static_cast<uint64_t>(st.st_size);
   if (bytes < kShardHeaderBytes) {
     ::close(fd);
-    throw std::runtime_error(shard_err(path, "truncated header: file has " +
-                                                 std::to_string(bytes) +
-                                                 " bytes, the header alone needs 1024"));
+    throw std::runtime_error(
+        shard_err(path, "truncated header: file has " + std::to_string(bytes) + " bytes, the header alone needs 1024"));
   }
   return fd;
 }
@@ -153,11 +148,10 @@ TokenShard::TokenShard(const std::string& path, uint32_t vocab_size) : path_(pat
           if (bad < count_) id = t[bad];
         }
         if (bad < count_)
-          throw std::runtime_error(shard_err(
-              path, "token id " + std::to_string(id) + " at token index " + std::to_string(bad) +
-                        " (byte offset " +
-                        std::to_string(kShardHeaderBytes + bad * token_bytes_) +
-                        ") is >= vocab_size " + std::to_string(vocab_size)));
+          throw std::runtime_error(shard_err(path, "token id " + std::to_string(id) + " at token index " +
+                                                       std::to_string(bad) + " (byte offset " +
+                                                       std::to_string(kShardHeaderBytes + bad * token_bytes_) +
+                                                       ") is >= vocab_size " + std::to_string(vocab_size)));
       }
     }
     // Training reads windows in shuffled order.
@@ -177,11 +171,8 @@ void TokenShard::unmap() noexcept {
 }
 
 TokenShard::TokenShard(TokenShard&& o) noexcept
-    : path_(std::move(o.path_)),
-      map_(std::exchange(o.map_, nullptr)),
-      map_bytes_(std::exchange(o.map_bytes_, 0)),
-      count_(std::exchange(o.count_, 0)),
-      token_bytes_(std::exchange(o.token_bytes_, 0)) {}
+    : path_(std::move(o.path_)), map_(std::exchange(o.map_, nullptr)), map_bytes_(std::exchange(o.map_bytes_, 0)),
+      count_(std::exchange(o.count_, 0)), token_bytes_(std::exchange(o.token_bytes_, 0)) {}
 
 TokenShard& TokenShard::operator=(TokenShard&& o) noexcept {
   if (this != &o) {
@@ -197,9 +188,8 @@ TokenShard& TokenShard::operator=(TokenShard&& o) noexcept {
 
 uint32_t TokenShard::token(uint64_t i) const {
   if (i >= count_)
-    throw std::out_of_range(shard_err(path_, "token index " + std::to_string(i) +
-                                                 " out of range (size " +
-                                                 std::to_string(count_) + ")"));
+    throw std::out_of_range(
+        shard_err(path_, "token index " + std::to_string(i) + " out of range (size " + std::to_string(count_) + ")"));
   const unsigned char* base = map_ + kShardHeaderBytes;
   if (token_bytes_ == 2) {
     uint16_t v;
@@ -214,8 +204,7 @@ uint32_t TokenShard::token(uint64_t i) const {
 void TokenShard::copy_tokens(uint64_t first, uint64_t n, int32_t* out) const {
   if (first > count_ || n > count_ - first)
     throw std::out_of_range(shard_err(path_, "token range [" + std::to_string(first) + ", " +
-                                                 std::to_string(first + n) +
-                                                 ") out of range (size " +
+                                                 std::to_string(first + n) + ") out of range (size " +
                                                  std::to_string(count_) + ")"));
   if (token_bytes_ == 2) {
     const auto* t = reinterpret_cast<const uint16_t*>(map_ + kShardHeaderBytes) + first;
@@ -226,16 +215,14 @@ void TokenShard::copy_tokens(uint64_t first, uint64_t n, int32_t* out) const {
   }
 }
 
-void write_token_shard(const std::string& path, const std::vector<uint32_t>& tokens,
-                       uint32_t vocab_size) {
+void write_token_shard(const std::string& path, const std::vector<uint32_t>& tokens, uint32_t vocab_size) {
   if (vocab_size == 0) throw std::runtime_error(shard_err(path, "cannot write with vocab_size 0"));
   if (tokens.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max()))
-    throw std::runtime_error(shard_err(path, std::to_string(tokens.size()) +
-                                                 " tokens do not fit the int32 header count"));
+    throw std::runtime_error(
+        shard_err(path, std::to_string(tokens.size()) + " tokens do not fit the int32 header count"));
   for (size_t i = 0; i < tokens.size(); ++i)
     if (tokens[i] >= vocab_size)
-      throw std::runtime_error(shard_err(path, "cannot write token id " +
-                                                   std::to_string(tokens[i]) + " at index " +
+      throw std::runtime_error(shard_err(path, "cannot write token id " + std::to_string(tokens[i]) + " at index " +
                                                    std::to_string(i) + ": >= vocab_size " +
                                                    std::to_string(vocab_size)));
   const bool u16 = vocab_size <= 65536u;

@@ -49,7 +49,7 @@ class TokenShard {
   TokenShard& operator=(const TokenShard&) = delete;
 
   const std::string& path() const { return path_; }
-  uint64_t size() const { return count_; }        // number of tokens
+  uint64_t size() const { return count_; }          // number of tokens
   int token_bytes() const { return token_bytes_; }  // 2 or 4
   // Token i; throws std::out_of_range (naming the file) when i >= size().
   uint32_t token(uint64_t i) const;
@@ -71,7 +71,6 @@ class TokenShard {
 // else the uint32 variant. Every id must be < vocab_size and the count must fit
 // the int32 header field. Writes `path + ".tmp"`, fsyncs, then renames it to
 // `path` (no partially written shard is ever visible under `path`).
-void write_token_shard(const std::string& path, const std::vector<uint32_t>& tokens,
-                       uint32_t vocab_size);
+void write_token_shard(const std::string& path, const std::vector<uint32_t>& tokens, uint32_t vocab_size);
 
 }  // namespace mor::io

@@ -27,9 +27,7 @@ using json = nlohmann::json;
 size_t utf8_sequence_length(const unsigned char* p, size_t n) {
   const unsigned c = p[0];
   if (c < 0x80) return 1;
-  auto cont = [&](size_t k, unsigned lo = 0x80, unsigned hi = 0xBF) {
-    return k < n && p[k] >= lo && p[k] <= hi;
-  };
+  auto cont = [&](size_t k, unsigned lo = 0x80, unsigned hi = 0xBF) { return k < n && p[k] >= lo && p[k] <= hi; };
   if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
   if (c == 0xE0) return cont(1, 0xA0) && cont(2) ? 3 : 0;
   if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) return cont(1) && cont(2) ? 3 : 0;
@@ -121,9 +119,12 @@ inline Cp cp_at(const ClassTable& t, const unsigned char* s, size_t i, size_t en
   const size_t l = utf8_sequence_length(s + i, end - i);
   if (l == 0) return {kOther, 1};
   uint32_t cp;
-  if (l == 2) cp = ((c & 0x1Fu) << 6) | (s[i + 1] & 0x3Fu);
-  else if (l == 3) cp = ((c & 0x0Fu) << 12) | ((s[i + 1] & 0x3Fu) << 6) | (s[i + 2] & 0x3Fu);
-  else cp = ((c & 0x07u) << 18) | ((s[i + 1] & 0x3Fu) << 12) | ((s[i + 2] & 0x3Fu) << 6) | (s[i + 3] & 0x3Fu);
+  if (l == 2)
+    cp = ((c & 0x1Fu) << 6) | (s[i + 1] & 0x3Fu);
+  else if (l == 3)
+    cp = ((c & 0x0Fu) << 12) | ((s[i + 1] & 0x3Fu) << 6) | (s[i + 2] & 0x3Fu);
+  else
+    cp = ((c & 0x07u) << 18) | ((s[i + 1] & 0x3Fu) << 12) | ((s[i + 2] & 0x3Fu) << 6) | (s[i + 3] & 0x3Fu);
   return {t.get(cp), static_cast<uint8_t>(l)};
 }
 
@@ -193,8 +194,7 @@ void split_gpt2(const ClassTable& t, const unsigned char* s, size_t begin, size_
 // Hugging Face Digits pre-tokenizer: numbers (\p{N}, Rust char::is_numeric)
 // isolated, one code point each (individual) or as runs.
 template <class Emit>
-void split_digits(const ClassTable& t, const unsigned char* s, size_t begin, size_t end, bool individual,
-                  Emit&& emit) {
+void split_digits(const ClassTable& t, const unsigned char* s, size_t begin, size_t end, bool individual, Emit&& emit) {
   size_t i = begin;
   while (i < end) {
     const Cp c = cp_at(t, s, i, end);
@@ -387,9 +387,7 @@ struct Tokenizer::Impl {
   static constexpr int kStripeBits = 6;
   mutable std::array<SharedStripe, size_t{1} << kStripeBits> shared;  // L2, by the top hash bits
 
-  [[noreturn]] void fail(const std::string& what) const {
-    throw std::runtime_error(name + ": " + what);
-  }
+  [[noreturn]] void fail(const std::string& what) const { throw std::runtime_error(name + ": " + what); }
 
   // Pre-tokenization pipeline: steps[k] splits the pieces of steps[k - 1].
   template <class Emit>
@@ -401,9 +399,15 @@ struct Tokenizer::Impl {
     }
     auto next = [&](size_t b, size_t e) { split(k + 1, s, b, e, emit); };
     switch (steps[k]) {
-      case Step::kGpt2: split_gpt2(*classes, s, begin, end, next); break;
-      case Step::kDigitsIndividual: split_digits(*classes, s, begin, end, true, next); break;
-      case Step::kDigitsRuns: split_digits(*classes, s, begin, end, false, next); break;
+      case Step::kGpt2:
+        split_gpt2(*classes, s, begin, end, next);
+        break;
+      case Step::kDigitsIndividual:
+        split_digits(*classes, s, begin, end, true, next);
+        break;
+      case Step::kDigitsRuns:
+        split_digits(*classes, s, begin, end, false, next);
+        break;
     }
   }
 
@@ -420,8 +424,10 @@ struct Tokenizer::Impl {
         return;
       }
     }
-    if (n <= 128) bpe_small(w, n, out);
-    else bpe_large(w, n, out);
+    if (n <= 128)
+      bpe_small(w, n, out);
+    else
+      bpe_large(w, n, out);
   }
 
   void bpe_small(const unsigned char* w, size_t n, std::vector<uint32_t>& out) const {
@@ -483,7 +489,8 @@ struct Tokenizer::Impl {
     auto push = [&](int64_t i) {
       if (i < 0 || sym[i].next < 0) return;
       const MergeTable::Hit h = merges.find(sym[i].id, sym[sym[i].next].id);
-      if (h.rank != MergeTable::kNone) heap.push(Cand{h.rank, static_cast<uint64_t>(i), sym[i].id, sym[sym[i].next].id});
+      if (h.rank != MergeTable::kNone)
+        heap.push(Cand{h.rank, static_cast<uint64_t>(i), sym[i].id, sym[sym[i].next].id});
     };
     for (size_t i = 0; i + 1 < n; ++i) push(static_cast<int64_t>(i));
     while (!heap.empty()) {
@@ -642,7 +649,8 @@ uint32_t Tokenizer::vocab_size() const { return impl_->vocab_size; }
 
 uint32_t Tokenizer::eot_id() const {
   if (!impl_->eot)
-    impl_->fail("no end-of-text token (<|endoftext|>, <|end_of_text|>, </s> or <eos>) among added_tokens or model.vocab");
+    impl_->fail(
+        "no end-of-text token (<|endoftext|>, <|end_of_text|>, </s> or <eos>) among added_tokens or model.vocab");
   return *impl_->eot;
 }
 

@@ -108,8 +108,8 @@ class SpecParser {
     for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
       if (!is_null_or(model, k, [](const json& v) { return v.is_string() && v.get<std::string>().empty(); }))
         fail(std::string("model.") + k + " is not supported");
-    spec_.ignore_merges = model.contains("ignore_merges") && model["ignore_merges"].is_boolean() &&
-                          model["ignore_merges"].get<bool>();
+    spec_.ignore_merges =
+        model.contains("ignore_merges") && model["ignore_merges"].is_boolean() && model["ignore_merges"].get<bool>();
   }
 
   void pre_tokenizer(const json& j) {
@@ -156,9 +156,12 @@ class SpecParser {
       const size_t l = utf8_sequence_length(p + i, s.size() - i);
       if (l == 0) return std::nullopt;
       uint32_t cp = p[i];
-      if (l == 2) cp = ((p[i] & 0x1Fu) << 6) | (p[i + 1] & 0x3Fu);
-      else if (l == 3) cp = ((p[i] & 0x0Fu) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu);
-      else if (l == 4) cp = ((p[i] & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6) | (p[i + 3] & 0x3Fu);
+      if (l == 2)
+        cp = ((p[i] & 0x1Fu) << 6) | (p[i + 1] & 0x3Fu);
+      else if (l == 3)
+        cp = ((p[i] & 0x0Fu) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu);
+      else if (l == 4)
+        cp = ((p[i] & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6) | (p[i + 3] & 0x3Fu);
       if (cp >= u2b_.size() || u2b_[cp] < 0) return std::nullopt;
       out += static_cast<char>(u2b_[cp]);
       i += l;
@@ -258,7 +261,10 @@ class SpecParser {
       auto ia = vocab_id_.find(a), ib = vocab_id_.find(b), iab = vocab_id_.find(a + b);
       if (ia == vocab_id_.end() || ib == vocab_id_.end() || iab == vocab_id_.end())
         fail("model.merges[" + std::to_string(rank) + "] (\"" + a + "\", \"" + b + "\"): " +
-             (ia == vocab_id_.end() ? a : ib == vocab_id_.end() ? b : a + b) + " is not in model.vocab");
+             (ia == vocab_id_.end()   ? a
+              : ib == vocab_id_.end() ? b
+                                      : a + b) +
+             " is not in model.vocab");
       spec_.merges.push_back({ia->second, ib->second, iab->second});
       ++rank;
     }

@@ -19,8 +19,8 @@ using detail::kQB;
 using detail::thread_buffer;
 using detail::visible_counts;
 
-void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v,
-                       const int* qpos, const int* kpos, const AttnShape& s) {
+void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, const int* qpos,
+                       const int* kpos, const AttnShape& s) {
   const int nq = s.nq, nk = s.nk, H = s.n_heads, Hkv = s.n_kv_heads, hd = s.head_dim;
   if (detail::tiles_supported(hd)) return detail::attention_forward_tiles(o, lse, q, k, v, qpos, kpos, s);
   const int group = H / Hkv, nblk = (nq + kQB - 1) / kQB;
@@ -63,9 +63,9 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
   }
 }
 
-void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* o,
-                        const float* lse, const float* q, const float* k, const float* v,
-                        const int* qpos, const int* kpos, const AttnShape& s) {
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* o, const float* lse,
+                        const float* q, const float* k, const float* v, const int* qpos, const int* kpos,
+                        const AttnShape& s) {
   const int nq = s.nq, nk = s.nk, H = s.n_heads, Hkv = s.n_kv_heads, hd = s.head_dim;
   if (detail::tiles_supported(hd))
     return detail::attention_backward_tiles(dq, dk, dv, dout, o, lse, q, k, v, qpos, kpos, s);

@@ -113,7 +113,8 @@ void product(int M, int N, int K, const Product& p, bool acc, const Trim& trim =
       if (trim.ncap && n0 >= trim.ncap[last]) continue;
       const int k0 = trim.kfrom ? std::min(K, trim.kfrom[m0]) : 0;
       const int k1 = trim.kcap ? std::min(K, trim.kcap[last]) : K;
-      const Product t{p.A + m0 * p.rs + k0 * p.cs, p.rs, p.cs, p.B + n0 + k0 * p.ldb, p.ldb, p.C + m0 * p.ldc + n0, p.ldc};
+      const Product t{p.A + m0 * p.rs + k0 * p.cs, p.rs, p.cs, p.B + n0 + k0 * p.ldb, p.ldb,
+                      p.C + m0 * p.ldc + n0,       p.ldc};
       tile_edge<MR, NV>(mr, nv, t, std::max(0, k1 - k0), acc);
     }
   }
@@ -168,15 +169,15 @@ struct Setup {
   float scale;
   std::vector<int> vis;
   Setup(const AttnShape& s, const int* qpos, const int* kpos)
-      : nq(s.nq), nk(s.nk), H(s.n_heads), Hkv(s.n_kv_heads), hd(s.head_dim), group(H / Hkv),
-        nblk((nq + kQB - 1) / kQB), nkp(round_up(std::max(nk, 1), 32)), ldq((int64_t)H * hd),
-        ldkv((int64_t)Hkv * hd), scale(1.f / std::sqrt((float)hd)), vis(visible_counts(qpos, kpos, nq, nk)) {}
+      : nq(s.nq), nk(s.nk), H(s.n_heads), Hkv(s.n_kv_heads), hd(s.head_dim), group(H / Hkv), nblk((nq + kQB - 1) / kQB),
+        nkp(round_up(std::max(nk, 1), 32)), ldq((int64_t)H * hd), ldkv((int64_t)Hkv * hd),
+        scale(1.f / std::sqrt((float)hd)), vis(visible_counts(qpos, kpos, nq, nk)) {}
 };
 
 }  // namespace
 
-void attention_forward_tiles(float* o, float* lse, const float* q, const float* k, const float* v,
-                             const int* qpos, const int* kpos, const AttnShape& s) {
+void attention_forward_tiles(float* o, float* lse, const float* q, const float* k, const float* v, const int* qpos,
+                             const int* kpos, const AttnShape& s) {
   const Setup setup(s, qpos, kpos);
   // Plain locals, not a structured binding: OpenMP regions cannot capture those (clang rejects it).
   [[maybe_unused]] const int nq = setup.nq, nk = setup.nk, H = setup.H, Hkv = setup.Hkv, hd = setup.hd,
@@ -223,9 +224,9 @@ void attention_forward_tiles(float* o, float* lse, const float* q, const float* 
 
 // ~90 lines on purpose: the backward's register-tile schedule (per-head task split, dS/dQ/dK/dV
 // tiles) reads best in one piece; its parts share a dozen loop-carried values.
-void attention_backward_tiles(float* dq, float* dk, float* dv, const float* dout, const float* o,
-                              const float* lse, const float* q, const float* k, const float* v,
-                              const int* qpos, const int* kpos, const AttnShape& s) {
+void attention_backward_tiles(float* dq, float* dk, float* dv, const float* dout, const float* o, const float* lse,
+                              const float* q, const float* k, const float* v, const int* qpos, const int* kpos,
+                              const AttnShape& s) {
   const Setup setup(s, qpos, kpos);
   // Plain locals, not a structured binding: OpenMP regions cannot capture those (clang rejects it).
   [[maybe_unused]] const int nq = setup.nq, nk = setup.nk, H = setup.H, Hkv = setup.Hkv, hd = setup.hd,
@@ -284,7 +285,7 @@ void attention_backward_tiles(float* dq, float* dk, float* dv, const float* dout
           for (int j = 0; j < n; ++j) p[j] = fast_exp(p[j] * scale - l);
           std::fill(p + n, p + kn, 0.f);
         }
-        add_transposed(dvh, done, kn, hd, P, kn32, m, doh, ldq, first_q.data());        // dv += p^T do
+        add_transposed(dvh, done, kn, hd, P, kn32, m, doh, ldq, first_q.data());       // dv += p^T do
         scores(dP, m, kn32, hd, doh, ldq, vt + (int64_t)g * hd * nkp, nkp, &vis[i0]);  // dp = do v^T
         for (int i = 0; i < m; ++i) {  // ds = p * (dp - rowdot(do, o)) * scale
           const float* di = doh + i * ldq;
@@ -299,7 +300,7 @@ void attention_backward_tiles(float* dq, float* dk, float* dv, const float* dout
           for (int j = 0; j < n; ++j) p[j] = p[j] * (dp[j] - D) * scale;
         }
         product<8, 2>(m, hd, kn, {P, kn32, 1, kg, ldkv, dqh, ldq}, false, {.kcap = &vis[i0]});  // dq = ds k
-        add_transposed(dkh, done, kn, hd, P, kn32, m, qh, ldq, first_q.data());               // dk += ds^T q
+        add_transposed(dkh, done, kn, hd, P, kn32, m, qh, ldq, first_q.data());                 // dk += ds^T q
         done = kn;
       }
     }

@@ -36,10 +36,10 @@ constexpr int kQB = 64;
 
 // The register-tiled path (attention_tiles.cpp): built with AVX-512 and head_dim a multiple of 16.
 bool tiles_supported(int head_dim);
-void attention_forward_tiles(float* o, float* lse, const float* q, const float* k, const float* v,
-                             const int* qpos, const int* kpos, const AttnShape& s);
-void attention_backward_tiles(float* dq, float* dk, float* dv, const float* dout, const float* o,
-                              const float* lse, const float* q, const float* k, const float* v,
-                              const int* qpos, const int* kpos, const AttnShape& s);
+void attention_forward_tiles(float* o, float* lse, const float* q, const float* k, const float* v, const int* qpos,
+                             const int* kpos, const AttnShape& s);
+void attention_backward_tiles(float* dq, float* dk, float* dv, const float* dout, const float* o, const float* lse,
+                              const float* q, const float* k, const float* v, const int* qpos, const int* kpos,
+                              const AttnShape& s);
 
 }  // namespace mor::kern::detail

@@ -29,26 +29,25 @@ void set_gemm_lib(GemmLib lib);
 GemmLib gemm_lib();
 
 // C[M,N] = alpha * op(A) op(B) + beta * C, row-major, op = transpose if flag.
-void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-          const float* A, int lda, const float* B, int ldb, float beta,
-          float* C, int ldc);
+void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+          int ldb, float beta, float* C, int ldc);
 
 // Linear layer y[n,out] = x[n,in] W[out,in]^T (no bias anywhere in the model).
 void linear_forward(float* y, const float* x, const float* W, int n, int in, int out);
 // Two linear layers of one input (k and v, gate and up): y1 = x W1^T, y2 = x W2^T, run side by side.
-void linear_forward_pair(float* y1, const float* W1, int out1, float* y2, const float* W2, int out2,
-                         const float* x, int n, int in);
+void linear_forward_pair(float* y1, const float* W1, int out1, float* y2, const float* W2, int out2, const float* x,
+                         int n, int in);
 // dx[n,in] (+)= dy W  (accumulate if accumulate_dx) ; dW[out,in] += dy^T x.
-void linear_backward(float* dx, float* dW, const float* dy, const float* x,
-                     const float* W, int n, int in, int out, bool accumulate_dx);
+void linear_backward(float* dx, float* dW, const float* dy, const float* x, const float* W, int n, int in, int out,
+                     bool accumulate_dx);
 
 // ---- RMSNorm ----------------------------------------------------------------
 // y = x * rstd * w with rstd = 1/sqrt(mean(x^2)+eps), per row of d; rstd[n] saved.
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int n, int d, float eps);
 // dx[n,d] = dres + (gradient through the norm), dw[d] += ...; dres may be dx itself (accumulate)
 // or null (dx is written). A separate dres is the residual branch's gradient: no copy first.
-void rmsnorm_backward(float* dx, const float* dres, float* dw, const float* dy, const float* x,
-                      const float* w, const float* rstd, int n, int d);
+void rmsnorm_backward(float* dx, const float* dres, float* dw, const float* dy, const float* x, const float* w,
+                      const float* rstd, int n, int d);
 
 // ---- RoPE (non-interleaved rotate_half) --------------------------------------
 // In place on x[n, n_heads, head_dim]; pos[n] absolute positions.
@@ -66,12 +65,12 @@ void swiglu_backward(float* dg, float* du, const float* dh, const float* g, cons
 // q[nq, H, hd], k/v[nk, Hkv, hd]; query i sees key j iff kpos[j] <= qpos[i]; both
 // position lists ascending. GQA: query head h uses kv head h / (H / Hkv).
 // o[nq, H, hd] written; lse[H, nq] (log-sum-exp of the scaled scores) saved for backward.
-void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v,
-                       const int* qpos, const int* kpos, const AttnShape& s);
+void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, const int* qpos,
+                       const int* kpos, const AttnShape& s);
 // dq written; dk, dv accumulated (+=) — shared keys/values collect gradient from many recursions.
-void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* o,
-                        const float* lse, const float* q, const float* k, const float* v,
-                        const int* qpos, const int* kpos, const AttnShape& s);
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* o, const float* lse,
+                        const float* q, const float* k, const float* v, const int* qpos, const int* kpos,
+                        const AttnShape& s);
 
 // ---- Softmax cross-entropy over the vocabulary ---------------------------------
 // For each row of logits[n, V]: loss_i = logsumexp - logit[target]. Returns the
@@ -84,7 +83,7 @@ double softmax_xent(float* logits, const int32_t* targets, int n, int V, float s
 void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& p);
 
 // ---- Small helpers ---------------------------------------------------------------
-double sum_squares(const float* x, int64_t n);       // in double, fixed reduction order
+double sum_squares(const float* x, int64_t n);  // in double, fixed reduction order
 void scale_inplace(float* x, float s, int64_t n);
 void add_inplace(float* y, const float* x, int64_t n);  // y += x
 int64_t first_non_finite(const float* x, int64_t n);

@@ -69,8 +69,8 @@ void run(const Gemm& g) {
     return;
   }
   if (g_lib == GemmLib::Mixed && !g.ta) {  // oneDNN's dnnl_sgemm is row-major, like our calls
-    const dnnl_status_t st = dnnl_sgemm('N', g.tb ? 'T' : 'N', g.M, g.N, g.K, g.alpha, g.A, g.lda, g.B, g.ldb, g.beta,
-                                        g.C, g.ldc);
+    const dnnl_status_t st =
+        dnnl_sgemm('N', g.tb ? 'T' : 'N', g.M, g.N, g.K, g.alpha, g.A, g.lda, g.B, g.ldb, g.beta, g.C, g.ldc);
     if (st != dnnl_success) {  // only for arguments BLAS would also reject: a bug, not bad input
       std::fprintf(stderr, "dnnl_sgemm(M=%d N=%d K=%d lda=%d ldb=%d ldc=%d) failed with status %d\n", g.M, g.N, g.K,
                    g.lda, g.ldb, g.ldc, (int)st);
@@ -78,8 +78,8 @@ void run(const Gemm& g) {
     }
     return;
   }
-  cblas_sgemm(CblasRowMajor, g.ta ? CblasTrans : CblasNoTrans, g.tb ? CblasTrans : CblasNoTrans, g.M, g.N, g.K,
-              g.alpha, g.A, g.lda, g.B, g.ldb, g.beta, g.C, g.ldc);
+  cblas_sgemm(CblasRowMajor, g.ta ? CblasTrans : CblasNoTrans, g.tb ? CblasTrans : CblasNoTrans, g.M, g.N, g.K, g.alpha,
+              g.A, g.lda, g.B, g.ldb, g.beta, g.C, g.ldc);
 }
 
 // Block p of P of g, by rows or by columns of C. Row edges fall on multiples of 4 (the
@@ -120,7 +120,10 @@ void run_all(const Gemm* gs, int n) {
     for (int i = 0; i < n; ++i) run(gs[i]);
     return;
   }
-  struct Task { int g, p, P; bool rows; };
+  struct Task {
+    int g, p, P;
+    bool rows;
+  };
   std::vector<Task> tasks;
   auto tall = [&](const Gemm& g) { return n > 1 && g.M >= 16384; };
   const int P = T % n == 0 ? T / n : T;
@@ -141,8 +144,8 @@ void run_all(const Gemm* gs, int n) {
 
 }  // namespace
 
-void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
-          const float* B, int ldb, float beta, float* C, int ldc) {
+void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+          int ldb, float beta, float* C, int ldc) {
   const Gemm g{trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc};
   run_all(&g, 1);
 }
@@ -151,15 +154,15 @@ void linear_forward(float* y, const float* x, const float* W, int n, int in, int
   gemm(false, true, n, out, in, 1.f, x, in, W, in, 0.f, y, out);
 }
 
-void linear_forward_pair(float* y1, const float* W1, int out1, float* y2, const float* W2, int out2,
-                         const float* x, int n, int in) {
+void linear_forward_pair(float* y1, const float* W1, int out1, float* y2, const float* W2, int out2, const float* x,
+                         int n, int in) {
   const Gemm gs[2] = {{false, true, n, out1, in, 1.f, x, in, W1, in, 0.f, y1, out1},
                       {false, true, n, out2, in, 1.f, x, in, W2, in, 0.f, y2, out2}};
   run_all(gs, 2);
 }
 
-void linear_backward(float* dx, float* dW, const float* dy, const float* x, const float* W, int n,
-                     int in, int out, bool accumulate_dx) {
+void linear_backward(float* dx, float* dW, const float* dy, const float* x, const float* W, int n, int in, int out,
+                     bool accumulate_dx) {
   Gemm gs[2];
   int k = 0;
   if (dx) gs[k++] = {false, false, n, in, out, 1.f, dy, out, W, in, accumulate_dx ? 1.f : 0.f, dx, in};

@@ -23,8 +23,8 @@ void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int 
   }
 }
 
-void rmsnorm_backward(float* dx, const float* dres, float* dw, const float* dy, const float* x,
-                      const float* w, const float* rstd, int n, int d) {
+void rmsnorm_backward(float* dx, const float* dres, float* dw, const float* dy, const float* x, const float* w,
+                      const float* rstd, int n, int d) {
   // dx = dres + r*(w*dy) - r^3/d * x * sum(w*dy*x);  dw += dy * x * r (rows summed in order).
 #pragma omp parallel if (n >= 64)
   {

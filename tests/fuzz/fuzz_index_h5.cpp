@@ -38,13 +38,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const mor::ckpt::Index idx = mor::ckpt::read_index(dir);
     int made = 0;
     for (const std::string& f : idx.files) {
-      if (f.empty() || f.size() > 200 || f.find('/') != std::string::npos || f == "." || f == ".." ||
-          f == "index.h5" || ++made > 64)
+      if (f.empty() || f.size() > 200 || f.find('/') != std::string::npos || f == "." || f == ".." || f == "index.h5" ||
+          ++made > 64)
         continue;
       mor::fuzz::write_file(dir + "/" + f, nullptr, 0);
     }
     mor::ckpt::check_present(idx);
-  } catch (const std::exception&) {
-  }
+  } catch (const std::exception&) {}
   return 0;
 }

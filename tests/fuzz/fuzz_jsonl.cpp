@@ -40,8 +40,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   } catch (const nlohmann::json::out_of_range&) {  // number overflow: Python's json reads it as inf
     return 0;
-  } catch (const nlohmann::json::parse_error&) {
-  }
+  } catch (const nlohmann::json::parse_error&) {}
   MOR_FUZZ_CHECK(ok == ref_ok, "parse_jsonl_text %s (%s) but nlohmann::json %s", ok ? "accepts" : "rejects",
                  detail.c_str(), ref_ok ? "accepts" : "rejects");
   if (ok) MOR_FUZZ_CHECK(text == ref_text, "text differs (%zu vs %zu bytes)", text.size(), ref_text.size());

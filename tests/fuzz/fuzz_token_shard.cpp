@@ -24,8 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     h = read_shard_header(path);
     header_ok = true;
-  } catch (const std::runtime_error&) {
-  }
+  } catch (const std::runtime_error&) {}
   for (const uint32_t v : {0u, vocab}) {
     try {
       TokenShard s(path, v);

@@ -55,14 +55,14 @@ inline void write_file(const std::string& path, const uint8_t* data, size_t size
 }
 
 // An invariant of the parser under test; a violation is a bug, reported like a crash.
-#define MOR_FUZZ_CHECK(cond, ...)                                                     \
-  do {                                                                                \
-    if (!(cond)) {                                                                    \
+#define MOR_FUZZ_CHECK(cond, ...)                                                       \
+  do {                                                                                  \
+    if (!(cond)) {                                                                      \
       std::fprintf(stderr, "%s:%d: invariant failed: %s: ", __FILE__, __LINE__, #cond); \
-      std::fprintf(stderr, __VA_ARGS__);                                              \
-      std::fprintf(stderr, "\n");                                                     \
-      std::abort();                                                                   \
-    }                                                                                 \
+      std::fprintf(stderr, __VA_ARGS__);                                                \
+      std::fprintf(stderr, "\n");                                                       \
+      std::abort();                                                                     \
+    }                                                                                   \
   } while (0)
 
 }  // namespace mor::fuzz

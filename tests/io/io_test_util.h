@@ -48,13 +48,12 @@ inline void write_bytes(const std::string& path, const std::vector<unsigned char
 inline std::vector<unsigned char> read_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error("cannot read " + path);
-  return std::vector<unsigned char>((std::istreambuf_iterator<char>(f)),
-                                    std::istreambuf_iterator<char>());
+  return std::vector<unsigned char>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
 // A shard file with an arbitrary header and payload (for corrupt-input tests).
-inline void write_raw_shard(const std::string& path, int32_t magic, int32_t version,
-                            int32_t count, const std::vector<unsigned char>& payload) {
+inline void write_raw_shard(const std::string& path, int32_t magic, int32_t version, int32_t count,
+                            const std::vector<unsigned char>& payload) {
   std::vector<unsigned char> bytes(1024, 0);
   const int32_t h[3] = {magic, version, count};
   for (int i = 0; i < 3; ++i)
@@ -76,8 +75,7 @@ void expect_error(const std::function<void()>& fn, std::initializer_list<std::st
       ADD_FAILURE() << "wrong exception type: " << msg;
       return;
     }
-    for (const auto& p : pieces)
-      EXPECT_NE(msg.find(p), std::string::npos) << "error text lacks '" << p << "': " << msg;
+    for (const auto& p : pieces) EXPECT_NE(msg.find(p), std::string::npos) << "error text lacks '" << p << "': " << msg;
     return;
   }
   ADD_FAILURE() << "no exception thrown";

@@ -42,7 +42,8 @@ struct State {
   }
   ckpt::LocalState tensors() {
     return {ckpt::kStateGroups,
-            {{"w", 6, 4, false, 0, 6, -1, {w.data(), mw.data(), vw.data()}}, {"b", 5, 1, true, 0, 5, -1, {b.data(), mb.data(), vb.data()}}}};
+            {{"w", 6, 4, false, 0, 6, -1, {w.data(), mw.data(), vw.data()}},
+             {"b", 5, 1, true, 0, 5, -1, {b.data(), mb.data(), vb.data()}}}};
   }
 };
 
@@ -179,7 +180,8 @@ TEST(CheckpointIndex, FieldsAreValidated) {
          H5Dclose(d);
        },
        "shards of 'w' overlap, leave a gap or lie outside its 6 rows"},
-      {"no tensors", [](hid_t f) { H5Ldelete(f, "shard_map/w", H5P_DEFAULT), H5Ldelete(f, "shard_map/b", H5P_DEFAULT); },
+      {"no tensors",
+       [](hid_t f) { H5Ldelete(f, "shard_map/w", H5P_DEFAULT), H5Ldelete(f, "shard_map/b", H5P_DEFAULT); },
        "shard_map lists 0 tensors"},
       {"path in the file list",
        [](hid_t f) {
@@ -330,9 +332,11 @@ TEST(CheckpointInspect, FindsWhatVerifiedUsedToMiss) {
     Tmp t;
     const std::string dir = save_at(t.dir, 2);
     std::vector<ckpt::TensorMeta> want = {{"w", 6, 4, false}, {"b", 5, 1, true}, {"c", 2, 2, false}};
-    EXPECT_NE(error_of([&] { ckpt::inspect(dir, true, want); }).find("tensor 'c' of the model config is missing"), std::string::npos);
+    EXPECT_NE(error_of([&] { ckpt::inspect(dir, true, want); }).find("tensor 'c' of the model config is missing"),
+              std::string::npos);
     want = {{"w", 6, 5, false}, {"b", 5, 1, true}};
-    EXPECT_NE(error_of([&] { ckpt::inspect(dir, true, want); }).find("but the model config implies [6, 5]"), std::string::npos);
+    EXPECT_NE(error_of([&] { ckpt::inspect(dir, true, want); }).find("but the model config implies [6, 5]"),
+              std::string::npos);
     want = {{"w", 6, 4, false}};
     EXPECT_NE(error_of([&] { ckpt::inspect(dir, true, want); }).find("holds 2 tensors but the model config implies 1"),
               std::string::npos);

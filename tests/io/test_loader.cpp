@@ -48,8 +48,7 @@ class LoaderTest : public ::testing::Test {
     }
     for (const auto& [name, n] : shards) {
       const size_t s = static_cast<size_t>(
-          std::find_if(sorted.begin(), sorted.end(), [&](auto& p) { return p.first == name; }) -
-          sorted.begin());
+          std::find_if(sorted.begin(), sorted.end(), [&](auto& p) { return p.first == name; }) - sorted.begin());
       write_token_shard(dir_.file(name), shard_tokens_[s], kVocab);
     }
     std::vector<uint32_t> val(250);
@@ -70,8 +69,7 @@ class LoaderTest : public ::testing::Test {
 
   // Reads global steps [0, steps) as W simulated ranks (each its own loader,
   // as separate processes would), each rank in micro-batches of `micro`.
-  std::vector<int32_t> read_steps_as_world(int world, int global_batch, int steps, int micro,
-                                           bool use_prefetch) {
+  std::vector<int32_t> read_steps_as_world(int world, int global_batch, int steps, int micro, bool use_prefetch) {
     std::vector<std::unique_ptr<DataLoader>> ranks;
     for (int r = 0; r < world; ++r) ranks.push_back(std::make_unique<DataLoader>(config()));
     const size_t L = kSeq + 1;
@@ -104,8 +102,8 @@ TEST_F(LoaderTest, ShardsSortedByNameAndSampleCounts) {
   for (size_t s = 0; s + 1 < ds.num_shards(); ++s) EXPECT_LT(ds.shard(s).path(), ds.shard(s + 1).path());
   EXPECT_EQ(ds.shard_samples(0), (1000u - 1) / kSeq);  // 62
   EXPECT_EQ(ds.shard_samples(1), (537u - 1) / kSeq);   // 33
-  EXPECT_EQ(ds.shard_samples(2), 1u);                   // 17 tokens: exactly one window
-  EXPECT_EQ(ds.shard_samples(3), 0u);                   // 10 tokens: none
+  EXPECT_EQ(ds.shard_samples(2), 1u);                  // 17 tokens: exactly one window
+  EXPECT_EQ(ds.shard_samples(3), 0u);                  // 10 tokens: none
   EXPECT_EQ(d.num_samples(), expected_samples());
   EXPECT_EQ(ds.num_tokens(), 1000u + 537 + 17 + 10);
   EXPECT_EQ(d.sample_len(), kSeq + 1);
@@ -136,8 +134,7 @@ TEST_F(LoaderTest, WindowsAreConsecutiveAndShareOneToken) {
 }
 
 TEST(SamplePermutation, IsBijection) {
-  for (uint64_t n : {1ull, 2ull, 3ull, 4ull, 5ull, 7ull, 10ull, 17ull, 64ull, 100ull, 1000ull,
-                     4097ull, 65537ull}) {
+  for (uint64_t n : {1ull, 2ull, 3ull, 4ull, 5ull, 7ull, 10ull, 17ull, 64ull, 100ull, 1000ull, 4097ull, 65537ull}) {
     for (uint64_t seed : {0ull, 1ull, 0xDEADBEEFull}) {
       for (uint64_t epoch : {0ull, 1ull, 5ull}) {
         SamplePermutation p(n, seed, epoch);
@@ -281,9 +278,9 @@ TEST_F(LoaderTest, SameSamplesForWorldSizes1234) {
   std::vector<int32_t> direct(static_cast<size_t>(B * steps) * (kSeq + 1));
   ref.read_samples(0, B * steps, direct.data());
   EXPECT_EQ(w1, direct);
-  EXPECT_EQ(read_steps_as_world(2, B, steps, 3, false), w1);   // 2 ranks, accum 2
-  EXPECT_EQ(read_steps_as_world(3, B, steps, 4, true), w1);    // 3 ranks, prefetching
-  EXPECT_EQ(read_steps_as_world(4, B, steps, 1, false), w1);   // 4 ranks, accum 3
+  EXPECT_EQ(read_steps_as_world(2, B, steps, 3, false), w1);  // 2 ranks, accum 2
+  EXPECT_EQ(read_steps_as_world(3, B, steps, 4, true), w1);   // 3 ranks, prefetching
+  EXPECT_EQ(read_steps_as_world(4, B, steps, 1, false), w1);  // 4 ranks, accum 3
   EXPECT_EQ(read_steps_as_world(4, B, steps, 3, true), w1);
 }
 
@@ -458,9 +455,8 @@ TEST_F(LoaderTest, ConfigErrors) {
   expect_error<std::invalid_argument>([&] { DataLoader d(c); }, {"vocab_size"});
   c = config();
   c.vocab_size = 999;  // shard 1 holds ids 0..999, later shards larger ones
-  expect_error<std::runtime_error>(
-      [&] { DataLoader d(c); },
-      {dir_.file("edu_fineweb_train_000001.bin"), "token id 999", "token index 999"});
+  expect_error<std::runtime_error>([&] { DataLoader d(c); },
+                                   {dir_.file("edu_fineweb_train_000001.bin"), "token id 999", "token index 999"});
 }
 
 // The data glob never drops a match silently: whatever it matches that is not a regular file
@@ -486,8 +482,11 @@ TEST(GlobShards, DanglingSymlinkDirectoryAndLoopAreNamed) {
       [&] { glob_shards(pattern); },
       {"token shards", pattern, "1 path that is not a regular file", dir.file("edu_fineweb_train_000002.bin"),
        "a dangling symlink to '" + dir.file("gone.bin") + "'"});
-  expect_error<std::runtime_error>([&] { DataLoader d(LoaderConfig{pattern, 2, 100, 1}); },
-                                   {dir.file("edu_fineweb_train_000002.bin"), "dangling symlink"});
+  expect_error<std::runtime_error>(
+      [&] {
+        DataLoader d(LoaderConfig{pattern, 2, 100, 1});
+      },
+      {dir.file("edu_fineweb_train_000002.bin"), "dangling symlink"});
   fs::remove(dir.file("edu_fineweb_train_000002.bin"));
 
   fs::create_directory(dir.file("edu_fineweb_train_000003.bin"));

@@ -62,8 +62,8 @@ bool have_prerequisites(std::string* why) {
 }
 
 int run_script(const std::string& out, int vocab) {
-  const std::string cmd = std::string(kPython) + " " + MOR_MAKE_CORPUS_PY + " --out '" + out +
-                          "' --vocab " + std::to_string(vocab) + " > '" + out + ".log' 2>&1";
+  const std::string cmd = std::string(kPython) + " " + MOR_MAKE_CORPUS_PY + " --out '" + out + "' --vocab " +
+                          std::to_string(vocab) + " > '" + out + ".log' 2>&1";
   return std::system(cmd.c_str());
 }
 
@@ -92,8 +92,8 @@ TEST(MakeCorpus, ShardsMatchCppWriterAndAreDeterministic) {
   EXPECT_LT(h_train, std::log(static_cast<double>(vocab)));
   EXPECT_GT(h_val, 3.0);
 
-  for (const char* name : {"corpus.json", "tokenizer.json", "edu_fineweb_val_000000.bin",
-                           "edu_fineweb_train_000001.bin"}) {
+  for (const char* name :
+       {"corpus.json", "tokenizer.json", "edu_fineweb_val_000000.bin", "edu_fineweb_train_000001.bin"}) {
     EXPECT_EQ(read_bytes(a + "/" + name), read_bytes(b + "/" + name)) << name << " differs between runs";
   }
 

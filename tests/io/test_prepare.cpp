@@ -61,7 +61,8 @@ std::vector<std::string> sample_docs(int n) {
 std::string jsonl(const std::vector<std::string>& docs, size_t first = 0, size_t last = SIZE_MAX) {
   std::string out;
   for (size_t k = first; k < std::min(last, docs.size()); ++k)
-    out += nlohmann::json({{"id", k}, {"text", docs[k]}, {"meta", {{"score", 3.5}, {"tags", {"a", "b"}}}}}).dump() + "\n";
+    out +=
+        nlohmann::json({{"id", k}, {"text", docs[k]}, {"meta", {{"score", 3.5}, {"tags", {"a", "b"}}}}}).dump() + "\n";
   return out;
 }
 
@@ -134,7 +135,8 @@ struct Fixture {
 
 std::map<std::string, std::vector<unsigned char>> dir_files(const std::string& d) {
   std::map<std::string, std::vector<unsigned char>> m;
-  for (const auto& e : std::filesystem::directory_iterator(d)) m[e.path().filename().string()] = read_bytes(e.path().string());
+  for (const auto& e : std::filesystem::directory_iterator(d))
+    m[e.path().filename().string()] = read_bytes(e.path().string());
   return m;
 }
 
@@ -205,8 +207,10 @@ TEST(Prepare, ShardsHoldTheDocumentsInOrder) {
       std::snprintf(want_name, sizeof want_name, "edu_fineweb_train_%06zu.bin", k);
       EXPECT_EQ(name, want_name);
       EXPECT_EQ(sh["split"], "train");
-      if (k + 1 < res.shards.size()) EXPECT_EQ(t.size(), 4000u) << name;
-      else EXPECT_LE(t.size(), 4000u);
+      if (k + 1 < res.shards.size())
+        EXPECT_EQ(t.size(), 4000u) << name;
+      else
+        EXPECT_LE(t.size(), 4000u);
     }
     all.insert(all.end(), t.begin(), t.end());
   }
@@ -263,16 +267,16 @@ TEST(Prepare, GzipZstdAndSplitInputsGiveTheSameShards) {
 TEST(Prepare, BadLinesAreCountedAndReported) {
   Fixture fx;
   const std::vector<std::string> lines = {
-      R"({"text": "good one"})",                       // 1
-      R"({"text": "unterminated)",                     // 2 malformed
-      R"({"txt": "no text field"})",                   // 3 missing
-      R"({"text": 42})",                               // 4 missing (not a string)
-      R"("just a string")",                            // 5 missing (not an object)
-      "{\"text\": \"raw \xff byte\"}",                 // 6 invalid UTF-8
-      R"({"text": "lone \ud800 surrogate"})",          // 7 invalid UTF-8
-      "",                                              // 8 blank: skipped silently
-      R"({"text": "x"} trailing)",                     // 9 malformed
-      R"({"text": "good two \ud83d\ude00"})",          // 10
+      R"({"text": "good one"})",               // 1
+      R"({"text": "unterminated)",             // 2 malformed
+      R"({"txt": "no text field"})",           // 3 missing
+      R"({"text": 42})",                       // 4 missing (not a string)
+      R"("just a string")",                    // 5 missing (not an object)
+      "{\"text\": \"raw \xff byte\"}",         // 6 invalid UTF-8
+      R"({"text": "lone \ud800 surrogate"})",  // 7 invalid UTF-8
+      "",                                      // 8 blank: skipped silently
+      R"({"text": "x"} trailing)",             // 9 malformed
+      R"({"text": "good two \ud83d\ude00"})",  // 10
   };
   std::string body;
   for (const auto& l : lines) body += l + "\n";
@@ -287,8 +291,9 @@ TEST(Prepare, BadLinesAreCountedAndReported) {
   EXPECT_EQ(r.res.bad[static_cast<int>(BadLine::kInvalidUtf8)], 2u);
   const std::string f = fx.dir.file("bad.jsonl");
   for (const std::string& want :
-       {std::string("skipped 7 bad lines: 2 malformed JSON, 3 missing text, 2 invalid UTF-8"), f + ":2: malformed JSON: unterminated string",
-        f + ":3: missing text: no string field \"text\"", f + ":4: missing text", f + ":5: missing text: the line is a string",
+       {std::string("skipped 7 bad lines: 2 malformed JSON, 3 missing text, 2 invalid UTF-8"),
+        f + ":2: malformed JSON: unterminated string", f + ":3: missing text: no string field \"text\"",
+        f + ":4: missing text", f + ":5: missing text: the line is a string",
         f + ":6: invalid UTF-8: byte 0xFF at column 15", f + ":7: invalid UTF-8: unpaired surrogate escape \\uD800",
         f + ":9: malformed JSON: unexpected characters after the JSON object at column 15"})
     EXPECT_NE(r.log.find(want), std::string::npos) << "report lacks '" << want << "':\n" << r.log;
@@ -310,8 +315,10 @@ TEST(Prepare, BadLinesAreCountedAndReported) {
   for (size_t bad = 1; bad + 1 < lines.size(); ++bad) {  // lines[1..8]
     if (lines[bad].empty()) continue;
     std::string strict_body;
-    for (int k = 0; k < 40; ++k) strict_body += R"({"text": "fine"})" "\n";  // lines 1..40
-    strict_body += lines[bad] + "\n" + lines[0] + "\n" + lines[1] + "\n";   // the bad one is line 41
+    for (int k = 0; k < 40; ++k)
+      strict_body += R"({"text": "fine"})"
+                     "\n";                                                 // lines 1..40
+    strict_body += lines[bad] + "\n" + lines[0] + "\n" + lines[1] + "\n";  // the bad one is line 41
     const std::string sf = fx.dir.file("strict_" + std::to_string(bad) + ".jsonl");
     write_file(sf, strict_body);
     auto so = fx.options("strict_out_" + std::to_string(bad), 2);
@@ -378,7 +385,8 @@ TEST(Prepare, DataLoaderReadsThePreparedShards) {
     const auto loc = train.dataset().locate(train.dataset_index(static_cast<uint64_t>(s)));
     const auto toks = shard_tokens(train.dataset().shard(loc.shard).path());
     for (int k = 0; k <= T; ++k)
-      EXPECT_EQ(static_cast<uint32_t>(buf[static_cast<size_t>(s * (T + 1) + k)]), toks[loc.offset + static_cast<uint64_t>(k)]);
+      EXPECT_EQ(static_cast<uint32_t>(buf[static_cast<size_t>(s * (T + 1) + k)]),
+                toks[loc.offset + static_cast<uint64_t>(k)]);
   }
   val.read_samples(0, 1, buf.data());
   EXPECT_EQ(static_cast<uint32_t>(buf[0]), tok.eot_id());
@@ -419,7 +427,8 @@ TEST(Prepare, ErrorsNameTheFile) {
   Fixture fx;
   auto o = fx.options("out");
   o.inputs = {fx.dir.file("nothing_*.jsonl")};
-  expect_error<std::runtime_error>([&] { run(o); }, {"--input '" + fx.dir.file("nothing_*.jsonl") + "': no file matches"});
+  expect_error<std::runtime_error>([&] { run(o); },
+                                   {"--input '" + fx.dir.file("nothing_*.jsonl") + "': no file matches"});
   o = fx.options("out");
   o.tokenizer = fx.dir.file("missing.json");
   expect_error<std::runtime_error>([&] { run(o); }, {fx.dir.file("missing.json"), "cannot open"});

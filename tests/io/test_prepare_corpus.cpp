@@ -26,14 +26,14 @@ const std::string kScript = std::string(MOR_REPO_ROOT) + "/scripts/corpus_jsonl.
 
 void prepare_split(const TempDir& dir, const std::string& split, int threads) {
   const std::string jsonl = dir.file(split + ".jsonl");
-  const std::string cmd = "/usr/bin/python3 '" + kScript + "' --split " + split + " --out '" + jsonl + "' > '" +
-                          jsonl + ".log' 2>&1";
+  const std::string cmd =
+      "/usr/bin/python3 '" + kScript + "' --split " + split + " --out '" + jsonl + "' > '" + jsonl + ".log' 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::read_text_file(jsonl + ".log");
   PrepareOptions o;
   o.tokenizer = kCorpus + "/tokenizer.json";
   o.inputs = {jsonl};
   o.out_dir = dir.file("out_" + split);
-  o.shard_tokens = INT32_MAX;                       // everything in one shard,
+  o.shard_tokens = INT32_MAX;                     // everything in one shard,
   o.val_tokens = split == "val" ? INT32_MAX : 0;  // named as make_corpus names it
   o.threads = threads;
   o.batch_bytes = 64 << 10;

@@ -35,8 +35,8 @@ std::vector<char> random_bytes(size_t n, unsigned seed) {
 // as HDF5 leaves it; the spans' bytes live in memory. Sizes cross the 16 MiB window and are
 // not multiples of 4096, so block padding and cutting back are exercised.
 struct Layout {
-  std::vector<char> expected;                  // the whole file after the write
-  std::vector<std::vector<char>> data;         // the spans' bytes
+  std::vector<char> expected;                     // the whole file after the write
+  std::vector<std::vector<char>> data;            // the spans' bytes
   std::vector<std::pair<uint64_t, uint64_t>> at;  // (off, len) per span
 };
 // windows = 2: a 32 MiB file; larger: one more, longer span per extra window, so that reads
@@ -62,7 +62,8 @@ bool write_and_check(const std::string& dir, bool try_direct, uint64_t windows =
   for (const auto& [off, len] : l.at) std::fill(before.begin() + (long)off, before.begin() + (long)(off + len), 'x');
   put(p, before);
   std::vector<Span> spans;
-  for (size_t i = l.at.size(); i-- > 0;) spans.push_back({l.at[i].first, l.at[i].second, l.data[i].data()});  // any order
+  for (size_t i = l.at.size(); i-- > 0;)
+    spans.push_back({l.at[i].first, l.at[i].second, l.data[i].data()});  // any order
   bool direct = false;
   const uint64_t h = mor::ckpt::stream_write(p, spans, try_direct, &direct);
   const std::vector<char> got = slurp(p);

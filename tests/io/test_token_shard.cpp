@@ -18,8 +18,8 @@ namespace {
 
 using testing::expect_error;
 using testing::read_bytes;
-using testing::write_bytes;
 using testing::TempDir;
+using testing::write_bytes;
 using testing::write_raw_shard;
 
 std::vector<uint32_t> random_tokens(size_t n, uint32_t vocab, uint32_t seed) {
@@ -144,8 +144,7 @@ TEST(TokenShardErrors, SizeLargerThanHeaderSays) {
   TempDir dir;
   const std::string path = dir.file("trailing.bin");
   write_raw_shard(path, kShardMagicU16, 1, 2, std::vector<unsigned char>(6, 0));  // 3 tokens
-  expect_error<std::runtime_error>([&] { TokenShard s(path); },
-                                   {path, "file size 1030", "1028", "trailing"});
+  expect_error<std::runtime_error>([&] { TokenShard s(path); }, {path, "file size 1030", "1028", "trailing"});
 }
 
 TEST(TokenShardErrors, SizeDisagreesWithTokenWidth) {
@@ -193,10 +192,9 @@ TEST(TokenShardErrors, TokenIdAtVocabSize) {
   std::vector<uint32_t> t(40000, 5);
   t[33333] = 1000;
   write_token_shard(path, t, 1001);
-  expect_error<std::runtime_error>(
-      [&] { TokenShard s(path, 1000); },
-      {path, "token id 1000", "token index 33333", "byte offset " + std::to_string(1024 + 2 * 33333),
-       ">= vocab_size 1000"});
+  expect_error<std::runtime_error>([&] { TokenShard s(path, 1000); },
+                                   {path, "token id 1000", "token index 33333",
+                                    "byte offset " + std::to_string(1024 + 2 * 33333), ">= vocab_size 1000"});
   TokenShard ok(path, 1001);  // the same file is fine for a larger vocabulary
   EXPECT_EQ(ok.token(33333), 1000u);
 }
@@ -248,8 +246,11 @@ TEST(TokenShardErrors, AccessOutOfRange) {
 TEST(TokenShardErrors, WriterRejectsBadInput) {
   TempDir dir;
   const std::string path = dir.file("w.bin");
-  expect_error<std::runtime_error>([&] { write_token_shard(path, {1, 2, 10}, 10); },
-                                   {path, "token id 10", "index 2", "vocab_size 10"});
+  expect_error<std::runtime_error>(
+      [&] {
+        write_token_shard(path, {1, 2, 10}, 10);
+      },
+      {path, "token id 10", "index 2", "vocab_size 10"});
   EXPECT_FALSE(std::filesystem::exists(path));
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
   const std::string nodir = dir.file("no/such/dir/w.bin");
@@ -301,7 +302,8 @@ TEST(TensorFileErrors, SizesAreCheckedAgainstTheFileBeforeAllocating) {
   expect_error<std::runtime_error>([&] { read_mort(p); }, {p, "4 trailing bytes after the last of 1 tensors"});
   ok.resize(ok.size() - 6);
   write_bytes(p, mort(1, ok));
-  expect_error<std::runtime_error>([&] { read_mort(p); }, {p, "needs 4 bytes of values but only 2 remain", "truncated"});
+  expect_error<std::runtime_error>([&] { read_mort(p); },
+                                   {p, "needs 4 bytes of values but only 2 remain", "truncated"});
   expect_error<std::runtime_error>([&] { read_mort(dir.path()); }, {dir.path(), "is a directory"});
   // The writer refuses a tensor whose values do not match its shape (it would read past them).
   NamedTensor bad{"b", {2, 3}, false, {1.0f}, {}};

@@ -58,11 +58,17 @@ TEST(Tokenizer, Gpt2PretokenizationRules) {
 
 TEST(Tokenizer, InvalidUtf8BytesAreSingleOtherCodePoints) {
   const Tokenizer t = Tokenizer::from_json(small_tokenizer().json());
-  EXPECT_EQ(pieces(t, "ab\xff" "cd"), (V{"ab", "\xff", "cd"}));
+  EXPECT_EQ(pieces(t,
+                   "ab\xff"
+                   "cd"),
+            (V{"ab", "\xff", "cd"}));
   EXPECT_EQ(pieces(t, "a \xff\xfe!"), (V{"a", " \xff\xfe!"}));
-  EXPECT_EQ(pieces(t, "x\xe2\x82"), (V{"x", "\xe2\x82"}));             // truncated sequence at the end
-  EXPECT_EQ(pieces(t, "\xed\xa0\x80z"), (V{"\xed\xa0\x80", "z"}));      // encoded surrogate: 3 bad bytes
-  EXPECT_EQ(pieces(t, "\xc0\xaf" "a"), (V{"\xc0\xaf", "a"}));           // overlong
+  EXPECT_EQ(pieces(t, "x\xe2\x82"), (V{"x", "\xe2\x82"}));          // truncated sequence at the end
+  EXPECT_EQ(pieces(t, "\xed\xa0\x80z"), (V{"\xed\xa0\x80", "z"}));  // encoded surrogate: 3 bad bytes
+  EXPECT_EQ(pieces(t,
+                   "\xc0\xaf"
+                   "a"),
+            (V{"\xc0\xaf", "a"}));  // overlong
   EXPECT_EQ(pieces(t, "caf\xc3"), (V{"caf", "\xc3"}));
   const std::string s = "caf\xe9 \xff\xff words \x80";
   EXPECT_EQ(t.decode(t.encode(s)), s);
@@ -90,7 +96,8 @@ TEST(Tokenizer, MergePriorityLowestRankLeftmost) {
 
 // Straightforward BPE (lowest rank, leftmost) on raw bytes, as the reference
 // for words of every length (the tokenizer switches algorithms at 128 bytes).
-std::vector<std::string> naive_bpe(const std::string& w, const std::map<std::pair<std::string, std::string>, size_t>& rank) {
+std::vector<std::string> naive_bpe(const std::string& w,
+                                   const std::map<std::pair<std::string, std::string>, size_t>& rank) {
   std::vector<std::string> s;
   for (char c : w) s.emplace_back(1, c);
   while (s.size() > 1) {
@@ -140,15 +147,39 @@ TEST(Tokenizer, LongAndShortWordsMatchNaiveBpe) {
 TEST(Tokenizer, RandomBytesRoundTripAndCoverage) {
   const Tokenizer t = Tokenizer::from_json(small_tokenizer().json());
   std::mt19937 rng(11);
-  const std::vector<std::string> atoms = {"a", "b", "the", " ", "  ", "\t", "\n", "'s", "'", "1", "23", ".", "!",
-                                          "\xc3\xa9", "\xe4\xb8\xad", "\xf0\x9f\x98\x80", "\xc2\xa0", "\xe3\x80\x80",
-                                          "\xcc\x81", "\xff", "\x80", "\xe2\x82", "\xc3", "\xed\xa0\x80", "\x00"};
+  const std::vector<std::string> atoms = {"a",
+                                          "b",
+                                          "the",
+                                          " ",
+                                          "  ",
+                                          "\t",
+                                          "\n",
+                                          "'s",
+                                          "'",
+                                          "1",
+                                          "23",
+                                          ".",
+                                          "!",
+                                          "\xc3\xa9",
+                                          "\xe4\xb8\xad",
+                                          "\xf0\x9f\x98\x80",
+                                          "\xc2\xa0",
+                                          "\xe3\x80\x80",
+                                          "\xcc\x81",
+                                          "\xff",
+                                          "\x80",
+                                          "\xe2\x82",
+                                          "\xc3",
+                                          "\xed\xa0\x80",
+                                          "\x00"};
   for (int trial = 0; trial < 2000; ++trial) {
     std::string s;
     const int n = static_cast<int>(rng() % 40);
     for (int k = 0; k < n; ++k) {
-      if (rng() % 4 == 0) s += static_cast<char>(rng() % 256);
-      else s += atoms[rng() % atoms.size()];
+      if (rng() % 4 == 0)
+        s += static_cast<char>(rng() % 256);
+      else
+        s += atoms[rng() % atoms.size()];
     }
     std::string joined;
     for (auto p : t.pretokenize(s)) {
@@ -184,10 +215,11 @@ TEST(Tokenizer, MergeListFormEqualsStringForm) {
 TEST(Tokenizer, DigitsSequenceLikeSmolLM) {
   SyntheticTokenizer st = small_tokenizer();
   st.eot_first = true;  // SmolLM: <|endoftext|> is id 0
-  st.pre_tokenizer = {{"type", "Sequence"},
-                      {"pretokenizers",
-                       {{{"type", "Digits"}, {"individual_digits", true}},
-                        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}}}};
+  st.pre_tokenizer = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Digits"}, {"individual_digits", true}},
+        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}}}};
   const Tokenizer t = Tokenizer::from_json(st.json());
   EXPECT_EQ(t.eot_id(), 0u);
   EXPECT_EQ(pieces(t, "abc 123"), (V{"abc", " ", "1", "2", "3"}));
@@ -224,7 +256,8 @@ TEST(Tokenizer, ConcurrentEncodeIsConsistent) {
 }
 
 TEST(Tokenizer, RejectsUnsupportedOrBrokenFiles) {
-  expect_error<std::runtime_error>([] { Tokenizer::from_json("{not json", "bad.json"); }, {"bad.json", "not valid JSON"});
+  expect_error<std::runtime_error>([] { Tokenizer::from_json("{not json", "bad.json"); },
+                                   {"bad.json", "not valid JSON"});
   expect_error<std::runtime_error>([] { Tokenizer::from_file("/nonexistent/tokenizer.json"); },
                                    {"/nonexistent/tokenizer.json", "cannot open"});
   auto j = nlohmann::json::parse(small_tokenizer().json());
@@ -233,16 +266,25 @@ TEST(Tokenizer, RejectsUnsupportedOrBrokenFiles) {
     edit(k);
     return k.dump();
   };
-  expect_error<std::runtime_error>([&] { Tokenizer::from_json(with([](auto& k) { k["model"]["type"] = "WordPiece"; }), "t.json"); },
-                                   {"t.json", "model.type", "WordPiece"});
-  expect_error<std::runtime_error>([&] { Tokenizer::from_json(with([](auto& k) { k["normalizer"] = {{"type", "NFC"}}; }), "t.json"); },
-                                   {"normalizer", "NFC"});
-  expect_error<std::runtime_error>([&] { Tokenizer::from_json(with([](auto& k) { k["pre_tokenizer"] = {{"type", "Whitespace"}}; }), "t.json"); },
-                                   {"pre_tokenizer", "Whitespace"});
-  expect_error<std::runtime_error>([&] { Tokenizer::from_json(with([](auto& k) { k["model"]["merges"].push_back("zz qq"); }), "t.json"); },
-                                   {"model.merges[", "not in model.vocab"});
-  expect_error<std::runtime_error>([&] { Tokenizer::from_json(with([](auto& k) { k["model"]["vocab"].erase("a"); }), "t.json"); },
-                                   {"byte-level symbol of byte 97"});
+  expect_error<std::runtime_error>(
+      [&] { Tokenizer::from_json(with([](auto& k) { k["model"]["type"] = "WordPiece"; }), "t.json"); },
+      {"t.json", "model.type", "WordPiece"});
+  expect_error<std::runtime_error>(
+      [&] {
+        Tokenizer::from_json(with([](auto& k) { k["normalizer"] = {{"type", "NFC"}}; }), "t.json");
+      },
+      {"normalizer", "NFC"});
+  expect_error<std::runtime_error>(
+      [&] {
+        Tokenizer::from_json(with([](auto& k) { k["pre_tokenizer"] = {{"type", "Whitespace"}}; }), "t.json");
+      },
+      {"pre_tokenizer", "Whitespace"});
+  expect_error<std::runtime_error>(
+      [&] { Tokenizer::from_json(with([](auto& k) { k["model"]["merges"].push_back("zz qq"); }), "t.json"); },
+      {"model.merges[", "not in model.vocab"});
+  expect_error<std::runtime_error>(
+      [&] { Tokenizer::from_json(with([](auto& k) { k["model"]["vocab"].erase("a"); }), "t.json"); },
+      {"byte-level symbol of byte 97"});
   const Tokenizer t = Tokenizer::from_json(small_tokenizer().json());
   expect_error<std::out_of_range>([&] { t.decode({t.vocab_size()}); }, {"is not a token id"});
 }
@@ -273,10 +315,11 @@ TEST(Tokenizer, RejectsDuplicateSparseOrMistypedFields) {
   EXPECT_EQ(g.vocab_size(), gap + 1);
   EXPECT_EQ(g.decode({gap}), "<|endoftext|>");
   // A field of the wrong JSON type is a runtime_error naming the file, not nlohmann's type_error.
-  expect_error<std::runtime_error>([&] { Tokenizer::from_json(with([](auto& k) { k["normalizer"] = "NFC"; }), "t.json"); },
-                                   {"t.json", "unexpected structure"});
-  expect_error<std::runtime_error>([&] { Tokenizer::from_json(with([](auto& k) { k["model"]["type"] = 7; }), "t.json"); },
-                                   {"t.json"});
+  expect_error<std::runtime_error>(
+      [&] { Tokenizer::from_json(with([](auto& k) { k["normalizer"] = "NFC"; }), "t.json"); },
+      {"t.json", "unexpected structure"});
+  expect_error<std::runtime_error>(
+      [&] { Tokenizer::from_json(with([](auto& k) { k["model"]["type"] = 7; }), "t.json"); }, {"t.json"});
 }
 
 TEST(Tokenizer, DirectoryIsNotATokenizerFile) {

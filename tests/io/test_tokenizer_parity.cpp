@@ -72,7 +72,8 @@ TEST(TokenizerParity, SampleIdsEqualJsTiktokenAndGpt3Encoder) {
   EXPECT_GE(invalid_bytes, 10u);
   EXPECT_GT(ids, 3000u);
   // The sample covers what it claims to.
-  for (const char* s : {"<|endoftext|>", "isn't", "they've", "\t\t", "     ", "\r\n", "\U0001F600", "2023", "\xe4\xba\xba"})
+  for (const char* s :
+       {"<|endoftext|>", "isn't", "they've", "\t\t", "     ", "\r\n", "\U0001F600", "2023", "\xe4\xba\xba"})
     EXPECT_NE(text.find(s), std::string::npos) << s;
 }
 

@@ -52,10 +52,10 @@ struct SyntheticTokenizer {
   // The first `high_id_merges` merges (lowest ranks) get the largest ids
   // (ids and ranks are independent in tokenizer.json).
   size_t high_id_merges = 0;
-  bool list_form = false;      // merges as [a, b] instead of "a b"
-  bool eot_first = false;      // <|endoftext|> is id 0 (else the last id)
-  nlohmann::json pre_tokenizer = {{"type", "ByteLevel"}, {"add_prefix_space", false},
-                                  {"trim_offsets", true}, {"use_regex", true}};
+  bool list_form = false;  // merges as [a, b] instead of "a b"
+  bool eot_first = false;  // <|endoftext|> is id 0 (else the last id)
+  nlohmann::json pre_tokenizer = {
+      {"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
 
   std::string json() const {
     std::unordered_map<std::string, uint32_t> ids;  // byte-level string -> id
@@ -90,8 +90,10 @@ struct SyntheticTokenizer {
     for (const auto& [k, v] : ids) vocab[k] = v;
     nlohmann::json ml = nlohmann::json::array();
     for (const auto& [a, b] : merges) {
-      if (list_form) ml.push_back({byte_string(a), byte_string(b)});
-      else ml.push_back(byte_string(a) + " " + byte_string(b));
+      if (list_form)
+        ml.push_back({byte_string(a), byte_string(b)});
+      else
+        ml.push_back(byte_string(a) + " " + byte_string(b));
     }
     nlohmann::ordered_json j;
     j["version"] = "1.0";
