@@ -105,7 +105,6 @@ class Progress {
  public:
   Progress(std::FILE* log, const PrepareOptions& opt, Clock::time_point t0, const std::atomic<uint64_t>& raw_consumed,
            const PrepareResult& res);
-  bool tty() const { return tty_; }
   std::chrono::milliseconds tick() const { return std::chrono::milliseconds(tty_ ? 500 : 10000); }
   void print(bool final_line);
   void maybe_print();  // when a tick has passed since the last line
