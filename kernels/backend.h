@@ -71,6 +71,7 @@ class Buffer {
   T* data() { return p_; }
   const T* data() const { return p_; }
   int64_t size() const { return n_; }
+  int64_t capacity() const { return cap_; }  // elements allocated
   bool empty() const { return n_ == 0; }
   Backend* backend() const { return be_; }
   void swap(Buffer& o) noexcept {

@@ -39,13 +39,13 @@ std::string MemoryEstimate::breakdown() const {
   return "params+grads+adam " + gb(params) + ", activations " + gb(activations) + ", logits " + gb(logits);
 }
 
-MemoryEstimate estimate_training_memory(const ModelConfig& c, int micro, int world) {
+MemoryEstimate estimate_training_memory(const ModelConfig& c, int micro, int world, bool recompute) {
   // All in double: the products of absurd configs must not overflow before they are compared.
   MemoryEstimate e;
   const double P = (double)analytic_param_count(c), tokens = (double)micro * c.seq_len;
   const double passes = (double)c.n_layers;  // each unrolled layer (shared ones once per recursion)
   e.params = 16.0 * P / world;
-  e.activations = 4.0 * 4.0 * tokens * c.d_model * passes;
+  e.activations = (recompute ? 1.0 : 4.0) * 4.0 * tokens * c.d_model * passes;
   e.logits = 2.0 * 4.0 * (double)c.seq_len * c.vocab_size;
   return e;
 }
@@ -63,14 +63,14 @@ double available_memory_bytes() {
   return b;
 }
 
-void check_training_memory(const ModelConfig& c, int micro, int world) {
-  const MemoryEstimate e = estimate_training_memory(c, micro, world);
+void check_training_memory(const ModelConfig& c, int micro, int world, bool recompute) {
+  const MemoryEstimate e = estimate_training_memory(c, micro, world, recompute);
   const double avail = available_memory_bytes();
   if (avail > 0 && e.total() > avail)
     throw std::runtime_error(
         "this configuration needs at least " + gb(e.total()) + " per rank (" + e.breakdown() + ") but " + gb(avail) +
         " are available: reduce model.seq_len, model.d_model, model.vocab_size or train.micro_batch, "
-        "or use more ranks");
+        "use --train.recompute layer, or use more ranks");
 }
 
 }  // namespace mor

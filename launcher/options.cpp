@@ -19,6 +19,8 @@ namespace mor {
 
 // One declarative table of every option (name, target, default, help): long because the options
 // are many, not because it does much; splitting it would scatter one list.
+// One option per line reads better than the formatter's chained-call layout.
+// clang-format off
 OptionTable::OptionTable(RunConfig& rc) {
   ModelConfig& m = rc.model;
   OptimConfig& o = rc.optim;
@@ -27,102 +29,90 @@ OptionTable::OptionTable(RunConfig& rc) {
   DistConfig& x = rc.dist;
   CkptConfig& k = rc.ckpt;
   desc.add_options()
-      // [model]
-      ("model.vocab_size", po::value(&m.vocab_size)->default_value(m.vocab_size), "vocabulary size V")(
-          "model.d_model", po::value(&m.d_model)->default_value(m.d_model), "hidden size D")(
-          "model.n_heads", po::value(&m.n_heads)->default_value(m.n_heads), "attention heads (head_dim = D / n_heads)")(
-          "model.n_kv_heads", po::value(&m.n_kv_heads)->default_value(m.n_kv_heads), "key/value heads (GQA)")(
-          "model.d_ff", po::value(&m.d_ff)->default_value(m.d_ff), "SwiGLU hidden size")(
-          "model.n_layers", po::value(&m.n_layers)->default_value(m.n_layers), "unrolled depth L")(
-          "model.seq_len", po::value(&m.seq_len)->default_value(m.seq_len), "sequence length T")(
-          "model.rms_eps", po::value(&m.rms_eps)->default_value(m.rms_eps), "RMSNorm epsilon")(
-          "model.rope_theta", po::value(&m.rope_theta)->default_value(m.rope_theta), "RoPE base")(
-          "model.init_std", po::value(&m.init_std)->default_value(m.init_std), "std of the N(0, s) init")
-      // [mor]
-      ("mor.sharing", po::value(&sharing)->default_value(sharing), "cycle | sequence | middle_cycle | middle_sequence")(
-          "mor.n_recursions", po::value(&m.n_recursions)->default_value(m.n_recursions), "N_r (1 = vanilla)")(
-          "mor.router", po::value(&router)->default_value(router), "none | expert | token")(
-          "mor.kv_mode", po::value(&kv_mode)->default_value(kv_mode), "recursion | share")(
-          "mor.capacity", po::value(&capacity)->default_value(""), "expert capacities c_0,..; empty = (N_r-r)/N_r")(
-          "mor.ec_alpha", po::value(&m.ec_alpha)->default_value(m.ec_alpha), "expert gate scale")(
-          "mor.aux_coeff", po::value(&m.aux_coeff)->default_value(m.aux_coeff),
-          "expert BCE auxiliary loss coefficient")(
-          "mor.ec_z_coeff", po::value(&m.ec_z_coeff)->default_value(m.ec_z_coeff), "expert router z-loss coefficient")(
-          "mor.tc_alpha", po::value(&m.tc_alpha)->default_value(m.tc_alpha), "token gate scale")(
-          "mor.bal_coeff", po::value(&m.bal_coeff)->default_value(m.bal_coeff), "token balancing loss coefficient")(
-          "mor.tc_z_coeff", po::value(&m.tc_z_coeff)->default_value(m.tc_z_coeff), "token router z-loss coefficient")
-      // [optim]
-      ("optim.lr", po::value(&o.lr)->default_value(o.lr), "peak learning rate")(
-          "optim.min_lr_ratio", po::value(&o.min_lr_ratio)->default_value(o.min_lr_ratio), "final LR / peak LR")(
-          "optim.schedule", po::value(&schedule)->default_value(schedule), "wsd (trapezoid) | cosine | constant")(
-          "optim.warmup_steps", po::value(&o.warmup_steps)->default_value(o.warmup_steps), "linear warm-up steps")(
-          "optim.decay_frac", po::value(&o.decay_frac)->default_value(o.decay_frac),
-          "wsd: fraction of steps in the final linear decay")(
-          "optim.beta1", po::value(&o.beta1)->default_value(o.beta1), "AdamW beta1")(
-          "optim.beta2", po::value(&o.beta2)->default_value(o.beta2), "AdamW beta2")(
-          "optim.eps", po::value(&o.eps)->default_value(o.eps), "AdamW epsilon")(
-          "optim.weight_decay", po::value(&o.weight_decay)->default_value(o.weight_decay), "decoupled weight decay")(
-          "optim.no_decay", po::value(&o.no_decay)->default_value(o.no_decay),
-          "comma list of name substrings without decay (norms never decay)")(
-          "optim.grad_clip", po::value(&o.grad_clip)->default_value(o.grad_clip), "global gradient-norm clip (0 = off)")
-      // [train]
-      ("train.steps", po::value(&t.steps)->default_value(t.steps), "optimizer steps")(
-          "train.global_batch", po::value(&t.global_batch)->default_value(t.global_batch),
-          "sequences per step (all ranks)")("train.micro_batch",
-                                            po::value(&t.micro_batch)->default_value(t.micro_batch),
-                                            "sequences per forward/backward (0 = global_batch / world)")(
-          "train.seed", po::value(&t.seed)->default_value(t.seed), "seed of init and data order")(
-          "train.log_every", po::value(&t.log_every)->default_value(t.log_every), "steps between log lines")(
-          "train.eval_every", po::value(&t.eval_every)->default_value(t.eval_every),
-          "steps between validations (0 = at the end only)")("train.eval_samples",
-                                                             po::value(&t.eval_samples)->default_value(t.eval_samples),
-                                                             "validation windows per evaluation (0 = all)")(
-          "train.threads", po::value(&t.threads)->default_value(t.threads),
-          "CPU threads per rank (0 = OMP_NUM_THREADS if set, else this rank's share of the CPUs in its affinity mask; "
-          "the run's batch line says which and why)")(
-          "train.gemm", po::value(&t.gemm)->default_value(t.gemm),
-          "GEMM library: mixed (oneDNN for forward and input-gradient GEMMs, OpenBLAS for weight gradients; fastest "
-          "measured) | openblas")("train.peak_gflops", po::value(&t.peak_gflops)->default_value(t.peak_gflops),
-                                  "peak for MFU (0 = measure sgemm)")(
-          "train.metrics", po::value(&t.metrics)->default_value(t.metrics), "JSON-lines metrics file")(
-          "train.save_params", po::value(&t.save_params)->default_value(t.save_params),
-          "write the final parameters (.mort)")(
-          "train.init_params", po::value(&t.init_params)->default_value(t.init_params),
-          "start from parameters (.mort)")("train.nonfinite", po::value(&t.nonfinite)->default_value(t.nonfinite),
-                                           "a NaN/inf loss or gradient norm: stop (exit 4, nothing saved) | skip (the "
-                                           "update; stop after train.nonfinite_max in a row)")(
-          "train.nonfinite_max", po::value(&t.nonfinite_max)->default_value(t.nonfinite_max),
-          "skip: consecutive skipped steps before the run stops (exit 4)")
-      // [data]
-      ("data.train", po::value(&d.train)->default_value(d.train), "glob of training shards (llm.c .bin)")(
-          "data.val", po::value(&d.val)->default_value(d.val), "glob of validation shards")(
-          "data.shuffle", po::value(&d.shuffle)->default_value(d.shuffle), "shuffle training samples (seeded)")
-      // [dist]
-      ("dist.regather_per_recursion", po::value(&x.regather_per_recursion)->default_value(x.regather_per_recursion),
-       "all-gather the shared block for every recursion (comparison mode; default: once per pass)")(
-          "dist.keep_shared_gathered", po::value(&x.keep_shared_gathered)->default_value(x.keep_shared_gathered),
-          "keep the shared block gathered from forward to backward (saves one all-gather, costs memory)")(
-          "dist.overlap", po::value(&x.overlap)->default_value(x.overlap),
-          "prefetch the next unit's all-gather while the current unit computes")(
-          "dist.timeout", po::value(&x.timeout)->default_value(x.timeout),
-          "seconds a collective may make no progress before every rank is ended with exit 5, naming the collective (0 "
-          "= wait forever)")
-      // [ckpt]
-      ("ckpt.dir", po::value(&k.dir)->default_value(k.dir), "checkpoint root directory (HDF5 sharded checkpoints)")(
-          "ckpt.save_every", po::value(&k.save_every)->default_value(k.save_every),
-          "steps between checkpoints (0 = at the end / on signal only)")(
-          "ckpt.keep_last", po::value(&k.keep_last)->default_value(k.keep_last), "complete checkpoints to keep (>= 2)")(
-          "ckpt.direct_io", po::value(&k.direct_io)->default_value(k.direct_io),
-          "write shard files, and read them back on a same-world-size resume, with O_DIRECT (no page cache) where the "
-          "file system accepts it; false = buffered")("ckpt.resume", po::value(&k.resume)->default_value(k.resume),
-                                                      "auto | CHECKPOINT_DIR | empty (fresh start)")(
-          "ckpt.allow_rewind", po::value(&k.allow_rewind)->default_value(k.allow_rewind),
-          "resume from an older step than the newest checkpoint in ckpt.dir, or start fresh in a ckpt.dir that holds "
-          "checkpoints: "
-          "rename the newer ones to step_N.rewound-TIME (nothing is deleted) instead of refusing")(
-          "ckpt.allow_seed_change", po::value(&k.allow_seed_change)->default_value(k.allow_seed_change),
-          "resume with another train.seed than the checkpoint's (changes the data order from then on)");
+    // [model]
+    ("model.vocab_size", po::value(&m.vocab_size)->default_value(m.vocab_size), "vocabulary size V")
+    ("model.d_model", po::value(&m.d_model)->default_value(m.d_model), "hidden size D")
+    ("model.n_heads", po::value(&m.n_heads)->default_value(m.n_heads), "attention heads (head_dim = D / n_heads)")
+    ("model.n_kv_heads", po::value(&m.n_kv_heads)->default_value(m.n_kv_heads), "key/value heads (GQA)")
+    ("model.d_ff", po::value(&m.d_ff)->default_value(m.d_ff), "SwiGLU hidden size")
+    ("model.n_layers", po::value(&m.n_layers)->default_value(m.n_layers), "unrolled depth L")
+    ("model.seq_len", po::value(&m.seq_len)->default_value(m.seq_len), "sequence length T")
+    ("model.rms_eps", po::value(&m.rms_eps)->default_value(m.rms_eps), "RMSNorm epsilon")
+    ("model.rope_theta", po::value(&m.rope_theta)->default_value(m.rope_theta), "RoPE base")
+    ("model.init_std", po::value(&m.init_std)->default_value(m.init_std), "std of the N(0, s) init")
+    // [mor]
+    ("mor.sharing", po::value(&sharing)->default_value(sharing), "cycle | sequence | middle_cycle | middle_sequence")
+    ("mor.n_recursions", po::value(&m.n_recursions)->default_value(m.n_recursions), "N_r (1 = vanilla)")
+    ("mor.router", po::value(&router)->default_value(router), "none | expert | token")
+    ("mor.kv_mode", po::value(&kv_mode)->default_value(kv_mode), "recursion | share")
+    ("mor.capacity", po::value(&capacity)->default_value(""), "expert capacities c_0,..; empty = (N_r-r)/N_r")
+    ("mor.ec_alpha", po::value(&m.ec_alpha)->default_value(m.ec_alpha), "expert gate scale")
+    ("mor.aux_coeff", po::value(&m.aux_coeff)->default_value(m.aux_coeff), "expert BCE auxiliary loss coefficient")
+    ("mor.ec_z_coeff", po::value(&m.ec_z_coeff)->default_value(m.ec_z_coeff), "expert router z-loss coefficient")
+    ("mor.tc_alpha", po::value(&m.tc_alpha)->default_value(m.tc_alpha), "token gate scale")
+    ("mor.bal_coeff", po::value(&m.bal_coeff)->default_value(m.bal_coeff), "token balancing loss coefficient")
+    ("mor.tc_z_coeff", po::value(&m.tc_z_coeff)->default_value(m.tc_z_coeff), "token router z-loss coefficient")
+    // [optim]
+    ("optim.lr", po::value(&o.lr)->default_value(o.lr), "peak learning rate")
+    ("optim.min_lr_ratio", po::value(&o.min_lr_ratio)->default_value(o.min_lr_ratio), "final LR / peak LR")
+    ("optim.schedule", po::value(&schedule)->default_value(schedule), "wsd (trapezoid) | cosine | constant")
+    ("optim.warmup_steps", po::value(&o.warmup_steps)->default_value(o.warmup_steps), "linear warm-up steps")
+    ("optim.decay_frac", po::value(&o.decay_frac)->default_value(o.decay_frac), "wsd: fraction of steps in the final linear decay")
+    ("optim.beta1", po::value(&o.beta1)->default_value(o.beta1), "AdamW beta1")
+    ("optim.beta2", po::value(&o.beta2)->default_value(o.beta2), "AdamW beta2")
+    ("optim.eps", po::value(&o.eps)->default_value(o.eps), "AdamW epsilon")
+    ("optim.weight_decay", po::value(&o.weight_decay)->default_value(o.weight_decay), "decoupled weight decay")
+    ("optim.no_decay", po::value(&o.no_decay)->default_value(o.no_decay), "comma list of name substrings without decay (norms never decay)")
+    ("optim.grad_clip", po::value(&o.grad_clip)->default_value(o.grad_clip), "global gradient-norm clip (0 = off)")
+    // [train]
+    ("train.steps", po::value(&t.steps)->default_value(t.steps), "optimizer steps")
+    ("train.global_batch", po::value(&t.global_batch)->default_value(t.global_batch), "sequences per step (all ranks)")
+    ("train.micro_batch", po::value(&t.micro_batch)->default_value(t.micro_batch), "sequences per forward/backward (0 = global_batch / world)")
+    ("train.seed", po::value(&t.seed)->default_value(t.seed), "seed of init and data order")
+    ("train.log_every", po::value(&t.log_every)->default_value(t.log_every), "steps between log lines")
+    ("train.eval_every", po::value(&t.eval_every)->default_value(t.eval_every), "steps between validations (0 = at the end only)")
+    ("train.eval_samples", po::value(&t.eval_samples)->default_value(t.eval_samples), "validation windows per evaluation (0 = all)")
+    ("train.threads", po::value(&t.threads)->default_value(t.threads), "CPU threads per rank (0 = OMP_NUM_THREADS if set, else this rank's share of the CPUs in its affinity mask; the run's batch line says which and why)")
+    ("train.gemm", po::value(&t.gemm)->default_value(t.gemm),
+     "GEMM library: mixed (oneDNN for forward and input-gradient GEMMs, OpenBLAS for weight gradients; fastest measured) | openblas")
+    ("train.recompute", po::value(&t.recompute)->default_value(t.recompute),
+     "activation memory: none (keep every layer's activations for backward) | layer (keep each layer's input, run its "
+     "forward again in backward: less memory, ~1/3 more compute, the same results bit for bit)")
+    ("train.peak_gflops", po::value(&t.peak_gflops)->default_value(t.peak_gflops), "peak for MFU (0 = measure sgemm)")
+    ("train.metrics", po::value(&t.metrics)->default_value(t.metrics), "JSON-lines metrics file")
+    ("train.save_params", po::value(&t.save_params)->default_value(t.save_params), "write the final parameters (.mort)")
+    ("train.init_params", po::value(&t.init_params)->default_value(t.init_params), "start from parameters (.mort)")
+    ("train.nonfinite", po::value(&t.nonfinite)->default_value(t.nonfinite),
+     "a NaN/inf loss or gradient norm: stop (exit 4, nothing saved) | skip (the update; stop after train.nonfinite_max in a row)")
+    ("train.nonfinite_max", po::value(&t.nonfinite_max)->default_value(t.nonfinite_max),
+     "skip: consecutive skipped steps before the run stops (exit 4)")
+    // [data]
+    ("data.train", po::value(&d.train)->default_value(d.train), "glob of training shards (llm.c .bin)")
+    ("data.val", po::value(&d.val)->default_value(d.val), "glob of validation shards")
+    ("data.shuffle", po::value(&d.shuffle)->default_value(d.shuffle), "shuffle training samples (seeded)")
+    // [dist]
+    ("dist.regather_per_recursion", po::value(&x.regather_per_recursion)->default_value(x.regather_per_recursion),
+     "all-gather the shared block for every recursion (comparison mode; default: once per pass)")
+    ("dist.keep_shared_gathered", po::value(&x.keep_shared_gathered)->default_value(x.keep_shared_gathered),
+     "keep the shared block gathered from forward to backward (saves one all-gather, costs memory)")
+    ("dist.overlap", po::value(&x.overlap)->default_value(x.overlap),
+     "prefetch the next unit's all-gather while the current unit computes")
+    ("dist.timeout", po::value(&x.timeout)->default_value(x.timeout),
+     "seconds a collective may make no progress before every rank is ended with exit 5, naming the collective (0 = wait forever)")
+    // [ckpt]
+    ("ckpt.dir", po::value(&k.dir)->default_value(k.dir), "checkpoint root directory (HDF5 sharded checkpoints)")
+    ("ckpt.save_every", po::value(&k.save_every)->default_value(k.save_every), "steps between checkpoints (0 = at the end / on signal only)")
+    ("ckpt.keep_last", po::value(&k.keep_last)->default_value(k.keep_last), "complete checkpoints to keep (>= 2)")
+    ("ckpt.direct_io", po::value(&k.direct_io)->default_value(k.direct_io),
+     "write shard files, and read them back on a same-world-size resume, with O_DIRECT (no page cache) where the file system accepts it; false = buffered")
+    ("ckpt.resume", po::value(&k.resume)->default_value(k.resume), "auto | CHECKPOINT_DIR | empty (fresh start)")
+    ("ckpt.allow_rewind", po::value(&k.allow_rewind)->default_value(k.allow_rewind),
+     "resume from an older step than the newest checkpoint in ckpt.dir, or start fresh in a ckpt.dir that holds checkpoints: "
+     "rename the newer ones to step_N.rewound-TIME (nothing is deleted) instead of refusing")
+    ("ckpt.allow_seed_change", po::value(&k.allow_seed_change)->default_value(k.allow_seed_change),
+     "resume with another train.seed than the checkpoint's (changes the data order from then on)");
 }
+// clang-format on
 
 static std::vector<double> parse_list(const std::string& s) {
   std::vector<double> v;
@@ -159,6 +149,8 @@ static void finish(OptionTable& tab, RunConfig& rc) {
   if (t.threads < 0) throw ConfigError("train.threads", "must be >= 0");
   if (t.gemm != "mixed" && t.gemm != "openblas")
     throw ConfigError("train.gemm", "unknown value '" + t.gemm + "' (mixed | openblas)");
+  if (t.recompute != "none" && t.recompute != "layer")
+    throw ConfigError("train.recompute", "unknown value '" + t.recompute + "' (none | layer)");
   if (t.nonfinite != "stop" && t.nonfinite != "skip")
     throw ConfigError("train.nonfinite", "unknown value '" + t.nonfinite + "' (stop | skip)");
   if (t.nonfinite_max < 1) throw ConfigError("train.nonfinite_max", "must be >= 1");

@@ -21,6 +21,7 @@ struct TrainConfig {
   int eval_samples = 64;           // validation windows per evaluation (0 = all)
   int threads = 0;                 // 0 = default_threads() (launcher/threads.h)
   std::string gemm = "mixed";      // GEMM library: mixed (oneDNN + OpenBLAS) | openblas
+  std::string recompute = "none";  // activations: none (keep all for backward) | layer (keep each layer's input)
   double peak_gflops = 0;          // for MFU; 0 = measure sgemm at start-up
   std::string metrics;             // JSON-lines file ("" = none)
   std::string save_params;         // write final parameters (.mort) here ("" = no)

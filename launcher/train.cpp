@@ -3,6 +3,8 @@
 // AdamW), log_window() and the saves; finish() writes the last checkpoint and the summary.
 #include "launcher/train.h"
 
+#include <sys/resource.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -152,7 +154,7 @@ bool setup(Run& r, int argc, char** argv, dist::Communicator& comm) {
   r.lead = r.rank == 0;
   setup_batch(r);
   comm.set_timeout(rc.dist.timeout);
-  check_training_memory(rc.model, r.micro, r.world);  // before the model allocates anything
+  check_training_memory(rc.model, r.micro, r.world, tc.recompute == "layer");  // before the model allocates anything
   if (rc.data.train.empty()) throw ConfigError("data.train", "is required (a glob of token shards)");
   // --train.threads, else OMP_NUM_THREADS, else this rank's share of its CPUs.
   const ThreadChoice threads = default_threads(tc.threads, r.world);
@@ -170,6 +172,7 @@ bool setup(Run& r, int argc, char** argv, dist::Communicator& comm) {
   // shards when sharded (W > 1).
   r.model = std::make_unique<Model>(rc.model, *r.backend);
   Model& m = *r.model;
+  m.recompute = tc.recompute == "layer";
   if (r.resume_dir.empty()) {
     if (!tc.init_params.empty())
       import_params(m, io::read_mort(tc.init_params), tc.init_params);
@@ -386,6 +389,15 @@ void note_epoch(const Run& r, int64_t step, int64_t start_step) {
          (long long)step + 1, (unsigned long long)n);
 }
 
+// Peak resident memory of this rank and what its activations took (the share --train.recompute trades).
+void print_memory(const Run& r) {
+  rusage ru{};
+  const double peak = getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss * 1024.0 : 0;  // ru_maxrss is in KiB
+  const double act = (double)r.model->activation_bytes();
+  logf("memory: peak resident %.1f MB on rank 0; activations %.1f MB (%.0f %% of the peak) with --train.recompute %s\n",
+       peak / 1e6, act / 1e6, peak > 0 ? 100 * act / peak : 0.0, r.rc.train.recompute.c_str());
+}
+
 // After the last step: the traffic and memory report, the final checkpoint, the .mort export and
 // the summary.
 void finish(Run& r, int64_t start_step) {
@@ -400,6 +412,7 @@ void finish(Run& r, int64_t start_step) {
     logf("resident: params+grads+adam %lld bytes per rank, peak gathered units %lld bytes\n",
          (long long)(4 * r.n_local * sizeof(float)), (long long)r.sharded->gathered_peak_bytes);
   }
+  if (r.lead) print_memory(r);
   if (start_step < tc.steps) save(r, tc.steps);
   if (!tc.save_params.empty()) {
     if (r.sharded) r.sharded->gather_full();

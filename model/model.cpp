@@ -6,9 +6,10 @@ namespace mor {
 
 Model::Model(const ModelConfig& c, Backend& backend)
     : cfg((c.validate(), c)), layout(c), be(backend), params(backend, layout.total), grads(backend, layout.total),
-      rope_(backend, c.head_dim(), c.seq_len, c.rope_theta), router_(make_router(c, backend)), scratch_(backend),
-      inputs_(backend), targets_(backend), hid_(backend), dhid_(backend), hn_(backend), rstd_f_(backend), dhn_(backend),
-      logits_(backend), buf_a_(backend), buf_b_(backend), gbuf_a_(backend), gbuf_b_(backend) {
+      rope_(backend, c.head_dim(), c.seq_len, c.rope_theta), router_(make_router(c, backend)), recomputed_(backend),
+      recomputed_y_(backend), scratch_(backend), inputs_(backend), targets_(backend), hid_(backend), dhid_(backend),
+      hn_(backend), rstd_f_(backend), dhn_(backend), logits_(backend), buf_a_(backend), buf_b_(backend),
+      gbuf_a_(backend), gbuf_b_(backend) {
   acts_.reserve(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) acts_.emplace_back(backend);
   grads.zero();
@@ -22,8 +23,20 @@ void Model::init(uint64_t seed) {
   params.from_host(host);
 }
 
+bool Model::keeps_all(int visit) const {
+  if (cfg.kv_mode != KvMode::Share) return false;
+  for (int j = 0; j < layout.block_size; ++j)
+    if (visit == visit_id(0, j)) return true;
+  return false;
+}
+
 void Model::run_visit(int visit, int ul, const TokenSet& ts, const float* x, float* y, const LayerActs* kv_src) {
-  layer_forward(env(), pw(ul), ts, x, y, acts_[visit], kv_src);
+  if (recompute && !keeps_all(visit)) {
+    layer_forward(env(), pw(ul), ts, x, y, recomputed_, kv_src);
+    acts_[visit].x.copy_from(x, (int64_t)ts.n() * cfg.d_model);  // all that backward needs to run it again
+  } else {
+    layer_forward(env(), pw(ul), ts, x, y, acts_[visit], kv_src);
+  }
   // FLOPs: 2 per weight per token, plus q.k and p.v over the visible pairs.
   const double D = cfg.d_model, F = cfg.d_ff, Hd = cfg.n_heads * cfg.head_dim(), KVd = cfg.n_kv_heads * cfg.head_dim();
   const double w = D * Hd * 2 + 3 * D * F + (kv_src ? 0 : 2 * D * KVd);
@@ -33,7 +46,24 @@ void Model::run_visit(int visit, int ul, const TokenSet& ts, const float* x, flo
   fwd_flops += 2 * w * ts.n() + 4 * Hd * pairs;
 }
 void Model::back_visit(int visit, int ul, const TokenSet& ts, const float* dy, float* dx, LayerActs* kv_src) {
-  layer_backward(env(), pw(ul), gw(ul), ts, dy, dx, acts_[visit], kv_src, scratch_);
+  if (recompute && !keeps_all(visit)) {  // the same inputs and parameters: the same activations, bit for bit
+    recomputed_y_.resize((int64_t)ts.n() * cfg.d_model);
+    layer_forward(env(), pw(ul), ts, acts_[visit].x.data(), recomputed_y_.data(), recomputed_, kv_src);
+    layer_backward(env(), pw(ul), gw(ul), ts, dy, dx, recomputed_, kv_src, scratch_);
+  } else {
+    layer_backward(env(), pw(ul), gw(ul), ts, dy, dx, acts_[visit], kv_src, scratch_);
+  }
+}
+
+int64_t Model::activation_bytes() const {
+  auto bytes = [](const auto&... b) { return (int64_t)(0 + ... + b.capacity()) * (int64_t)sizeof(float); };
+  auto acts = [&](const LayerActs& A) {
+    return bytes(A.x, A.a, A.rstd1, A.q, A.k, A.v, A.o, A.lse, A.h, A.m, A.rstd2, A.g, A.u, A.act, A.dk, A.dv);
+  };
+  int64_t n = acts(recomputed_) + bytes(recomputed_y_, scratch_.dh, scratch_.dact, scratch_.dg, scratch_.du,
+                                        scratch_.dm, scratch_.dao, scratch_.dq, scratch_.da);
+  for (const LayerActs& A : acts_) n += acts(A);
+  return n;
 }
 
 // kv_mode = share: recursion r >= 1 attends to recursion 0's keys/values of the same block layer.

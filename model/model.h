@@ -38,6 +38,12 @@ class Model : private BlockRunner {
   RouterStats stats;
   double fwd_flops = 0;        // forward FLOPs of the last step(): matmuls + attention + head
   UnitHooks* hooks = nullptr;  // null: every parameter is always present (single process)
+  // Activation recomputation (--train.recompute layer): a layer visit keeps only its input from
+  // forward and runs its forward again in backward, into one shared set of activations. Results
+  // are bitwise those of keeping everything. Exception: with kv_mode = share, recursion 0's
+  // block-layer visits keep everything (later recursions read their keys/values and add to their
+  // key/value gradients before their own backward runs).
+  bool recompute = false;
 
   void init(uint64_t seed);  // seeded init (docs/MODEL.md), identical on every backend
   void zero_grads() { grads.zero(); }
@@ -45,6 +51,9 @@ class Model : private BlockRunner {
   // tokens: [n_seq, T+1] windows (inputs 0..T-1, targets 1..T), host memory. Losses are
   // normalised by global_batch sequences. backward=false: evaluation only.
   LossParts step(const int32_t* tokens, int n_seq, int global_batch, bool backward);
+
+  // Bytes of activation storage held now (the per-visit activations and the backward scratch).
+  int64_t activation_bytes() const;
 
   // Routing decisions of the last step, for tests: expert → S_r positions per
   // recursion ([n_seq * k_r]); token → depth per token ([n_seq * T]).
@@ -71,6 +80,7 @@ class Model : private BlockRunner {
   void run_visit(int visit, int ul, const TokenSet& ts, const float* x, float* y, const LayerActs* kv_src);
   void back_visit(int visit, int ul, const TokenSet& ts, const float* dy, float* dx, LayerActs* kv_src);
   const LayerActs* kv_source(int r, int j) const;
+  bool keeps_all(int visit) const;  // recompute never drops this visit's activations
   void unique_layer_forward(int ul, int visit);
   void unique_layer_backward(int ul, int visit);
   double head(int n_seq, int global_batch, bool backward);
@@ -78,7 +88,9 @@ class Model : private BlockRunner {
 
   kern::RopeTable rope_;
   std::unique_ptr<Router> router_;
-  std::vector<LayerActs> acts_;  // one per unrolled layer visit
+  std::vector<LayerActs> acts_;  // one per unrolled layer visit (with recompute: only x, mostly)
+  LayerActs recomputed_;         // recompute: the activations of the visit being computed
+  Buffer<float> recomputed_y_;   // recompute: the (discarded) output of a forward run again
   LayerScratch scratch_;
   TokenSet all_;  // every token of the micro-batch
   Buffer<int32_t> inputs_, targets_;
