@@ -44,21 +44,9 @@ void check(int rc, const char* what) {
 }
 
 // ---- bf16 reductions ------------------------------------------------------------------------------
-float bf16_to_float(uint16_t b) {
-  const uint32_t u = (uint32_t)b << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// Round to nearest, ties to even; NaN stays a (quiet) NaN, overflow becomes inf.
-uint16_t float_to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
+// kern::bf16 is a 16-bit struct; MPI hands the reductions raw uint16 arrays.
+float bf16_to_float(uint16_t b) { return kern::bf16_to_float(kern::bf16{b}); }
+uint16_t float_to_bf16(float f) { return kern::float_to_bf16(f).bits; }
 
 void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
   const uint16_t* a = static_cast<const uint16_t*>(in);

@@ -26,8 +26,8 @@ ShardedParams::ShardedParams(Model& m, Communicator& comm, ShardOptions opt)
     }
     off += U.len;
     fwd_order_.push_back((int)u);
-    U.recv.bind(be_);
-    U.send.bind(be_);
+    for (auto* b : {&U.recv, &U.send}) b->bind(be_);
+    for (auto* b : {&U.gather_send16, &U.gather_recv16, &U.reduce_send16, &U.reduce_recv16}) b->bind(be_);
   }
   param.assign_zero(off);
   grad.assign_zero(off);
@@ -79,7 +79,15 @@ void ShardedParams::pack(int u, const float* full, float* packed) {
 
 void ShardedParams::start_gather(int u) {
   Unit& U = units_[u];
-  U.recv.resize((size_t)U.len * comm_.size());
+  const int64_t all = U.len * comm_.size();
+  if (opt_.param_dtype == kern::DType::BF16) {
+    U.gather_send16.resize(U.len);
+    be_.cast_to_bf16(U.gather_send16.data(), param.data() + U.off, U.len);
+    U.gather_recv16.resize(all);
+    U.gather = comm_.iall_gather(U.gather_send16.data(), U.gather_recv16.data(), U.len, tag("allgather", u));
+    return;
+  }
+  U.recv.resize(all);
   U.gather = comm_.iall_gather(param.data() + U.off, U.recv.data(), U.len, tag("allgather", u));
 }
 
@@ -87,6 +95,12 @@ void ShardedParams::finish_gather(int u) {
   Unit& U = units_[u];
   U.gather->wait();
   U.gather.reset();
+  if (opt_.param_dtype == kern::DType::BF16) {  // upcast, exactly: the model sees bf16-valued fp32 weights
+    U.recv.resize(U.gather_recv16.size());
+    be_.cast_to_f32(U.recv.data(), U.gather_recv16.data(), U.gather_recv16.size());
+    U.gather_send16.reset();
+    U.gather_recv16.reset();
+  }
   unpack(u, U.recv.data(), m_.params.data());
   U.present = true;
   gathered_bytes += unit_bytes(u);
@@ -146,7 +160,17 @@ void ShardedParams::done(int u, bool backward, bool last_use) {
     Unit& U = units_[u];
     U.send.assign_zero(U.len * comm_.size());  // padding rows of short blocks stay 0
     pack(u, m_.grads.data(), U.send.data());
-    reductions_.push_back(comm_.ireduce_scatter(U.send.data(), grad.data() + U.off, U.len, tag("reducescatter", u)));
+    if (opt_.reduce_dtype == kern::DType::BF16) {  // the sum lands in reduce_recv16; finish_backward casts it
+      U.reduce_send16.resize(U.send.size());
+      be_.cast_to_bf16(U.reduce_send16.data(), U.send.data(), U.send.size());
+      U.reduce_recv16.resize(U.len);
+      reductions_.push_back(comm_.ireduce_scatter(U.reduce_send16.data(), U.reduce_recv16.data(), U.len,
+                                                  tag("reducescatter", u)));
+      bf16_reduced_.push_back(u);
+    } else {
+      reductions_.push_back(
+          comm_.ireduce_scatter(U.send.data(), grad.data() + U.off, U.len, tag("reducescatter", u)));
+    }
     release_grads(u);
   }
   bool free_params = last_use;
@@ -158,6 +182,13 @@ void ShardedParams::done(int u, bool backward, bool last_use) {
 void ShardedParams::finish_backward() {
   for (auto& r : reductions_) r->wait();
   reductions_.clear();
+  for (int u : bf16_reduced_) {
+    Unit& U = units_[u];
+    be_.cast_to_f32(grad.data() + U.off, U.reduce_recv16.data(), U.len);
+    U.reduce_send16.reset();
+    U.reduce_recv16.reset();
+  }
+  bf16_reduced_.clear();
   for (auto& U : units_) U.send.reset();
 }
 

@@ -23,6 +23,12 @@ struct ShardOptions {
   bool regather_per_recursion = false;  // comparison mode: gather the shared block for every use
   bool keep_shared_gathered = false;    // keep the shared block from forward to backward
   bool overlap = true;                  // prefetch the next unit while the current one computes
+  // What the collectives carry: parameters all-gathered as fp32 or bf16 (each rank rounds its
+  // shard; every rank then computes with the same bf16-rounded weights, upcast), gradients
+  // reduce-scattered as fp32 or bf16 (summed in fp32 per pair, rounded after each). The shards,
+  // the optimizer and the checkpoints stay fp32 either way.
+  kern::DType param_dtype = kern::DType::F32;
+  kern::DType reduce_dtype = kern::DType::F32;
 };
 
 class ShardedParams : public UnitHooks {
@@ -64,6 +70,9 @@ class ShardedParams : public UnitHooks {
     std::unique_ptr<Work> gather;  // pending prefetch
     Buffer<float> recv;            // [W][len] all-gather target
     Buffer<float> send;            // [W][len] reduce-scatter source
+    // bf16 collectives: the rounded shard sent / every rank's rounded shard received (all-gather);
+    // the rounded gradient blocks sent / our summed block received (reduce-scatter).
+    Buffer<kern::bf16> gather_send16, gather_recv16, reduce_send16, reduce_recv16;
   };
   void start_gather(int u);
   void finish_gather(int u);
@@ -84,6 +93,7 @@ class ShardedParams : public UnitHooks {
   std::vector<Unit> units_;
   std::vector<int> fwd_order_;  // units in forward order (the embedding first)
   std::vector<std::unique_ptr<Work>> reductions_;
+  std::vector<int> bf16_reduced_;  // units whose bf16 reduce-scatter result awaits its cast into `grad`
   bool last_micro_ = true;
 };
 

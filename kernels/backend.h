@@ -8,7 +8,7 @@
 // class on device memory and a stream (Context); tests/test_backend_conformance.cpp checks every
 // operation of any backend against a double-precision reference through this interface.
 //
-// Conventions: fp32 tensors, row-major; "accumulate" (+=) versus "write" (=) is stated per output,
+// Conventions: fp32 tensors (bf16 only where an operation says so), row-major; "accumulate" (+=) versus "write" (=) is stated per output,
 // because gradients of shared parameters are summed over recursions. Index arrays (positions,
 // row lists, token ids) are int32 buffers of the same backend.
 #pragma once
@@ -131,6 +131,20 @@ class Backend {
   // dx[n,in] (+)= dy W (accumulate if accumulate_dx); dW[out,in] += dy^T x.
   virtual void linear_backward(float* dx, float* dW, const float* dy, const float* x, const float* W, int n, int in,
                                int out, bool accumulate_dx) = 0;
+
+  // ---- bf16 (mixed precision, --train.precision bf16) ---------------------------------------
+  // The linear layers with bf16 operands, fp32 accumulation and fp32 outputs; otherwise the
+  // contracts of the fp32 ones above. Everything else in the model stays fp32.
+  virtual void linear_forward_bf16(float* y, const bf16* x, const bf16* W, int n, int in, int out) = 0;
+  virtual void linear_forward_pair_bf16(float* y1, const bf16* W1, int out1, float* y2, const bf16* W2, int out2,
+                                        const bf16* x, int n, int in) = 0;
+  virtual void linear_backward_bf16(float* dx, float* dW, const bf16* dy, const bf16* x, const bf16* W, int n, int in,
+                                    int out, bool accumulate_dx) = 0;
+  virtual void cast_to_bf16(bf16* dst, const float* src, int64_t n) = 0;  // round to nearest even
+  virtual void cast_to_f32(float* dst, const bf16* src, int64_t n) = 0;   // exact
+  // Whether bf16 GEMMs run on bf16 hardware here (AVX512-BF16, AMX, tensor cores); false means
+  // they are emulated, slower than fp32.
+  virtual bool fast_bf16() const = 0;
 
   // ---- RMSNorm: y = x * rstd * w, rstd = 1/sqrt(mean(x^2)+eps) per row of d; rstd[n] saved ----
   virtual void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int n, int d, float eps) = 0;

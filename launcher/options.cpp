@@ -78,7 +78,11 @@ OptionTable::OptionTable(RunConfig& rc) {
     ("train.recompute", po::value(&t.recompute)->default_value(t.recompute),
      "activation memory: none (keep every layer's activations for backward) | layer (keep each layer's input, run its "
      "forward again in backward: less memory, ~1/3 more compute, the same results bit for bit)")
-    ("train.peak_gflops", po::value(&t.peak_gflops)->default_value(t.peak_gflops), "peak for MFU (0 = measure sgemm)")
+    ("train.precision", po::value(&t.precision)->default_value(t.precision),
+     "GEMM precision: fp32 | bf16 (bf16 operands with fp32 accumulation for every linear layer and the LM head; "
+     "fp32 master weights, optimizer, norms, attention, softmax and loss)")
+    ("train.peak_gflops", po::value(&t.peak_gflops)->default_value(t.peak_gflops),
+     "peak for MFU (0 = measure the GEMM of train.precision)")
     ("train.metrics", po::value(&t.metrics)->default_value(t.metrics), "JSON-lines metrics file")
     ("train.save_params", po::value(&t.save_params)->default_value(t.save_params), "write the final parameters (.mort)")
     ("train.init_params", po::value(&t.init_params)->default_value(t.init_params), "start from parameters (.mort)")
@@ -97,6 +101,10 @@ OptionTable::OptionTable(RunConfig& rc) {
      "keep the shared block gathered from forward to backward (saves one all-gather, costs memory)")
     ("dist.overlap", po::value(&x.overlap)->default_value(x.overlap),
      "prefetch the next unit's all-gather while the current unit computes")
+    ("dist.param_dtype", po::value(&x.param_dtype)->default_value(x.param_dtype),
+     "dtype of all-gathered parameters: fp32 | bf16 (half the bytes; every rank computes with the bf16-rounded weights)")
+    ("dist.reduce_dtype", po::value(&x.reduce_dtype)->default_value(x.reduce_dtype),
+     "dtype in which gradients are reduce-scattered and summed: fp32 | bf16 (half the bytes, rounding in every sum)")
     ("dist.timeout", po::value(&x.timeout)->default_value(x.timeout),
      "seconds a collective may make no progress before every rank is ended with exit 5, naming the collective (0 = wait forever)")
     // [ckpt]
@@ -151,6 +159,10 @@ static void finish(OptionTable& tab, RunConfig& rc) {
     throw ConfigError("train.gemm", "unknown value '" + t.gemm + "' (mixed | openblas)");
   if (t.recompute != "none" && t.recompute != "layer")
     throw ConfigError("train.recompute", "unknown value '" + t.recompute + "' (none | layer)");
+  if (t.precision != "fp32" && t.precision != "bf16")
+    throw ConfigError("train.precision", "unknown value '" + t.precision + "' (fp32 | bf16)");
+  for (const auto& [key, v] : {std::pair{"dist.param_dtype", rc.dist.param_dtype}, {"dist.reduce_dtype", rc.dist.reduce_dtype}})
+    if (v != "fp32" && v != "bf16") throw ConfigError(key, "unknown value '" + v + "' (fp32 | bf16)");
   if (t.nonfinite != "stop" && t.nonfinite != "skip")
     throw ConfigError("train.nonfinite", "unknown value '" + t.nonfinite + "' (stop | skip)");
   if (t.nonfinite_max < 1) throw ConfigError("train.nonfinite_max", "must be >= 1");

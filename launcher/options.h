@@ -22,6 +22,7 @@ struct TrainConfig {
   int threads = 0;                 // 0 = default_threads() (launcher/threads.h)
   std::string gemm = "mixed";      // GEMM library: mixed (oneDNN + OpenBLAS) | openblas
   std::string recompute = "none";  // activations: none (keep all for backward) | layer (keep each layer's input)
+  std::string precision = "fp32";  // GEMM operands: fp32 | bf16 (fp32 accumulation and fp32 master weights)
   double peak_gflops = 0;          // for MFU; 0 = measure sgemm at start-up
   std::string metrics;             // JSON-lines file ("" = none)
   std::string save_params;         // write final parameters (.mort) here ("" = no)
@@ -41,6 +42,8 @@ struct DistConfig {
   bool keep_shared_gathered = false;    // keep the shared block gathered from forward to backward
   bool overlap = true;                  // prefetch the next unit's all-gather while the current computes
   double timeout = 600;                 // seconds a collective may make no progress before the job is aborted (0 = off)
+  std::string param_dtype = "fp32";     // all-gathered parameters travel as fp32 | bf16 (half the bytes)
+  std::string reduce_dtype = "fp32";    // gradients are reduce-scattered (and summed) in fp32 | bf16
 };
 
 struct CkptConfig {

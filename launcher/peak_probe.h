@@ -1,4 +1,4 @@
-// The machine's practical fp32 peak, for MFU.
+// The machine's practical GEMM peak (fp32, or bf16 operands with fp32 accumulation), for MFU.
 #pragma once
 #include "kernels/backend.h"
 
@@ -10,9 +10,10 @@ struct PeakProbe {
   double seconds = 0;
 };
 
-// The best of at least 10 warm 1024^3 sgemm runs on the backend, spread over at least
-// `min_seconds` (a single short probe measured 22-214 GFLOP/s on a busy machine and gave MFU above
-// 100 %). The first call is not timed: it starts the thread team and faults in the buffers.
-PeakProbe measure_sgemm_gflops(kern::Backend& be, double min_seconds);
+// The best of at least 10 warm 1024^3 GEMM runs on the backend (fp32 sgemm, or with bf16 the
+// backend's bf16 linear layer), spread over at least `min_seconds` (a single short probe measured
+// 22-214 GFLOP/s on a busy machine and gave MFU above 100 %). The first call is not timed: it
+// starts the thread team and faults in the buffers.
+PeakProbe measure_gemm_gflops(kern::Backend& be, double min_seconds, bool bf16);
 
 }  // namespace mor

@@ -101,6 +101,9 @@ void print_banner(const Run& r, const std::string& threads_why) {
   logf("batch: global %d = world %d x micro %d x accum %d sequences (%lld tokens/step) | threads %d (%s) | gemm %s\n",
        rc.train.global_batch, r.world, r.micro, r.accum, (long long)rc.train.global_batch * c.seq_len,
        backend_threads(), threads_why.c_str(), rc.train.gemm.c_str());
+  logf("precision: %s GEMMs%s, fp32 master weights and optimizer | all-gather %s, reduce-scatter %s\n",
+       rc.train.precision.c_str(), rc.train.precision == "bf16" ? " (fp32 accumulation)" : "",
+       rc.dist.param_dtype.c_str(), rc.dist.reduce_dtype.c_str());
 }
 
 // Micro-batch size and gradient-accumulation count from the options and the world size.
@@ -130,15 +133,17 @@ void print_data_and_mfu(const Run& r) {
     logf("MFU against %.0f GFLOP/s per rank (train.peak_gflops)\n", r.probe.gflops);
   else
     logf(
-        "MFU against %.0f GFLOP/s per rank: best of %d warm 1024^3 sgemm runs over %.1f s with %d thread%s (set "
+        "MFU against %.0f GFLOP/s per rank: best of %d warm 1024^3 %s runs over %.1f s with %d thread%s (set "
         "--train.peak_gflops for figures comparable across runs)\n",
-        r.probe.gflops, r.probe.runs, r.probe.seconds, backend_threads(), backend_threads() > 1 ? "s" : "");
+        r.probe.gflops, r.probe.runs, r.model->bf16 ? "bf16 GEMM (fp32 accumulation)" : "sgemm", r.probe.seconds, backend_threads(), backend_threads() > 1 ? "s" : "");
   if (loader.num_samples() < (uint64_t)tc.global_batch)
     logf(
         "warning: the training data holds %llu windows of %d tokens, fewer than one global batch (%d): every step "
         "repeats samples\n",
         (unsigned long long)loader.num_samples(), r.rc.model.seq_len, tc.global_batch);
 }
+
+kern::DType dtype_option(const std::string& v) { return v == "bf16" ? kern::DType::BF16 : kern::DType::F32; }
 
 // Options, batch, threads and backend; the model (seeded init or .mort unless resuming), its
 // shards, the data, the optimizer and the MFU reference. False: only --help was asked for.
@@ -173,6 +178,8 @@ bool setup(Run& r, int argc, char** argv, dist::Communicator& comm) {
   r.model = std::make_unique<Model>(rc.model, *r.backend);
   Model& m = *r.model;
   m.recompute = tc.recompute == "layer";
+  m.bf16 = tc.precision == "bf16";
+  if (m.bf16) check_bf16_hardware(*r.backend, r.lead);
   if (r.resume_dir.empty()) {
     if (!tc.init_params.empty())
       import_params(m, io::read_mort(tc.init_params), tc.init_params);
@@ -181,7 +188,8 @@ bool setup(Run& r, int argc, char** argv, dist::Communicator& comm) {
   }
   if (r.world > 1) {
     r.sharded = std::make_unique<dist::ShardedParams>(
-        m, comm, dist::ShardOptions{rc.dist.regather_per_recursion, rc.dist.keep_shared_gathered, rc.dist.overlap});
+        m, comm, dist::ShardOptions{rc.dist.regather_per_recursion, rc.dist.keep_shared_gathered, rc.dist.overlap,
+                              dtype_option(rc.dist.param_dtype), dtype_option(rc.dist.reduce_dtype)});
     r.sharded->shard_from_full();
     m.hooks = r.sharded.get();
   }
@@ -197,7 +205,7 @@ bool setup(Run& r, int argc, char** argv, dist::Communicator& comm) {
   r.opt = std::make_unique<AdamW>(
       rc.optim, *r.backend, r.n_local,
       r.sharded ? r.sharded->decay_mask(rc.optim.no_decay) : decay_mask(m.layout, rc.optim.no_decay, 0, r.n_local));
-  r.probe = tc.peak_gflops > 0 ? PeakProbe{tc.peak_gflops, 0, 0} : measure_sgemm_gflops(*r.backend, 0.5);
+  r.probe = tc.peak_gflops > 0 ? PeakProbe{tc.peak_gflops, 0, 0} : measure_gemm_gflops(*r.backend, 0.5, m.bf16);
   // Test hook: MOR_TEST_PEAK_SCALE=0.01 makes the measured reference look 100x too low.
   if (const char* f = std::getenv("MOR_TEST_PEAK_SCALE"); f && r.probe.runs > 0) r.probe.gflops *= std::atof(f);
   if (r.lead) print_data_and_mfu(r);
@@ -365,9 +373,9 @@ void log_window(Run& r, int64_t step, const StepResult& s, Window& win) {
   w.skipped_nonfinite = r.nonfinite_total;
   const double peak = r.probe.gflops;
   if (r.lead && r.probe.runs > 0 && w.flops / w.seconds / 1e9 > peak * r.world) {  // faster than the reference: say so
-    const PeakProbe again = measure_sgemm_gflops(*r.backend, 2.0);
+    const PeakProbe again = measure_gemm_gflops(*r.backend, 2.0, r.model->bf16);
     logf(
-        "note: step %lld ran at %.0f GFLOP/s per rank, above the %.0f GFLOP/s sgemm reference; re-measured it: %.0f "
+        "note: step %lld ran at %.0f GFLOP/s per rank, above the %.0f GFLOP/s GEMM reference; re-measured it: %.0f "
         "GFLOP/s (best of %d runs over %.1f s)%s\n",
         (long long)step + 1, w.flops / w.seconds / 1e9 / r.world, peak, again.gflops, again.runs, again.seconds,
         again.gflops > peak ? ", used from now on" : "; kept");

@@ -37,7 +37,9 @@ template <class... B>
 static void bind_all(Backend& be, B&... bufs) {
   (bufs.bind(be), ...);
 }
-LayerActs::LayerActs(Backend& be) { bind_all(be, x, a, rstd1, q, k, v, o, lse, h, m, rstd2, g, u, act, dk, dv); }
+LayerActs::LayerActs(Backend& be) {
+  bind_all(be, x, a, rstd1, q, k, v, o, lse, h, m, rstd2, g, u, act, dk, dv, a16, o16, m16, act16);
+}
 LayerScratch::LayerScratch(Backend& be) { bind_all(be, dh, dact, dg, du, dm, dao, dq, da); }
 
 namespace {
@@ -66,34 +68,77 @@ KvView kv_view(const LayerEnv& env, LayerActs& own, LayerActs* src, const TokenS
   return {own.k.data() + o,  own.v.data() + o,       own.dk.data() + o,
           own.dv.data() + o, ts.dev_pos.data() + r0, ts.off[b + 1] - r0};
 }
+
+// ---- the linear layers in the run's precision ------------------------------------------------
+// An input of a linear layer as kept for backward: fp32 (f), or in bf16 runs its bf16 copy (h).
+struct Operand {
+  const float* f;
+  const kern::bf16* h;
+};
+
+// Where the fp32 result of an operation goes before it becomes a linear layer's input: straight
+// into the activation that keeps it (fp32 runs), or into the scratch buffer (bf16 runs keep only
+// the bf16 copy that keep() makes).
+float* staging(const LayerEnv& env, Buffer<float>& keep32, int64_t n) {
+  Buffer<float>& b = env.bf16 ? *env.tmp : keep32;
+  b.resize(n);
+  return b.data();
+}
+Operand keep(const LayerEnv& env, const float* f, Buffer<kern::bf16>& keep16, int64_t n) {
+  if (!env.bf16) return {f, nullptr};
+  keep16.resize(n);
+  env.be.cast_to_bf16(keep16.data(), f, n);
+  return {f, keep16.data()};
+}
+
+void linear(const LayerEnv& env, float* y, Operand x, const float* W, const kern::bf16* W16, int n, int in, int out) {
+  if (env.bf16)
+    env.be.linear_forward_bf16(y, x.h, W16, n, in, out);
+  else
+    env.be.linear_forward(y, x.f, W, n, in, out);
+}
+void linear_pair(const LayerEnv& env, float* y1, const float* W1, const kern::bf16* W1h, float* y2, const float* W2,
+                 const kern::bf16* W2h, int out, Operand x, int n, int in) {
+  if (env.bf16)
+    env.be.linear_forward_pair_bf16(y1, W1h, out, y2, W2h, out, x.h, n, in);
+  else
+    env.be.linear_forward_pair(y1, W1, out, y2, W2, out, x.f, n, in);
+}
+// dy arrives in fp32 (every gradient is computed in fp32); bf16 runs round it for the GEMMs.
+void linear_back(const LayerEnv& env, float* dx, float* dW, const float* dy, Operand x, const float* W,
+                 const kern::bf16* W16, int n, int in, int out, bool accumulate_dx) {
+  if (!env.bf16) return env.be.linear_backward(dx, dW, dy, x.f, W, n, in, out, accumulate_dx);
+  env.tmp16->resize((int64_t)n * out);
+  env.be.cast_to_bf16(env.tmp16->data(), dy, (int64_t)n * out);
+  env.be.linear_backward_bf16(dx, dW, env.tmp16->data(), x.h, W16, n, in, out, accumulate_dx);
+}
 }  // namespace
 
-void layer_forward(const LayerEnv& env, const LayerView& w, const TokenSet& ts, const float* x, float* y, LayerActs& A,
-                   const LayerActs* kv_src) {
+void layer_forward(const LayerEnv& env, const LayerView& w, const LayerView16& w16, const TokenSet& ts, const float* x,
+                   float* y, LayerActs& A, const LayerActs* kv_src) {
   Backend& be = env.be;
   const Dims d(env.c);
   const int n = ts.n();
   A.x.copy_from(x, (int64_t)n * d.D);
-  A.a.resize((size_t)n * d.D);
   A.rstd1.resize(n);
   A.q.resize((size_t)n * d.Hd);
   A.o.resize((size_t)n * d.Hd);
   A.lse.resize((size_t)n * d.H);
   A.h.resize((size_t)n * d.D);
-  A.m.resize((size_t)n * d.D);
   A.rstd2.resize(n);
   A.g.resize((size_t)n * d.F);
   A.u.resize((size_t)n * d.F);
-  A.act.resize((size_t)n * d.F);
 
   // Attention block.
-  be.rmsnorm_forward(A.a.data(), A.rstd1.data(), x, w.attn_norm, n, d.D, env.c.rms_eps);
-  be.linear_forward(A.q.data(), A.a.data(), w.wq, n, d.D, d.Hd);
+  float* a32 = staging(env, A.a, (int64_t)n * d.D);
+  be.rmsnorm_forward(a32, A.rstd1.data(), x, w.attn_norm, n, d.D, env.c.rms_eps);
+  const Operand a = keep(env, a32, A.a16, (int64_t)n * d.D);
+  linear(env, A.q.data(), a, w.wq, w16.wq, n, d.D, d.Hd);
   be.rope_forward(A.q.data(), ts.dev_pos.data(), n, d.H, env.rope);
   if (!kv_src) {
     A.k.resize((size_t)n * d.KVd);
     A.v.resize((size_t)n * d.KVd);
-    be.linear_forward_pair(A.k.data(), w.wk, d.KVd, A.v.data(), w.wv, d.KVd, A.a.data(), n, d.D);
+    linear_pair(env, A.k.data(), w.wk, w16.wk, A.v.data(), w.wv, w16.wv, d.KVd, a, n, d.D);
     be.rope_forward(A.k.data(), ts.dev_pos.data(), n, d.Hkv, env.rope);
     // Zeroed here: later recursions sharing these keys/values add to them
     // during backward before this visit's own backward runs.
@@ -112,19 +157,30 @@ void layer_forward(const LayerEnv& env, const LayerView& w, const TokenSet& ts, 
                          {nq, kv.nk, d.H, d.Hkv, d.hd});
   }
   // h = x + o Wo^T
-  be.linear_forward(A.h.data(), A.o.data(), w.wo, n, d.Hd, d.D);
+  const Operand o = keep(env, A.o.data(), A.o16, (int64_t)n * d.Hd);
+  linear(env, A.h.data(), o, w.wo, w16.wo, n, d.Hd, d.D);
   be.add_inplace(A.h.data(), x, (int64_t)n * d.D);
 
   // MLP block.
-  be.rmsnorm_forward(A.m.data(), A.rstd2.data(), A.h.data(), w.mlp_norm, n, d.D, env.c.rms_eps);
-  be.linear_forward_pair(A.g.data(), w.wg, d.F, A.u.data(), w.wu, d.F, A.m.data(), n, d.D);
-  be.swiglu_forward(A.act.data(), A.g.data(), A.u.data(), (int64_t)n * d.F);
-  be.linear_forward(y, A.act.data(), w.wd, n, d.F, d.D);
+  float* m32 = staging(env, A.m, (int64_t)n * d.D);
+  be.rmsnorm_forward(m32, A.rstd2.data(), A.h.data(), w.mlp_norm, n, d.D, env.c.rms_eps);
+  const Operand m = keep(env, m32, A.m16, (int64_t)n * d.D);
+  linear_pair(env, A.g.data(), w.wg, w16.wg, A.u.data(), w.wu, w16.wu, d.F, m, n, d.D);
+  float* act32 = staging(env, A.act, (int64_t)n * d.F);
+  be.swiglu_forward(act32, A.g.data(), A.u.data(), (int64_t)n * d.F);
+  const Operand act = keep(env, act32, A.act16, (int64_t)n * d.F);
+  linear(env, y, act, w.wd, w16.wd, n, d.F, d.D);
   be.add_inplace(y, A.h.data(), (int64_t)n * d.D);
+  if (env.bf16) {  // not kept in fp32 (see LayerActs); left from an earlier fp32 step otherwise
+    A.a.reset();
+    A.m.reset();
+    A.act.reset();
+  }
 }
 
-void layer_backward(const LayerEnv& env, const LayerView& w, const LayerView& gw, const TokenSet& ts, const float* dy,
-                    float* dx, LayerActs& A, LayerActs* kv_src, LayerScratch& s) {
+void layer_backward(const LayerEnv& env, const LayerView& w, const LayerView16& w16, const LayerView& gw,
+                    const TokenSet& ts, const float* dy, float* dx, LayerActs& A, LayerActs* kv_src,
+                    LayerScratch& s) {
   Backend& be = env.be;
   const Dims d(env.c);
   const int n = ts.n();
@@ -136,17 +192,19 @@ void layer_backward(const LayerEnv& env, const LayerView& w, const LayerView& gw
   s.dao.resize((size_t)n * d.Hd);
   s.dq.resize((size_t)n * d.Hd);
   s.da.resize((size_t)n * d.D);
+  const Operand a{A.a.data(), A.a16.data()}, o{A.o.data(), A.o16.data()}, m{A.m.data(), A.m16.data()},
+      act{A.act.data(), A.act16.data()};
 
   // MLP block.
-  be.linear_backward(s.dact.data(), gw.wd, dy, A.act.data(), w.wd, n, d.F, d.D, false);
+  linear_back(env, s.dact.data(), gw.wd, dy, act, w.wd, w16.wd, n, d.F, d.D, false);
   be.swiglu_backward(s.dg.data(), s.du.data(), s.dact.data(), A.g.data(), A.u.data(), (int64_t)n * d.F);
-  be.linear_backward(s.dm.data(), gw.wg, s.dg.data(), A.m.data(), w.wg, n, d.D, d.F, false);
-  be.linear_backward(s.dm.data(), gw.wu, s.du.data(), A.m.data(), w.wu, n, d.D, d.F, true);
+  linear_back(env, s.dm.data(), gw.wg, s.dg.data(), m, w.wg, w16.wg, n, d.D, d.F, false);
+  linear_back(env, s.dm.data(), gw.wu, s.du.data(), m, w.wu, w16.wu, n, d.D, d.F, true);
   // dL/dh = dL/dy (residual) + the MLP branch's gradient through its norm
   be.rmsnorm_backward(s.dh.data(), dy, gw.mlp_norm, s.dm.data(), A.h.data(), w.mlp_norm, A.rstd2.data(), n, d.D);
 
   // Attention block.
-  be.linear_backward(s.dao.data(), gw.wo, s.dh.data(), A.o.data(), w.wo, n, d.Hd, d.D, false);
+  linear_back(env, s.dao.data(), gw.wo, s.dh.data(), o, w.wo, w16.wo, n, d.Hd, d.D, false);
   for (int b = 0; b < ts.n_seq(); ++b) {
     const int r0 = ts.off[b], nq = ts.off[b + 1] - r0;
     if (nq == 0) continue;
@@ -157,11 +215,11 @@ void layer_backward(const LayerEnv& env, const LayerView& w, const LayerView& gw
                           {nq, kv.nk, d.H, d.Hkv, d.hd});
   }
   be.rope_backward(s.dq.data(), ts.dev_pos.data(), n, d.H, env.rope);
-  be.linear_backward(s.da.data(), gw.wq, s.dq.data(), A.a.data(), w.wq, n, d.D, d.Hd, false);
+  linear_back(env, s.da.data(), gw.wq, s.dq.data(), a, w.wq, w16.wq, n, d.D, d.Hd, false);
   if (!kv_src) {
     be.rope_backward(A.dk.data(), ts.dev_pos.data(), n, d.Hkv, env.rope);
-    be.linear_backward(s.da.data(), gw.wk, A.dk.data(), A.a.data(), w.wk, n, d.D, d.KVd, true);
-    be.linear_backward(s.da.data(), gw.wv, A.dv.data(), A.a.data(), w.wv, n, d.D, d.KVd, true);
+    linear_back(env, s.da.data(), gw.wk, A.dk.data(), a, w.wk, w16.wk, n, d.D, d.KVd, true);
+    linear_back(env, s.da.data(), gw.wv, A.dv.data(), a, w.wv, w16.wv, n, d.D, d.KVd, true);
   }
   // dL/dx = dL/dh (residual) + the attention branch's gradient through its norm
   be.rmsnorm_backward(dx, s.dh.data(), gw.attn_norm, s.da.data(), A.x.data(), w.attn_norm, A.rstd1.data(), n, d.D);

@@ -31,9 +31,13 @@ struct TokenSet {
   TokenSet copy(Backend& be, int T) const;
 };
 
-// What a layer visit keeps for its backward pass.
+// What a layer visit keeps for its backward pass. bf16 runs keep the inputs of the linear layers
+// other than x and o (a, m, act: each is only ever a GEMM operand) in bf16 alone (a16, m16,
+// act16), and o in both (attention's backward reads it in fp32, wo's GEMM in bf16); everything
+// else (x, h, q, k, v, g, u, the norms' rstd, attention's lse) stays fp32.
 struct LayerActs {
   Buffer<float> x, a, rstd1, q, k, v, o, lse, h, m, rstd2, g, u, act;
+  Buffer<kern::bf16> a16, o16, m16, act16;
   // Gradient w.r.t. this visit's (rotated) k and v. Accumulated by later
   // recursions that share this visit's keys/values (kv_mode = share).
   Buffer<float> dk, dv;
@@ -46,22 +50,28 @@ struct LayerScratch {
   explicit LayerScratch(Backend& be);
 };
 
-// What every layer visit shares: the backend, the config, the RoPE table, and positions 0..T-1
-// in backend memory (the key positions of a kv-share source, which covers every token).
+// What every layer visit shares: the backend, the config, the RoPE table, positions 0..T-1
+// in backend memory (the key positions of a kv-share source, which covers every token), and
+// in bf16 runs two scratch buffers (an fp32 result on its way to bf16, a gradient cast to bf16).
 struct LayerEnv {
   Backend& be;
   const ModelConfig& c;
   const kern::RopeTable& rope;
   const int* positions;  // 0..seq_len-1
+  bool bf16 = false;     // linear layers on bf16 operands (w16 below), fp32 accumulation
+  Buffer<float>* tmp = nullptr;
+  Buffer<kern::bf16>* tmp16 = nullptr;
 };
 
 // y = Layer(x) on the rows of ts. kv_src: a recursion-0 visit of the same block
 // layer over all tokens whose keys/values this visit attends to instead of its own.
-void layer_forward(const LayerEnv& env, const LayerView& w, const TokenSet& ts, const float* x, float* y,
-                   LayerActs& acts, const LayerActs* kv_src);
+// w16: the layer's bf16 matrices when env.bf16 (else unused).
+void layer_forward(const LayerEnv& env, const LayerView& w, const LayerView16& w16, const TokenSet& ts, const float* x,
+                   float* y, LayerActs& acts, const LayerActs* kv_src);
 
 // dx = dL/dx (written) from dy = dL/dy; parameter gradients accumulate into gw.
-void layer_backward(const LayerEnv& env, const LayerView& w, const LayerView& gw, const TokenSet& ts, const float* dy,
-                    float* dx, LayerActs& acts, LayerActs* kv_src, LayerScratch& s);
+void layer_backward(const LayerEnv& env, const LayerView& w, const LayerView16& w16, const LayerView& gw,
+                    const TokenSet& ts, const float* dy, float* dx, LayerActs& acts, LayerActs* kv_src,
+                    LayerScratch& s);
 
 }  // namespace mor

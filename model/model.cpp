@@ -9,7 +9,7 @@ Model::Model(const ModelConfig& c, Backend& backend)
       rope_(backend, c.head_dim(), c.seq_len, c.rope_theta), router_(make_router(c, backend)), recomputed_(backend),
       recomputed_y_(backend), scratch_(backend), inputs_(backend), targets_(backend), hid_(backend), dhid_(backend),
       hn_(backend), rstd_f_(backend), dhn_(backend), logits_(backend), buf_a_(backend), buf_b_(backend),
-      gbuf_a_(backend), gbuf_b_(backend) {
+      gbuf_a_(backend), gbuf_b_(backend), params16_(backend), tmp_(backend), tmp16_(backend), hn16_(backend) {
   acts_.reserve(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) acts_.emplace_back(backend);
   grads.zero();
@@ -32,10 +32,10 @@ bool Model::keeps_all(int visit) const {
 
 void Model::run_visit(int visit, int ul, const TokenSet& ts, const float* x, float* y, const LayerActs* kv_src) {
   if (recompute && !keeps_all(visit)) {
-    layer_forward(env(), pw(ul), ts, x, y, recomputed_, kv_src);
+    layer_forward(env(), pw(ul), pw16(ul), ts, x, y, recomputed_, kv_src);
     acts_[visit].x.copy_from(x, (int64_t)ts.n() * cfg.d_model);  // all that backward needs to run it again
   } else {
-    layer_forward(env(), pw(ul), ts, x, y, acts_[visit], kv_src);
+    layer_forward(env(), pw(ul), pw16(ul), ts, x, y, acts_[visit], kv_src);
   }
   // FLOPs: 2 per weight per token, plus q.k and p.v over the visible pairs.
   const double D = cfg.d_model, F = cfg.d_ff, Hd = cfg.n_heads * cfg.head_dim(), KVd = cfg.n_kv_heads * cfg.head_dim();
@@ -48,22 +48,62 @@ void Model::run_visit(int visit, int ul, const TokenSet& ts, const float* x, flo
 void Model::back_visit(int visit, int ul, const TokenSet& ts, const float* dy, float* dx, LayerActs* kv_src) {
   if (recompute && !keeps_all(visit)) {  // the same inputs and parameters: the same activations, bit for bit
     recomputed_y_.resize((int64_t)ts.n() * cfg.d_model);
-    layer_forward(env(), pw(ul), ts, acts_[visit].x.data(), recomputed_y_.data(), recomputed_, kv_src);
-    layer_backward(env(), pw(ul), gw(ul), ts, dy, dx, recomputed_, kv_src, scratch_);
+    layer_forward(env(), pw(ul), pw16(ul), ts, acts_[visit].x.data(), recomputed_y_.data(), recomputed_, kv_src);
+    layer_backward(env(), pw(ul), pw16(ul), gw(ul), ts, dy, dx, recomputed_, kv_src, scratch_);
   } else {
-    layer_backward(env(), pw(ul), gw(ul), ts, dy, dx, acts_[visit], kv_src, scratch_);
+    layer_backward(env(), pw(ul), pw16(ul), gw(ul), ts, dy, dx, acts_[visit], kv_src, scratch_);
   }
 }
 
 int64_t Model::activation_bytes() const {
-  auto bytes = [](const auto&... b) { return (int64_t)(0 + ... + b.capacity()) * (int64_t)sizeof(float); };
+  auto bytes = [](const auto&... b) {
+    return (0 + ... + (int64_t)(b.capacity() * sizeof(*b.data())));
+  };
   auto acts = [&](const LayerActs& A) {
-    return bytes(A.x, A.a, A.rstd1, A.q, A.k, A.v, A.o, A.lse, A.h, A.m, A.rstd2, A.g, A.u, A.act, A.dk, A.dv);
+    return bytes(A.x, A.a, A.rstd1, A.q, A.k, A.v, A.o, A.lse, A.h, A.m, A.rstd2, A.g, A.u, A.act, A.dk, A.dv, A.a16,
+                 A.o16, A.m16, A.act16);
   };
   int64_t n = acts(recomputed_) + bytes(recomputed_y_, scratch_.dh, scratch_.dact, scratch_.dg, scratch_.du,
-                                        scratch_.dm, scratch_.dao, scratch_.dq, scratch_.da);
+                                        scratch_.dm, scratch_.dao, scratch_.dq, scratch_.da, tmp_, tmp16_);
   for (const LayerActs& A : acts_) n += acts(A);
   return n;
+}
+
+// ---- bf16 copies of the parameters (bf16 runs) ------------------------------------------------
+// Rounded on first use after the parameters may have changed: every step() (the optimizer ran)
+// and every all-gather (a released unit's copy is dropped with it). A unit used N_r times per
+// pass (the shared block) is rounded once per gather, like it is gathered once.
+LayerView16 Model::pw16(int ul) {
+  if (!bf16) return {};
+  const int64_t off = layout.layer_offset[ul];
+  if (params16_.size() != layout.total) params16_.resize(layout.total);
+  if (!fresh16_[ul]) {
+    be.cast_to_bf16(params16_.data() + off, params.data() + off, layout.layer_numel_at(ul));
+    fresh16_[ul] = 1;
+  }
+  const LayerView v = pw(ul);
+  const float* base = params.data();
+  const kern::bf16* b16 = params16_.data();
+  return {b16 + (v.wq - base), b16 + (v.wk - base), b16 + (v.wv - base), b16 + (v.wo - base),
+          b16 + (v.wg - base), b16 + (v.wu - base), b16 + (v.wd - base)};
+}
+
+const kern::bf16* Model::embed16() {
+  const int64_t n = (int64_t)cfg.vocab_size * cfg.d_model;
+  if (params16_.size() != layout.total) params16_.resize(layout.total);
+  if (!embed_fresh16_) be.cast_to_bf16(params16_.data() + layout.embed, params.data() + layout.embed, n);
+  embed_fresh16_ = true;
+  return params16_.data() + layout.embed;
+}
+
+void Model::drop16(int unit) {
+  if (!bf16 || params16_.size() != layout.total) return;
+  for (int ul = 0; ul < layout.n_unique_layers; ++ul)
+    if (layout.unit_of_layer[ul] == unit && fresh16_[ul]) {
+      fresh16_[ul] = 0;
+      be.discard(params16_.data() + layout.layer_offset[ul], (size_t)layout.layer_numel_at(ul) * sizeof(kern::bf16));
+    }
+  if (unit == ParamLayout::kEmbedUnit) embed_fresh16_ = false;
 }
 
 // kv_mode = share: recursion r >= 1 attends to recursion 0's keys/values of the same block layer.
@@ -151,14 +191,30 @@ double Model::head(int n_seq, int global_batch, bool backward) {
   const int chunk = std::max(1, std::min(N, (1 << 25) / V));
   logits_.resize((int64_t)chunk * V);
   const float scale = 1.f / ((float)global_batch * cfg.seq_len);
+  const kern::bf16* E16 = bf16 ? embed16() : nullptr;
+  if (bf16) {
+    hn16_.resize((int64_t)N * D);
+    be.cast_to_bf16(hn16_.data(), hn_.data(), (int64_t)N * D);
+  }
   double ce = 0;
   for (int r0 = 0; r0 < N; r0 += chunk) {
     const int rows = std::min(chunk, N - r0);
-    be.linear_forward(logits_.data(), hn_.data() + (size_t)r0 * D, E, rows, D, V);
+    const size_t at = (size_t)r0 * D;
+    if (bf16)
+      be.linear_forward_bf16(logits_.data(), hn16_.data() + at, E16, rows, D, V);
+    else
+      be.linear_forward(logits_.data(), hn_.data() + at, E, rows, D, V);
     ce += be.softmax_xent(logits_.data(), targets_.data() + r0, rows, V, scale);
-    if (backward)
-      be.linear_backward(dhn_.data() + (size_t)r0 * D, grads.data() + layout.embed, logits_.data(),
-                         hn_.data() + (size_t)r0 * D, E, rows, D, V, false);
+    if (!backward) continue;
+    if (bf16) {  // the logits' gradient, rounded for the GEMMs
+      tmp16_.resize((int64_t)rows * V);
+      be.cast_to_bf16(tmp16_.data(), logits_.data(), (int64_t)rows * V);
+      be.linear_backward_bf16(dhn_.data() + at, grads.data() + layout.embed, tmp16_.data(), hn16_.data() + at, E16,
+                              rows, D, V, false);
+    } else {
+      be.linear_backward(dhn_.data() + at, grads.data() + layout.embed, logits_.data(), hn_.data() + at, E, rows, D,
+                         V, false);
+    }
   }
   if (backward) {
     dhid_.resize((int64_t)N * D);
@@ -173,6 +229,8 @@ LossParts Model::step(const int32_t* tokens, int n_seq, int global_batch, bool b
   const int D = cfg.d_model, T = cfg.seq_len, N = n_seq * T;
   LossParts loss;
   loss.terms = router_->loss_terms();
+  fresh16_.assign(layout.n_unique_layers, 0);  // bf16 runs: the parameters may have changed since
+  embed_fresh16_ = false;
   fwd_flops = 2.0 * N * D * cfg.vocab_size;  // the tied LM head
   if (all_.n_seq() != n_seq) all_ = TokenSet::all(be, n_seq, T);
   std::vector<int32_t> in(N), tgt(N);

@@ -44,6 +44,12 @@ class Model : private BlockRunner {
   // block-layer visits keep everything (later recursions read their keys/values and add to their
   // key/value gradients before their own backward runs).
   bool recompute = false;
+  // Mixed precision (--train.precision bf16): the linear layers and the LM head run on bf16
+  // operands with fp32 accumulation; the parameters stay fp32 (the masters) and each layer's
+  // matrices are rounded to bf16 once per step (and once per all-gather of a sharded unit) into
+  // a bf16 arena of the same layout. Norms, RoPE, attention, softmax, the loss, the routers and
+  // every gradient stay fp32. docs/MODEL.md "Precision".
+  bool bf16 = false;
 
   void init(uint64_t seed);  // seeded init (docs/MODEL.md), identical on every backend
   void zero_grads() { grads.zero(); }
@@ -66,7 +72,10 @@ class Model : private BlockRunner {
     if (hooks && unit >= 0) hooks->need(unit, bwd);
   }
   void done(int unit, bool bwd, bool last) override {
-    if (hooks && unit >= 0) hooks->done(unit, bwd, last);
+    if (hooks && unit >= 0) {
+      hooks->done(unit, bwd, last);
+      if (last) drop16(unit);  // released: its bf16 copy goes too, and is stale when gathered again
+    }
   }
   void block_forward(int r, const TokenSet& ts, const float* x, float* y) override;
   void block_backward(int r, const TokenSet& ts, const float* dy, float* dx) override;
@@ -76,7 +85,10 @@ class Model : private BlockRunner {
   int visit_id(int r, int j) const { return (layout.prelude >= 0 ? 1 : 0) + r * layout.block_size + j; }
   LayerView pw(int ul) { return layout.layer(params.data(), ul, cfg); }
   LayerView gw(int ul) { return layout.layer(grads.data(), ul, cfg); }
-  LayerEnv env() const { return {be, cfg, rope_, all_.dev_pos.data()}; }
+  LayerView16 pw16(int ul);  // bf16 matrices of unique layer ul (bf16 runs), rounded when stale
+  const kern::bf16* embed16();
+  void drop16(int unit);
+  LayerEnv env() { return {be, cfg, rope_, all_.dev_pos.data(), bf16, &tmp_, &tmp16_}; }
   void run_visit(int visit, int ul, const TokenSet& ts, const float* x, float* y, const LayerActs* kv_src);
   void back_visit(int visit, int ul, const TokenSet& ts, const float* dy, float* dx, LayerActs* kv_src);
   const LayerActs* kv_source(int r, int j) const;
@@ -97,6 +109,14 @@ class Model : private BlockRunner {
   Buffer<float> hid_, dhid_;                       // hidden state [N, D] and its gradient
   Buffer<float> hn_, rstd_f_, dhn_, logits_;       // final norm + head
   Buffer<float> buf_a_, buf_b_, gbuf_a_, gbuf_b_;  // ping-pong for layer chains
+  // bf16 runs: the parameter arena rounded to bf16 (filled layer by layer when used), which
+  // ranges are current (per unique layer; the embedding), the layers' scratch buffers and the
+  // final norm's output in bf16 (the head's GEMM operand).
+  Buffer<kern::bf16> params16_;
+  std::vector<char> fresh16_;
+  bool embed_fresh16_ = false;
+  Buffer<float> tmp_;
+  Buffer<kern::bf16> tmp16_, hn16_;
 };
 
 }  // namespace mor

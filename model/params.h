@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/dtype.h"
 #include "model/config.h"
 
 namespace mor {
@@ -23,6 +24,12 @@ struct TensorInfo {
 // Pointers to one unique layer's tensors inside an arena (params or grads).
 struct LayerView {
   float *attn_norm, *wq, *wk, *wv, *wo, *mlp_norm, *wg, *wu, *wd;
+};
+
+// bf16 copies of one unique layer's matrices (--train.precision bf16): the GEMM operands.
+// They live in a bf16 arena of the parameter arena's layout (same offsets); norm weights stay fp32.
+struct LayerView16 {
+  const kern::bf16 *wq, *wk, *wv, *wo, *wg, *wu, *wd;
 };
 
 // A group of tensors gathered and reduced together (FSDP "unit"): the embedding

@@ -11,6 +11,7 @@
 namespace mor::kern::cpu {
 
 using kern::AdamWParams;
+using kern::bf16;
 using kern::AttnShape;
 using kern::RopeTable;
 
@@ -40,6 +41,18 @@ void linear_forward_pair(float* y1, const float* W1, int out1, float* y2, const 
 // dx[n,in] (+)= dy W  (accumulate if accumulate_dx) ; dW[out,in] += dy^T x.
 void linear_backward(float* dx, float* dW, const float* dy, const float* x, const float* W, int n, int in, int out,
                      bool accumulate_dx);
+
+// ---- bf16 (Backend's bf16 operations) ----------------------------------------------
+void cast_to_bf16(bf16* dst, const float* src, int64_t n);  // round to nearest even
+void cast_to_f32(float* dst, const bf16* src, int64_t n);   // exact
+void linear_forward_bf16(float* y, const bf16* x, const bf16* W, int n, int in, int out);
+void linear_forward_pair_bf16(float* y1, const bf16* W1, int out1, float* y2, const bf16* W2, int out2, const bf16* x,
+                              int n, int in);
+void linear_backward_bf16(float* dx, float* dW, const bf16* dy, const bf16* x, const bf16* W, int n, int in, int out,
+                          bool accumulate_dx);
+// The CPU has bf16 dot-product instructions (AVX512-BF16 or AMX-BF16); without them oneDNN
+// emulates bf16 GEMMs, slower than fp32.
+bool fast_bf16();
 
 // ---- RMSNorm ----------------------------------------------------------------
 // y = x * rstd * w with rstd = 1/sqrt(mean(x^2)+eps), per row of d; rstd[n] saved.

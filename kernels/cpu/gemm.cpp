@@ -13,6 +13,13 @@
 // and a lone GEMM is cut into blocks of rows (or columns), one per thread.
 // OpenBLAS called inside our parallel region runs single-threaded. K is never
 // split, so every element of C is summed over K by one kernel call.
+//
+// bf16 (--train.precision bf16): every GEMM with bf16 operands runs on oneDNN's
+// dnnl_gemm_bf16bf16f32 (bf16 A and B, fp32 accumulation and C; AVX512-BF16 or AMX
+// where the CPU has them), blocked and threaded exactly like the fp32 ones. That
+// function is exported by libdnnl (oneDNN's own tests and other frameworks call it)
+// but not declared in its public header, so it is declared here; CMake checks that
+// the library provides it.
 #include <cblas.h>
 #include <dnnl.h>
 #include <omp.h>
@@ -25,6 +32,9 @@
 #include "kernels/cpu/cpu_kernels.h"
 
 extern "C" void openblas_set_num_threads(int);
+extern "C" dnnl_status_t dnnl_gemm_bf16bf16f32(char transa, char transb, dnnl_dim_t M, dnnl_dim_t N, dnnl_dim_t K,
+                                               float alpha, const uint16_t* A, dnnl_dim_t lda, const uint16_t* B,
+                                               dnnl_dim_t ldb, float beta, float* C, dnnl_dim_t ldc);
 
 namespace mor::kern::cpu {
 
@@ -45,18 +55,30 @@ GemmLib gemm_lib() { return g_lib; }
 
 namespace {
 
+// One GEMM; A and B are fp32 or (bf16) bfloat16, C is always fp32.
 struct Gemm {
   bool ta, tb;
   int M, N, K;
   float alpha;
-  const float* A;
+  const void* A;
   int lda;
-  const float* B;
+  const void* B;
   int ldb;
   float beta;
   float* C;
   int ldc;
+  bool bf16 = false;
+  size_t esize() const { return bf16 ? 2 : 4; }
+  // Element i of A or B as an address.
+  const void* at(const void* p, int64_t i) const { return static_cast<const char*>(p) + i * (int64_t)esize(); }
 };
+
+[[noreturn]] void gemm_failed(const char* fn, const Gemm& g, int status) {
+  // only for arguments BLAS would also reject: a bug, not bad input
+  std::fprintf(stderr, "%s(M=%d N=%d K=%d lda=%d ldb=%d ldc=%d) failed with status %d\n", fn, g.M, g.N, g.K, g.lda,
+               g.ldb, g.ldc, status);
+  std::abort();
+}
 
 void run(const Gemm& g) {
   if (g.M == 0 || g.N == 0) return;
@@ -68,18 +90,23 @@ void run(const Gemm& g) {
       }
     return;
   }
-  if (g_lib == GemmLib::Mixed && !g.ta) {  // oneDNN's dnnl_sgemm is row-major, like our calls
+  const char ta = g.ta ? 'T' : 'N', tb = g.tb ? 'T' : 'N';  // oneDNN's gemms are row-major, like our calls
+  if (g.bf16) {
     const dnnl_status_t st =
-        dnnl_sgemm('N', g.tb ? 'T' : 'N', g.M, g.N, g.K, g.alpha, g.A, g.lda, g.B, g.ldb, g.beta, g.C, g.ldc);
-    if (st != dnnl_success) {  // only for arguments BLAS would also reject: a bug, not bad input
-      std::fprintf(stderr, "dnnl_sgemm(M=%d N=%d K=%d lda=%d ldb=%d ldc=%d) failed with status %d\n", g.M, g.N, g.K,
-                   g.lda, g.ldb, g.ldc, (int)st);
-      std::abort();
-    }
+        dnnl_gemm_bf16bf16f32(ta, tb, g.M, g.N, g.K, g.alpha, static_cast<const uint16_t*>(g.A), g.lda,
+                              static_cast<const uint16_t*>(g.B), g.ldb, g.beta, g.C, g.ldc);
+    if (st != dnnl_success) gemm_failed("dnnl_gemm_bf16bf16f32", g, (int)st);
+    return;
+  }
+  const float* A = static_cast<const float*>(g.A);
+  const float* B = static_cast<const float*>(g.B);
+  if (g_lib == GemmLib::Mixed && !g.ta) {
+    const dnnl_status_t st = dnnl_sgemm(ta, tb, g.M, g.N, g.K, g.alpha, A, g.lda, B, g.ldb, g.beta, g.C, g.ldc);
+    if (st != dnnl_success) gemm_failed("dnnl_sgemm", g, (int)st);
     return;
   }
   cblas_sgemm(CblasRowMajor, g.ta ? CblasTrans : CblasNoTrans, g.tb ? CblasTrans : CblasNoTrans, g.M, g.N, g.K, g.alpha,
-              g.A, g.lda, g.B, g.ldb, g.beta, g.C, g.ldc);
+              A, g.lda, B, g.ldb, g.beta, g.C, g.ldc);
 }
 
 // Block p of P of g, by rows or by columns of C. Row edges fall on multiples of 4 (the
@@ -95,11 +122,11 @@ Gemm part(const Gemm& g, int p, int P, bool rows) {
   const int a = edge(p), b = edge(p + 1);
   if (rows) {
     s.M = b - a;
-    s.A = g.ta ? g.A + a : g.A + (int64_t)a * g.lda;
+    s.A = g.ta ? g.at(g.A, a) : g.at(g.A, (int64_t)a * g.lda);
     s.C = g.C + (int64_t)a * g.ldc;
   } else {
     s.N = b - a;
-    s.B = g.tb ? g.B + (int64_t)a * g.ldb : g.B + a;
+    s.B = g.tb ? g.at(g.B, (int64_t)a * g.ldb) : g.at(g.B, a);
     s.C = g.C + a;
   }
   return s;
@@ -167,6 +194,27 @@ void linear_backward(float* dx, float* dW, const float* dy, const float* x, cons
   int k = 0;
   if (dx) gs[k++] = {false, false, n, in, out, 1.f, dy, out, W, in, accumulate_dx ? 1.f : 0.f, dx, in};
   if (dW) gs[k++] = {true, false, out, in, n, 1.f, dy, out, x, in, 1.f, dW, in};
+  run_all(gs, k);
+}
+
+void linear_forward_bf16(float* y, const bf16* x, const bf16* W, int n, int in, int out) {
+  const Gemm g{false, true, n, out, in, 1.f, x, in, W, in, 0.f, y, out, true};
+  run_all(&g, 1);
+}
+
+void linear_forward_pair_bf16(float* y1, const bf16* W1, int out1, float* y2, const bf16* W2, int out2, const bf16* x,
+                              int n, int in) {
+  const Gemm gs[2] = {{false, true, n, out1, in, 1.f, x, in, W1, in, 0.f, y1, out1, true},
+                      {false, true, n, out2, in, 1.f, x, in, W2, in, 0.f, y2, out2, true}};
+  run_all(gs, 2);
+}
+
+void linear_backward_bf16(float* dx, float* dW, const bf16* dy, const bf16* x, const bf16* W, int n, int in, int out,
+                          bool accumulate_dx) {
+  Gemm gs[2];
+  int k = 0;
+  if (dx) gs[k++] = {false, false, n, in, out, 1.f, dy, out, W, in, accumulate_dx ? 1.f : 0.f, dx, in, true};
+  if (dW) gs[k++] = {true, false, out, in, n, 1.f, dy, out, x, in, 1.f, dW, in, true};
   run_all(gs, k);
 }
 

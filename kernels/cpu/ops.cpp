@@ -1,7 +1,10 @@
 // Elementwise, normalisation, RoPE, loss and optimizer kernels (CPU, OpenMP).
 // Reductions that feed the loss or the gradient norm run in a fixed order so
 // that results do not depend on scheduling: same inputs, same bits.
+#include <cpuid.h>
+
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -193,6 +196,31 @@ int64_t first_non_finite(const float* x, int64_t n) {
   if (first_blk == nb) return -1;
   for (int64_t i = first_blk * blk;; ++i)
     if (!std::isfinite(x[i])) return i;
+}
+
+// ---- bf16 ----------------------------------------------------------------------------
+// float_to_bf16 (kernels/dtype.h) written so that it vectorises: the same bits.
+void cast_to_bf16(bf16* dst, const float* src, int64_t n) {
+  uint16_t* d = reinterpret_cast<uint16_t*>(dst);
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t u = std::bit_cast<uint32_t>(src[i]);
+    const uint32_t r = (u & 0x7fffffffu) > 0x7f800000u ? (u | 0x400000u) : u + 0x7fffu + ((u >> 16) & 1u);
+    d[i] = (uint16_t)(r >> 16);
+  }
+}
+
+void cast_to_f32(float* dst, const bf16* src, int64_t n) {
+  const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+  for (int64_t i = 0; i < n; ++i) dst[i] = std::bit_cast<float>((uint32_t)s[i] << 16);
+}
+
+bool fast_bf16() {
+  // CPUID leaf 7: sub-leaf 1 EAX bit 5 = AVX512_BF16; sub-leaf 0 EDX bit 22 = AMX-BF16.
+  unsigned a, b, c, d;
+  if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5))) return true;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 22));
 }
 
 // ---- rows ----------------------------------------------------------------------------
