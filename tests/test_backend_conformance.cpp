@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -140,6 +142,130 @@ TEST_P(Conformance, LinearForwardPairAndBackward) {
     expect_close(gemm_ref(false, false, n, in, out, 1, DY, W, acc ? 1 : 0, DX0), down(dx), 1e-5, 1e-5,
                  acc ? "linear_backward dx (accumulate)" : "linear_backward dx");
     expect_close(gemm_ref(true, false, out, in, n, 1, DY, X, 1, DW0), down(dw), 1e-5, 1e-5, "linear_backward dW");
+  }
+}
+
+// ---- bf16 -------------------------------------------------------------------------------------
+using mor::kern::bf16;
+
+// The bf16 nearest to x, ties to the even mantissa, from the definition: of the two bf16 values
+// around x (truncation and the next one away from zero) the closer one, compared in double.
+uint16_t nearest_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if (std::isnan(x)) return 0;  // not used: NaN is checked separately
+  const uint16_t lo = (uint16_t)(u >> 16), hi = (uint16_t)(lo + 1);
+  auto val = [](uint16_t b) {  // inf as 2^128: IEEE rounds as if the exponent were unbounded, then overflows
+    if ((b & 0x7fff) == 0x7f80) return (b & 0x8000) ? -0x1p128 : 0x1p128;
+    const uint32_t w = (uint32_t)b << 16;
+    float f;
+    std::memcpy(&f, &w, 4);
+    return (double)f;
+  };
+  if ((lo & 0x7f80) == 0x7f80) return lo;  // inf stays inf
+  const double dl = std::fabs((double)x - val(lo)), dh = std::fabs((double)x - val(hi));
+  if (dl != dh) return dl < dh ? lo : hi;
+  return (lo & 1) ? hi : lo;
+}
+
+V bf16_rounded(const V& v) {  // each value rounded to bf16 and back (exact in fp32)
+  V r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) r[i] = mor::kern::bf16_to_float(mor::kern::float_to_bf16(v[i]));
+  return r;
+}
+std::vector<bf16> to_bf16(const V& v) {
+  std::vector<bf16> r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) r[i] = mor::kern::float_to_bf16(v[i]);
+  return r;
+}
+
+TEST_P(Conformance, CastsToBf16RoundToNearestEvenAndBackExactly) {
+  const float inf = std::numeric_limits<float>::infinity(), big = std::numeric_limits<float>::max();
+  V x = {0.f, -0.f, 1.f, 1.f + 0x1p-8f, 1.f + 0x3p-8f, 1.f + 0x1p-8f + 0x1p-20f, -(1.f + 0x3p-8f), 3.1415927f,
+         1e-40f /* subnormal */, 0x1.fep127f, big, -big, inf, -inf, 65504.f, 1e-30f};
+  for (float v : rand_vec(5000, 70, 3.f)) x.push_back(v);
+  Buffer<float> src = up(x), back(be(), (int64_t)x.size());
+  Buffer<bf16> h(be(), (int64_t)x.size());
+  be().cast_to_bf16(h.data(), src.data(), (int64_t)x.size());
+  be().cast_to_f32(back.data(), h.data(), (int64_t)x.size());
+  const std::vector<bf16> got = down(h);
+  const V got32 = down(back);
+  for (size_t i = 0; i < x.size(); ++i) {
+    ASSERT_EQ(got[i].bits, nearest_bf16(x[i])) << "cast_to_bf16(" << x[i] << ")";
+    const uint32_t w = (uint32_t)got[i].bits << 16;
+    float f;
+    std::memcpy(&f, &w, 4);
+    ASSERT_EQ(std::memcmp(&f, &got32[i], 4), 0) << "cast_to_f32 of bf16 " << got[i].bits;
+  }
+  // NaN stays NaN (quiet), whatever its payload.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  uint32_t snan_bits = 0x7f800001u;
+  float snan;
+  std::memcpy(&snan, &snan_bits, 4);
+  Buffer<float> n = up(V{nan, -nan, snan});
+  Buffer<bf16> nh(be(), 3);
+  be().cast_to_bf16(nh.data(), n.data(), 3);
+  Buffer<float> nb(be(), 3);
+  be().cast_to_f32(nb.data(), nh.data(), 3);
+  for (float v : down(nb)) EXPECT_TRUE(std::isnan(v));
+}
+
+// bf16 operands, fp32 accumulation: against fp64 on the rounded operands the only error is fp32
+// accumulation (rtol 1e-5); against fp64 on the unrounded fp32 operands each product is off by up
+// to 2 * 2^-8 relative, so |error| <= 2^-7 * sum_k |a_k b_k| (+ accumulation).
+void expect_bf16_gemm(const D& exact_rounded, const D& exact_fp32, const D& abs_products, const V& got,
+                      const std::string& what) {
+  ASSERT_EQ(got.size(), exact_rounded.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_LE(std::fabs(got[i] - exact_rounded[i]), 1e-5 * abs_products[i] + 1e-6) << what << " [" << i << "]";
+    ASSERT_LE(std::fabs(got[i] - exact_fp32[i]), 0x1p-7 * abs_products[i] + 1e-5 * abs_products[i] + 1e-6)
+        << what << " vs fp32 [" << i << "]";
+  }
+}
+V absv(const V& v) {
+  V r(v);
+  for (auto& x : r) x = std::fabs(x);
+  return r;
+}
+
+TEST_P(Conformance, Bf16LinearForwardPairAndBackward) {
+  // Small shapes (one GEMM call) and large ones (cut into per-thread blocks of rows or columns).
+  for (auto [n, in, out] : {std::tuple{19, 24, 13}, std::tuple{300, 256, 272}, std::tuple{64, 96, 5000}}) {
+    const std::string sh = " n=" + std::to_string(n) + " in=" + std::to_string(in) + " out=" + std::to_string(out);
+    const V X = rand_vec((size_t)n * in, 80), W = rand_vec((size_t)out * in, 81), W2 = rand_vec((size_t)out * in, 82);
+    const V Xr = bf16_rounded(X), Wr = bf16_rounded(W), W2r = bf16_rounded(W2);
+    const V zero((size_t)n * out, 0.f);
+    Buffer<bf16> x = up(to_bf16(X)), w = up(to_bf16(W)), w2 = up(to_bf16(W2));
+    Buffer<float> y(be(), (int64_t)n * out), y2(be(), (int64_t)n * out);
+    be().linear_forward_bf16(y.data(), x.data(), w.data(), n, in, out);
+    const D yr = gemm_ref(false, true, n, out, in, 1, Xr, Wr, 0, zero);
+    const D yabs = gemm_ref(false, true, n, out, in, 1, absv(X), absv(W), 0, zero);
+    expect_bf16_gemm(yr, gemm_ref(false, true, n, out, in, 1, X, W, 0, zero), yabs, down(y), "linear_forward_bf16" + sh);
+    be().linear_forward_pair_bf16(y.data(), w.data(), out, y2.data(), w2.data(), out, x.data(), n, in);
+    expect_bf16_gemm(yr, gemm_ref(false, true, n, out, in, 1, X, W, 0, zero), yabs, down(y), "pair y1" + sh);
+    expect_bf16_gemm(gemm_ref(false, true, n, out, in, 1, Xr, W2r, 0, zero),
+                     gemm_ref(false, true, n, out, in, 1, X, W2, 0, zero),
+                     gemm_ref(false, true, n, out, in, 1, absv(X), absv(W2), 0, zero), down(y2), "pair y2" + sh);
+    // dx (=|+=) dy W, dW += dy^T x; dx0 and dW0 are fp32 (the outputs are fp32).
+    const V DY = rand_vec((size_t)n * out, 83), DYr = bf16_rounded(DY);
+    const V DX0 = rand_vec((size_t)n * in, 84), DW0 = rand_vec((size_t)out * in, 85);
+    for (bool acc : {false, true}) {
+      Buffer<bf16> dy = up(to_bf16(DY));
+      Buffer<float> dx = up(DX0), dw = up(DW0);
+      be().linear_backward_bf16(dx.data(), dw.data(), dy.data(), x.data(), w.data(), n, in, out, acc);
+      const V zx((size_t)n * in, 0.f), zw((size_t)out * in, 0.f);
+      D dxr = gemm_ref(false, false, n, in, out, 1, DYr, Wr, acc ? 1 : 0, DX0);
+      D dx32 = gemm_ref(false, false, n, in, out, 1, DY, W, acc ? 1 : 0, DX0);
+      D dxabs = gemm_ref(false, false, n, in, out, 1, absv(DY), absv(W), 0, zx);
+      if (acc)
+        for (size_t i = 0; i < dxabs.size(); ++i) dxabs[i] += std::fabs(DX0[i]);
+      expect_bf16_gemm(dxr, dx32, dxabs, down(dx), std::string("linear_backward_bf16 dx") + (acc ? " acc" : "") + sh);
+      D dwabs = gemm_ref(true, false, out, in, n, 1, absv(DY), absv(X), 0, zw);
+      for (size_t i = 0; i < dwabs.size(); ++i) dwabs[i] += std::fabs(DW0[i]);
+      expect_bf16_gemm(gemm_ref(true, false, out, in, n, 1, DYr, Xr, 1, DW0),
+                       gemm_ref(true, false, out, in, n, 1, DY, X, 1, DW0), dwabs, down(dw),
+                       "linear_backward_bf16 dW" + sh);
+    }
   }
 }
 
