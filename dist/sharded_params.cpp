@@ -164,12 +164,11 @@ void ShardedParams::done(int u, bool backward, bool last_use) {
       U.reduce_send16.resize(U.send.size());
       be_.cast_to_bf16(U.reduce_send16.data(), U.send.data(), U.send.size());
       U.reduce_recv16.resize(U.len);
-      reductions_.push_back(comm_.ireduce_scatter(U.reduce_send16.data(), U.reduce_recv16.data(), U.len,
-                                                  tag("reducescatter", u)));
+      reductions_.push_back(
+          comm_.ireduce_scatter(U.reduce_send16.data(), U.reduce_recv16.data(), U.len, tag("reducescatter", u)));
       bf16_reduced_.push_back(u);
     } else {
-      reductions_.push_back(
-          comm_.ireduce_scatter(U.send.data(), grad.data() + U.off, U.len, tag("reducescatter", u)));
+      reductions_.push_back(comm_.ireduce_scatter(U.send.data(), grad.data() + U.off, U.len, tag("reducescatter", u)));
     }
     release_grads(u);
   }

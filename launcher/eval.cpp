@@ -80,14 +80,16 @@ int cmd_eval(int argc, char** argv) {
   const std::unique_ptr<kern::Backend> backend =
       make_run_backend(rc.train, default_threads(rc.train.threads, 1).threads);
   Model model(rc.model, *backend);
+  model.bf16 = rc.train.precision == "bf16";  // --train.precision applies to evaluation too
+  if (model.bf16) check_bf16_hardware(*backend, true);
   load_eval_params(model, rc);
   io::ValLoader val(rc.data.val, rc.model.seq_len, rc.model.vocab_size);
   const int micro = rc.train.micro_batch > 0 ? rc.train.micro_batch : 8;
   auto single = dist::make_single_process_comm();
   const double vl = evaluate(model, val, rc.train.eval_samples, micro, *single, true);
-  logf("val_loss %.6f over %d windows of %d tokens\n", vl,
+  logf("val_loss %.6f over %d windows of %d tokens (%s)\n", vl,
        rc.train.eval_samples > 0 ? std::min(rc.train.eval_samples, val.num_samples()) : val.num_samples(),
-       rc.model.seq_len);
+       rc.model.seq_len, rc.train.precision.c_str());
   return 0;
 }
 

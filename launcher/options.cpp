@@ -161,7 +161,8 @@ static void finish(OptionTable& tab, RunConfig& rc) {
     throw ConfigError("train.recompute", "unknown value '" + t.recompute + "' (none | layer)");
   if (t.precision != "fp32" && t.precision != "bf16")
     throw ConfigError("train.precision", "unknown value '" + t.precision + "' (fp32 | bf16)");
-  for (const auto& [key, v] : {std::pair{"dist.param_dtype", rc.dist.param_dtype}, {"dist.reduce_dtype", rc.dist.reduce_dtype}})
+  for (const auto& [key, v] :
+       {std::pair{"dist.param_dtype", rc.dist.param_dtype}, {"dist.reduce_dtype", rc.dist.reduce_dtype}})
     if (v != "fp32" && v != "bf16") throw ConfigError(key, "unknown value '" + v + "' (fp32 | bf16)");
   if (t.nonfinite != "stop" && t.nonfinite != "skip")
     throw ConfigError("train.nonfinite", "unknown value '" + t.nonfinite + "' (stop | skip)");
@@ -374,8 +375,8 @@ std::optional<std::string> default_text(const po::option_description& o) {
 // What `eval` reads: the model, the parameters, the validation data and how to run.
 bool eval_uses(const std::string& name) {
   static const std::set<std::string> names = {
-      "help",          "config",    "train.init_params", "data.val", "train.eval_samples", "train.micro_batch",
-      "train.threads", "train.gemm"};
+      "help",          "config",     "train.init_params", "data.val", "train.eval_samples", "train.micro_batch",
+      "train.threads", "train.gemm", "train.precision"};
   return names.count(name) || name.rfind("model.", 0) == 0 || name.rfind("mor.", 0) == 0;
 }
 
@@ -388,6 +389,7 @@ const std::map<std::string, std::string>& eval_descriptions() {
       {"train.eval_samples", "validation windows to score (0 = all)"},
       {"train.micro_batch", "windows per forward pass (0 = 8)"},
       {"train.threads", "CPU threads (0 = OMP_NUM_THREADS if set, else every CPU in the affinity mask)"},
+      {"train.precision", "GEMM precision of the forward pass: fp32 | bf16 (fp32 accumulation)"},
   };
   return d;
 }

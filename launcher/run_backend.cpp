@@ -27,8 +27,9 @@ void check_bf16_hardware(kern::Backend& be, bool lead) {
                       "would be emulated, slower than fp32. Use --train.precision fp32 (or set "
                       "MOR_ALLOW_EMULATED_BF16=1 to run emulated anyway, e.g. to test)");
   if (lead)
-    logf("warning: this CPU has no bf16 instructions; bf16 GEMMs run emulated, slower than fp32 "
-         "(MOR_ALLOW_EMULATED_BF16=1)\n");
+    logf(
+        "warning: this CPU has no bf16 instructions; bf16 GEMMs run emulated, slower than fp32 "
+        "(MOR_ALLOW_EMULATED_BF16=1)\n");
 }
 
 }  // namespace mor

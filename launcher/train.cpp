@@ -135,7 +135,8 @@ void print_data_and_mfu(const Run& r) {
     logf(
         "MFU against %.0f GFLOP/s per rank: best of %d warm 1024^3 %s runs over %.1f s with %d thread%s (set "
         "--train.peak_gflops for figures comparable across runs)\n",
-        r.probe.gflops, r.probe.runs, r.model->bf16 ? "bf16 GEMM (fp32 accumulation)" : "sgemm", r.probe.seconds, backend_threads(), backend_threads() > 1 ? "s" : "");
+        r.probe.gflops, r.probe.runs, r.model->bf16 ? "bf16 GEMM (fp32 accumulation)" : "sgemm", r.probe.seconds,
+        backend_threads(), backend_threads() > 1 ? "s" : "");
   if (loader.num_samples() < (uint64_t)tc.global_batch)
     logf(
         "warning: the training data holds %llu windows of %d tokens, fewer than one global batch (%d): every step "
@@ -188,8 +189,9 @@ bool setup(Run& r, int argc, char** argv, dist::Communicator& comm) {
   }
   if (r.world > 1) {
     r.sharded = std::make_unique<dist::ShardedParams>(
-        m, comm, dist::ShardOptions{rc.dist.regather_per_recursion, rc.dist.keep_shared_gathered, rc.dist.overlap,
-                              dtype_option(rc.dist.param_dtype), dtype_option(rc.dist.reduce_dtype)});
+        m, comm,
+        dist::ShardOptions{rc.dist.regather_per_recursion, rc.dist.keep_shared_gathered, rc.dist.overlap,
+                           dtype_option(rc.dist.param_dtype), dtype_option(rc.dist.reduce_dtype)});
     r.sharded->shard_from_full();
     m.hooks = r.sharded.get();
   }

@@ -179,8 +179,7 @@ void layer_forward(const LayerEnv& env, const LayerView& w, const LayerView16& w
 }
 
 void layer_backward(const LayerEnv& env, const LayerView& w, const LayerView16& w16, const LayerView& gw,
-                    const TokenSet& ts, const float* dy, float* dx, LayerActs& A, LayerActs* kv_src,
-                    LayerScratch& s) {
+                    const TokenSet& ts, const float* dy, float* dx, LayerActs& A, LayerActs* kv_src, LayerScratch& s) {
   Backend& be = env.be;
   const Dims d(env.c);
   const int n = ts.n();

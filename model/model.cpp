@@ -56,9 +56,7 @@ void Model::back_visit(int visit, int ul, const TokenSet& ts, const float* dy, f
 }
 
 int64_t Model::activation_bytes() const {
-  auto bytes = [](const auto&... b) {
-    return (0 + ... + (int64_t)(b.capacity() * sizeof(*b.data())));
-  };
+  auto bytes = [](const auto&... b) { return (0 + ... + (int64_t)(b.capacity() * sizeof(*b.data()))); };
   auto acts = [&](const LayerActs& A) {
     return bytes(A.x, A.a, A.rstd1, A.q, A.k, A.v, A.o, A.lse, A.h, A.m, A.rstd2, A.g, A.u, A.act, A.dk, A.dv, A.a16,
                  A.o16, A.m16, A.act16);
@@ -212,8 +210,8 @@ double Model::head(int n_seq, int global_batch, bool backward) {
       be.linear_backward_bf16(dhn_.data() + at, grads.data() + layout.embed, tmp16_.data(), hn16_.data() + at, E16,
                               rows, D, V, false);
     } else {
-      be.linear_backward(dhn_.data() + at, grads.data() + layout.embed, logits_.data(), hn_.data() + at, E, rows, D,
-                         V, false);
+      be.linear_backward(dhn_.data() + at, grads.data() + layout.embed, logits_.data(), hn_.data() + at, E, rows, D, V,
+                         false);
     }
   }
   if (backward) {

@@ -181,8 +181,22 @@ std::vector<bf16> to_bf16(const V& v) {
 
 TEST_P(Conformance, CastsToBf16RoundToNearestEvenAndBackExactly) {
   const float inf = std::numeric_limits<float>::infinity(), big = std::numeric_limits<float>::max();
-  V x = {0.f, -0.f, 1.f, 1.f + 0x1p-8f, 1.f + 0x3p-8f, 1.f + 0x1p-8f + 0x1p-20f, -(1.f + 0x3p-8f), 3.1415927f,
-         1e-40f /* subnormal */, 0x1.fep127f, big, -big, inf, -inf, 65504.f, 1e-30f};
+  V x = {0.f,
+         -0.f,
+         1.f,
+         1.f + 0x1p-8f,
+         1.f + 0x3p-8f,
+         1.f + 0x1p-8f + 0x1p-20f,
+         -(1.f + 0x3p-8f),
+         3.1415927f,
+         1e-40f /* subnormal */,
+         0x1.fep127f,
+         big,
+         -big,
+         inf,
+         -inf,
+         65504.f,
+         1e-30f};
   for (float v : rand_vec(5000, 70, 3.f)) x.push_back(v);
   Buffer<float> src = up(x), back(be(), (int64_t)x.size());
   Buffer<bf16> h(be(), (int64_t)x.size());
@@ -240,7 +254,8 @@ TEST_P(Conformance, Bf16LinearForwardPairAndBackward) {
     be().linear_forward_bf16(y.data(), x.data(), w.data(), n, in, out);
     const D yr = gemm_ref(false, true, n, out, in, 1, Xr, Wr, 0, zero);
     const D yabs = gemm_ref(false, true, n, out, in, 1, absv(X), absv(W), 0, zero);
-    expect_bf16_gemm(yr, gemm_ref(false, true, n, out, in, 1, X, W, 0, zero), yabs, down(y), "linear_forward_bf16" + sh);
+    expect_bf16_gemm(yr, gemm_ref(false, true, n, out, in, 1, X, W, 0, zero), yabs, down(y),
+                     "linear_forward_bf16" + sh);
     be().linear_forward_pair_bf16(y.data(), w.data(), out, y2.data(), w2.data(), out, x.data(), n, in);
     expect_bf16_gemm(yr, gemm_ref(false, true, n, out, in, 1, X, W, 0, zero), yabs, down(y), "pair y1" + sh);
     expect_bf16_gemm(gemm_ref(false, true, n, out, in, 1, Xr, W2r, 0, zero),

@@ -69,12 +69,12 @@ class CpuBackend final : public Backend {
   void linear_forward_bf16(float* y, const bf16* x, const bf16* W, int n, int in, int out) override {
     cpu::linear_forward_bf16(y, x, W, n, in, out);
   }
-  void linear_forward_pair_bf16(float* y1, const bf16* W1, int out1, float* y2, const bf16* W2, int out2,
-                                const bf16* x, int n, int in) override {
+  void linear_forward_pair_bf16(float* y1, const bf16* W1, int out1, float* y2, const bf16* W2, int out2, const bf16* x,
+                                int n, int in) override {
     cpu::linear_forward_pair_bf16(y1, W1, out1, y2, W2, out2, x, n, in);
   }
-  void linear_backward_bf16(float* dx, float* dW, const bf16* dy, const bf16* x, const bf16* W, int n, int in,
-                            int out, bool accumulate_dx) override {
+  void linear_backward_bf16(float* dx, float* dW, const bf16* dy, const bf16* x, const bf16* W, int n, int in, int out,
+                            bool accumulate_dx) override {
     cpu::linear_backward_bf16(dx, dW, dy, x, W, n, in, out, accumulate_dx);
   }
   void cast_to_bf16(bf16* dst, const float* src, int64_t n) override { cpu::cast_to_bf16(dst, src, n); }

@@ -11,8 +11,8 @@
 namespace mor::kern::cpu {
 
 using kern::AdamWParams;
-using kern::bf16;
 using kern::AttnShape;
+using kern::bf16;
 using kern::RopeTable;
 
 // ---- threads ---------------------------------------------------------------

@@ -92,9 +92,8 @@ void run(const Gemm& g) {
   }
   const char ta = g.ta ? 'T' : 'N', tb = g.tb ? 'T' : 'N';  // oneDNN's gemms are row-major, like our calls
   if (g.bf16) {
-    const dnnl_status_t st =
-        dnnl_gemm_bf16bf16f32(ta, tb, g.M, g.N, g.K, g.alpha, static_cast<const uint16_t*>(g.A), g.lda,
-                              static_cast<const uint16_t*>(g.B), g.ldb, g.beta, g.C, g.ldc);
+    const dnnl_status_t st = dnnl_gemm_bf16bf16f32(ta, tb, g.M, g.N, g.K, g.alpha, static_cast<const uint16_t*>(g.A),
+                                                   g.lda, static_cast<const uint16_t*>(g.B), g.ldb, g.beta, g.C, g.ldc);
     if (st != dnnl_success) gemm_failed("dnnl_gemm_bf16bf16f32", g, (int)st);
     return;
   }
