@@ -30,6 +30,7 @@ static const char* kUsage =
     "  eval    validation loss of saved parameters (mor-dist eval --help)\n"
     "  convert rewrite a checkpoint for another number of shards (mor-dist convert --help)\n"
     "  inspect list and verify a checkpoint (mor-dist inspect CKPT)\n"
+    "  export  a checkpoint in the Hugging Face layout: safetensors + config.json (mor-dist export --help)\n"
     "  prepare tokenize JSONL documents into token shards (mor-dist prepare --help)\n"
     "mor-dist --version: version, git revision and build flags\n"
     "exit status: 0 ok, 1 runtime error, 2 bad option or config, 3 a checkpoint could not be saved (the previous one\n"
@@ -98,6 +99,8 @@ int main(int argc, char** argv) {
       rc = mor::cmd_convert(argc - 1, argv + 1, *comm);
     else if (cmd == "inspect")
       rc = mor::cmd_inspect(argc - 1, argv + 1);
+    else if (cmd == "export")
+      rc = mor::cmd_export(argc - 1, argv + 1);
     else if (cmd == "prepare")
       rc = mor::cmd_prepare(argc - 1, argv + 1);
     else {
