@@ -7,6 +7,9 @@
 #   - split at --max-shard-size 1MB: several model-0000K-of-0000N files + the index JSON, whose
 #     weight_map names every tensor once and whose total_size is the sum of the tensors;
 #   - MoR (tiny_mor.ini): the shared block once, the routers, the "mor" object in config.json;
+#   - logits: the PyTorch reference (tests/reference/mor_ref.py, float64) with the exported vanilla
+#     weights gives the cross-entropy `mor-dist eval` computes from the checkpoint, within 1e-5 relative,
+#     on 4 windows of a token shard written here;
 #   - refusals: an existing --out, a bad size, no --ckpt (exit 2, nothing written).
 source "$(dirname "$0")/common.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1
@@ -97,6 +100,36 @@ assert "model.shared_layers.0.self_attn.q_proj.weight" in mor and "model.routers
 mcfg = json.load(open(f"{work}/hf_mor/config.json"))
 assert mcfg["architectures"] == ["MoRLlamaForCausalLM"] and mcfg["mor"]["num_recursions"] == 3, mcfg
 print("MoR: shared block once, routers, config.json 'mor':", json.dumps(mcfg["mor"]))
+PY
+
+# Cross-entropy of the exported weights (reference) vs mor-dist's own from the checkpoint: 4 windows
+# of 64 + 1 tokens in an llm.c shard (the eval windows start every 64 tokens and share one token).
+/usr/bin/python3 - "$WORK" <<'PY'
+import numpy as np, sys
+rng = np.random.default_rng(7)
+hdr = np.zeros(256, dtype="<i4"); hdr[:3] = (20240520, 1, 4 * 64 + 1)
+with open(f"{sys.argv[1]}/val_000000.bin", "wb") as f:
+    f.write(hdr.tobytes()); f.write(rng.integers(0, 1024, 4 * 64 + 1).astype("<u2").tobytes())
+PY
+mine=$("$MOR_BIN" eval --config "$MOR_SRC/configs/tiny_vanilla.ini" --train.init_params "$WORK/ck_vanilla" \
+  --data.val "$WORK/val_000000.bin" --train.threads 1 | sed -nE 's/^val_loss ([0-9.]+) over 4 windows.*/\1/p')
+[ -n "$mine" ] || fail "mor-dist eval printed no val_loss over 4 windows"
+/usr/bin/python3 - "$WORK" "$MOR_SRC" "$mine" <<'PY'
+import json, struct, sys
+import numpy as np, torch
+work, src, mine = sys.argv[1], sys.argv[2], float(sys.argv[3])
+sys.path.insert(0, src + "/tests/reference")
+import mor_ref
+raw = open(f"{work}/hf_vanilla/model.safetensors", "rb").read()
+(n,) = struct.unpack("<Q", raw[:8]); header = json.loads(raw[8:8 + n]); header.pop("__metadata__")
+W = {k: torch.tensor(np.frombuffer(raw[8 + n + t["data_offsets"][0]:8 + n + t["data_offsets"][1]], dtype="<f4")
+                     .reshape(t["shape"]), dtype=torch.float64) for k, t in header.items()}
+tok = np.fromfile(f"{work}/val_000000.bin", dtype="<u2", offset=1024).astype(np.int64)
+windows = torch.tensor(np.stack([tok[j * 64:j * 64 + 65] for j in range(4)]))
+ref = float(mor_ref.forward(mor_ref.load_config(src + "/configs/tiny_vanilla.ini"), W, windows)["loss.ce"])
+rel = abs(mine - ref) / ref
+print(f"cross-entropy of 4 windows: mor-dist eval (checkpoint) {mine:.6f}, reference (exported weights) {ref:.6f}, rel {rel:.1e}")
+sys.exit(0 if rel <= 1e-5 else 1)
 PY
 
 expect_exit2() {  # expect_exit2 WHAT ARGS...: exit status 2, an error line, nothing written
