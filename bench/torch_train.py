@@ -3,17 +3,23 @@
 
     /usr/bin/python3 bench/torch_train.py train --config configs/smollm135m_vanilla.ini \
         --seq-len 512 --batch 1 --warmup 2 --steps 4 --data 'DIR/edu_fineweb_train_*.bin' \
-        [--threads 2] [--metrics FILE]
+        [--threads 2] [--metrics FILE] [--bf16]
     /usr/bin/python3 bench/torch_train.py sgemm [--n 2048] [--reps 20] [--threads 2]
+    /usr/bin/python3 bench/torch_train.py bf16gemm [--n 2048] [--reps 20] [--threads 2]
     /usr/bin/python3 bench/torch_train.py blasinfo [--threads 2]
 
 `train` builds the model from the same INI file mor-dist reads (shapes only: [model] and [mor]),
 runs warm-up + timed optimizer steps (forward, backward, clip 1.0, AdamW) on windows of the same
 llm.c token shard and writes one JSON line per step ({"step", "loss", "step_time_s",
 "tokens_per_s", "gflops", "warmup"}); GFLOP/s uses mor-dist's own FLOP count (model.cpp: 3x the
-forward GEMM + attention FLOPs). `sgemm` times torch.matmul (fp32 [n,n]@[n,n], output reused) and
-numpy's sgemm and prints JSON with the best and median GFLOP/s. `blasinfo` prints which BLAS
-library this process loaded and which OpenBLAS core (kernel set) it chose.
+forward GEMM + attention FLOPs). `train --bf16` runs the forward and the loss under
+torch.autocast("cpu", dtype=torch.bfloat16) (PyTorch's standard CPU mixed precision: the GEMMs in
+bf16 through oneDNN, fp32 master weights, fp32 AdamW; backward outside the autocast region, as
+usual); without --bf16 it is plain fp32. `sgemm` times torch.matmul (fp32 [n,n]@[n,n], output
+reused) and numpy's sgemm and prints JSON with the best and median GFLOP/s. `bf16gemm` does the same
+for torch.matmul on bf16 [n,n] tensors (oneDNN's bf16 GEMM, fp32 accumulation; AVX512-BF16 / AMX
+where the CPU has them). `blasinfo` prints which BLAS library this process loaded and which
+OpenBLAS core (kernel set) it chose.
 
 Implementation notes (the fastest eager fp32 code we know for torch 1.13 on CPU, no fused QKV):
 plain nn.Linear(bias=False) projections on [B, n, D]; GQA without copying K/V (the H/Hkv query heads
@@ -254,6 +260,9 @@ def cmd_train(a):
     print(f"torch: V={c.V} D={c.D} heads={c.H}/{c.Hkv} ff={c.F} T={c.T} | {layout}")
     print(f"torch: params {n_params} | batch {a.batch} x {c.T} = {a.batch * c.T} tokens/step | "
           f"threads {torch.get_num_threads()} | {flops / 1e9:.1f} GFLOP/step (mor-dist's count)")
+    if a.bf16:
+        print("torch: precision bf16 autocast (forward + loss under torch.autocast(\"cpu\", torch.bfloat16); "
+              "fp32 master weights and AdamW)")
     sys.stdout.flush()
     out = open(a.metrics, "a") if a.metrics else None
     params = list(model.parameters())
@@ -262,7 +271,11 @@ def cmd_train(a):
         batch = torch.from_numpy(np.stack([np.asarray(toks[i * (c.T + 1):(i + 1) * (c.T + 1)], dtype=np.int64)
                                            for i in w]))
         t0 = time.perf_counter()
-        loss, ce = model(batch[:, :-1], batch[:, 1:])
+        if a.bf16:
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+                loss, ce = model(batch[:, :-1], batch[:, 1:])
+        else:
+            loss, ce = model(batch[:, :-1], batch[:, 1:])
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -271,6 +284,8 @@ def cmd_train(a):
         rec = dict(step=step + 1, warmup=step < a.warmup, loss=float(loss), ce=float(ce), grad_norm=float(gnorm),
                    step_time_s=dt, tokens_per_s=a.batch * c.T / dt, gflops=flops / dt / 1e9, params=n_params,
                    tokens_per_step=a.batch * c.T)
+        if a.bf16:
+            rec["precision"] = "bf16"
         print(f"torch step {step + 1:3d}{' (warm-up)' if rec['warmup'] else '          '} | loss {rec['loss']:.6f} "
               f"| gnorm {rec['grad_norm']:.4f} | {dt:.3f} s | {rec['tokens_per_s']:.1f} tok/s "
               f"| {rec['gflops']:.1f} GFLOP/s")
@@ -280,20 +295,24 @@ def cmd_train(a):
             out.flush()
 
 
+def gemm_rates(a, matmul):
+    """(best, median) GFLOP/s of a.reps runs of matmul() ([a.n]^3) after 3 warm-up runs."""
+    fl = 2.0 * a.n ** 3
+    out = []
+    for i in range(a.reps + 3):
+        t = time.perf_counter()
+        matmul()
+        dt = time.perf_counter() - t
+        if i >= 3:
+            out.append(fl / dt / 1e9)
+    return max(out), statistics.median(out)
+
+
 def cmd_sgemm(a):
     torch.set_num_threads(a.threads)
     n = a.n
-    fl = 2.0 * n ** 3
     res = {"n": n, "threads": torch.get_num_threads()}
-    def rates(matmul):  # GFLOP/s of a.reps runs after 3 warm-up runs
-        out = []
-        for i in range(a.reps + 3):
-            t = time.perf_counter()
-            matmul()
-            dt = time.perf_counter() - t
-            if i >= 3:
-                out.append(fl / dt / 1e9)
-        return max(out), statistics.median(out)
+    rates = lambda matmul: gemm_rates(a, matmul)  # noqa: E731
 
     x, y = torch.randn(n, n), torch.randn(n, n)
     z = torch.empty(n, n)
@@ -301,6 +320,20 @@ def cmd_sgemm(a):
     xn, yn, zn = x.numpy(), y.numpy(), np.empty((n, n), np.float32)
     res["numpy_best"], res["numpy_median"] = rates(lambda: np.matmul(xn, yn, out=zn))
     res["blas"] = blas_info()
+    print(json.dumps(res))
+
+
+def cmd_bf16gemm(a):
+    torch.set_num_threads(a.threads)
+    n = a.n
+    res = {"n": n, "threads": torch.get_num_threads(), "dtype": "bf16"}
+    x, y = torch.randn(n, n).bfloat16(), torch.randn(n, n).bfloat16()
+    z = torch.empty(n, n, dtype=torch.bfloat16)
+    res["torch_best"], res["torch_median"] = gemm_rates(a, lambda: torch.matmul(x, y, out=z))
+    cfg = torch.__config__.show()
+    dnnl = [l.strip(" -") for l in cfg.splitlines() if "DNN" in l]
+    res["onednn"] = dnnl[0] if dnnl else "?"
+    res["mkldnn_enabled"] = bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
     print(json.dumps(res))
 
 
@@ -325,14 +358,20 @@ def main():
     t.add_argument("--wd", type=float, default=0.1)
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--metrics", default="")
+    t.add_argument("--bf16", action="store_true",
+                   help="forward + loss under torch.autocast(\"cpu\", torch.bfloat16) (fp32 masters and AdamW)")
     s = sub.add_parser("sgemm")
     s.add_argument("--n", type=int, default=2048)
     s.add_argument("--reps", type=int, default=20)
     s.add_argument("--threads", type=int, default=2)
+    g = sub.add_parser("bf16gemm")
+    g.add_argument("--n", type=int, default=2048)
+    g.add_argument("--reps", type=int, default=20)
+    g.add_argument("--threads", type=int, default=2)
     b = sub.add_parser("blasinfo")
     b.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    {"train": cmd_train, "sgemm": cmd_sgemm, "blasinfo": cmd_blasinfo}[a.cmd](a)
+    {"train": cmd_train, "sgemm": cmd_sgemm, "bf16gemm": cmd_bf16gemm, "blasinfo": cmd_blasinfo}[a.cmd](a)
 
 
 if __name__ == "__main__":
