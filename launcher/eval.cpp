@@ -68,6 +68,38 @@ void load_eval_params(Model& model, const RunConfig& rc) {
   logf("parameters from %s (step %lld, %zu shard file%s)\n", dir.c_str(), (long long)idx.state.step, idx.files.size(),
        idx.files.size() == 1 ? "" : "s");
 }
+// --router-stats: what the router did over the evaluated windows (definitions: docs/MODEL.md).
+void print_router_stats(const ModelConfig& c, const RouterStats& st) {
+  const std::vector<int64_t>& d = st.tokens_at_depth;
+  double total = 0;
+  for (int64_t n : d) total += (double)n;
+  if (total == 0) return;
+  std::string depths;
+  char b[96];
+  for (size_t i = 0; i < d.size(); ++i) {
+    std::snprintf(b, sizeof b, " %zu:%.2f%%", i, 100.0 * d[i] / total);
+    depths += b;
+  }
+  logf("router: %s, N_r %d | tokens by recursions received%s\n", to_string(c.router), c.n_recursions, depths.c_str());
+  if (c.router == RouterKind::Expert) {
+    int64_t cand = 0, agree = 0;
+    std::string per;
+    for (size_t r = 0; r < st.candidates.size(); ++r) {
+      cand += st.candidates[r];
+      agree += st.threshold_agrees[r];
+      std::snprintf(b, sizeof b, " r%zu %.2f%%", r, st.candidates[r] ? 100.0 * st.threshold_agrees[r] / st.candidates[r] : 0.0);
+      per += b;
+    }
+    logf("router: sampling accuracy %.2f%% (threshold sigmoid(s) >= 0.5 vs training's top-k, over %lld candidates;%s)\n",
+         cand ? 100.0 * agree / cand : 0.0, (long long)cand, per.c_str());
+  } else if (c.router == RouterKind::Token) {
+    // Load per depth 1..N_r (depth 0 is empty for token-choice: every token gets >= 1 recursion).
+    double mx = 0;
+    for (size_t i = 1; i < d.size(); ++i) mx = std::max(mx, (double)d[i]);
+    const double mean = total / c.n_recursions;
+    logf("router: balance MaxVio %.4f (largest depth load / mean load - 1)\n", mx / mean - 1);
+  }
+}
 }  // namespace
 
 int cmd_eval(int argc, char** argv) {
@@ -86,10 +118,12 @@ int cmd_eval(int argc, char** argv) {
   io::ValLoader val(rc.data.val, rc.model.seq_len, rc.model.vocab_size);
   const int micro = rc.train.micro_batch > 0 ? rc.train.micro_batch : 8;
   auto single = dist::make_single_process_comm();
+  model.stats.reset(rc.model.n_recursions + 1);
   const double vl = evaluate(model, val, rc.train.eval_samples, micro, *single, true);
   logf("val_loss %.6f over %d windows of %d tokens (%s)\n", vl,
        rc.train.eval_samples > 0 ? std::min(rc.train.eval_samples, val.num_samples()) : val.num_samples(),
        rc.model.seq_len, rc.train.precision.c_str());
+  if (rc.router_stats) print_router_stats(rc.model, model.stats);
   return 0;
 }
 

@@ -376,7 +376,7 @@ std::optional<std::string> default_text(const po::option_description& o) {
 bool eval_uses(const std::string& name) {
   static const std::set<std::string> names = {
       "help",          "config",     "train.init_params", "data.val", "train.eval_samples", "train.micro_batch",
-      "train.threads", "train.gemm", "train.precision"};
+      "train.threads", "train.gemm", "train.precision", "router-stats"};
   return names.count(name) || name.rfind("model.", 0) == 0 || name.rfind("mor.", 0) == 0;
 }
 
@@ -423,6 +423,10 @@ bool parse(int argc, char** argv, RunConfig& rc, const char* usage, bool eval) {
   std::string resume, save_every, keep_last;
   cli.add_options()("help,h", "show this help")("config,c", po::value(&rc.config_path),
                                                 "INI config file (a [section] key = value file)");
+  if (eval)
+    cli.add_options()("router-stats", po::bool_switch(&rc.router_stats),
+                      "also print the router's statistics over the evaluated windows (docs/MODEL.md, \"Router "
+                      "statistics\")");
   if (!eval)
     cli.add_options()("resume", po::value(&resume), "shorthand for --ckpt.resume")(
         "save-every", po::value(&save_every), "shorthand for --ckpt.save_every")("keep-last", po::value(&keep_last),

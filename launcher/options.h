@@ -78,6 +78,7 @@ struct RunConfig {
   CkptConfig ckpt;
   std::string config_path;
   std::string command_line;  // for the checkpoint's record
+  bool router_stats = false;  // eval --router-stats
 };
 
 // Option table; string-typed options are converted by finish_config().

@@ -40,8 +40,15 @@ struct LossParts {
 // Tokens per final depth: index d counts the tokens that went through d recursions (0..N_r),
 // summed since the last reset.
 struct RouterStats {
-  std::vector<int64_t> tokens_at_depth;
-  void reset(int n_rec) { tokens_at_depth.assign(n_rec, 0); }
+  std::vector<int64_t> tokens_at_depth;  // [N_r + 1]: tokens that left after 0..N_r recursions
+  // Expert-choice, per recursion r: the candidates scored, and those whose threshold decision
+  // (sigmoid(s) >= 0.5, the causal decode-time rule) equals the top-k decision training made.
+  std::vector<int64_t> candidates, threshold_agrees;
+  void reset(int depths) {  // depths = N_r + 1
+    tokens_at_depth.assign(depths, 0);
+    candidates.assign(depths - 1, 0);
+    threshold_agrees.assign(depths - 1, 0);
+  }
 };
 
 // The model's layers as a router drives them (implemented by Model).

@@ -75,8 +75,10 @@ void ExpertRouter::select(Section& s, Rec& E, int r, std::vector<LossTerm>& term
     const double norm = (double)s.global_batch * (c1 - c0);
     std::vector<char> chosen(c1 - c0, 0);
     for (int t = 0; t < kk; ++t) chosen[order[t] - c0] = 1;
+    s.stats.candidates[r] += c1 - c0;
     for (int i = c0; i < c1; ++i) {
       const double x = sc[i], y = chosen[i - c0];
+      s.stats.threshold_agrees[r] += (x >= 0) == (y == 1);  // sigmoid(x) >= 0.5 <=> x >= 0
       terms[0].value += (std::max(x, 0.0) - x * y + std::log1p(std::exp(-std::fabs(x)))) / norm;
       terms[1].value += x * x / norm;
     }
