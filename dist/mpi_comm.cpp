@@ -219,15 +219,19 @@ class MpiComm : public Communicator {
     constexpr int kLen = 64;
     char mine[kLen] = {};
     if (const char* n = std::getenv("SLURMD_NODENAME"); n && *n) {
-      std::strncpy(mine, n, kLen - 1);
+      std::snprintf(mine, kLen, "%s", n);
     } else {
       char host[MPI_MAX_PROCESSOR_NAME] = {};
       int len = 0;
       MPI_Get_processor_name(host, &len);
-      std::strncpy(mine, host, kLen - 1);
+      std::snprintf(mine, kLen, "%s", host);
     }
     std::vector<char> all((size_t)size_ * kLen);
-    check(MPI_Allgather(mine, kLen, MPI_CHAR, all.data(), kLen, MPI_CHAR, comm_), "MPI_Allgather");
+    // non-blocking + the stall deadline, like every other collective: a rank killed at start-up
+    // must not leave the others blocked in MPI forever
+    std::vector<MPI_Request> req(1, MPI_REQUEST_NULL);
+    check(MPI_Iallgather(mine, kLen, MPI_CHAR, all.data(), kLen, MPI_CHAR, comm_, req.data()), "MPI_Iallgather");
+    wait_with_deadline(req, *this, "allgather/nodes");
     std::string out;
     for (int r = 0; r < size_;) {
       const std::string node(&all[(size_t)r * kLen]);
