@@ -51,7 +51,9 @@ class TrackedWork : public Work {
       failed_ = true;
       throw;
     }
-    comm_.stats.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    comm_.stats.wait_seconds += dt;
+    comm_.stats.wait_by_tag[tag_] += dt;
     w_.reset();
   }
   bool test() override {

@@ -35,12 +35,14 @@ struct CommStats {
   std::map<std::string, uint64_t> bytes;  // bytes sent by this rank, per tag
   std::map<std::string, uint64_t> calls;
   double wait_seconds = 0;   // time blocked in wait()/blocking collectives
+  std::map<std::string, double> wait_by_tag;  // the same, per tag (e.g. all-gather vs reduce-scatter waits)
   uint64_t split_calls = 0;  // collectives split into several backend calls (count > per-call limit)
   uint64_t total_bytes() const;
   void clear() {
     bytes.clear();
     calls.clear();
     wait_seconds = 0;
+    wait_by_tag.clear();
     split_calls = 0;
   }
 };
@@ -70,6 +72,9 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual const char* backend() const = 0;
+  // Where the ranks run, e.g. "node1 (ranks 0-1), node2 (ranks 2-3)": the node name of each rank
+  // (SLURMD_NODENAME under srun, else the host name), gathered once at start-up. "" for one process.
+  virtual std::string placement() const { return {}; }
 
   // ---- typed collectives ------------------------------------------------------------------------
   // `count` is in elements of `dt`; send and recv must not overlap (except identical pointers in a

@@ -125,6 +125,7 @@ class MpiComm : public Communicator {
     MPI_Comm_size(comm_, &size_);
     check(MPI_Op_create(&bf16_sum, 1, &bf16_sum_), "MPI_Op_create");
     check(MPI_Op_create(&bf16_max, 1, &bf16_max_), "MPI_Op_create");
+    placement_ = gather_placement();
   }
   ~MpiComm() override {
     MPI_Op_free(&bf16_sum_);
@@ -137,6 +138,7 @@ class MpiComm : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   const char* backend() const override { return "mpi"; }
+  std::string placement() const override { return placement_; }
 
   void barrier() override {
     std::vector<MPI_Request> req(1, MPI_REQUEST_NULL);
@@ -198,6 +200,38 @@ class MpiComm : public Communicator {
   }
 
  private:
+  std::string placement_;
+  // Every rank's node name, gathered with a plain MPI call (not a counted collective: the byte
+  // counters cover training traffic only), as runs of consecutive ranks per node.
+  std::string gather_placement() const {
+    constexpr int kLen = 64;
+    char mine[kLen] = {};
+    if (const char* n = std::getenv("SLURMD_NODENAME"); n && *n) {
+      std::snprintf(mine, kLen, "%s", n);
+    } else {
+      char host[MPI_MAX_PROCESSOR_NAME] = {};
+      int len = 0;
+      MPI_Get_processor_name(host, &len);
+      std::snprintf(mine, kLen, "%s", host);
+    }
+    std::vector<char> all((size_t)size_ * kLen);
+    // non-blocking + the stall deadline, like every other collective: a rank killed at start-up
+    // must not leave the others blocked in MPI forever
+    std::vector<MPI_Request> req(1, MPI_REQUEST_NULL);
+    check(MPI_Iallgather(mine, kLen, MPI_CHAR, all.data(), kLen, MPI_CHAR, comm_, req.data()), "MPI_Iallgather");
+    wait_with_deadline(req, *this, "allgather/nodes");
+    std::string out;
+    for (int r = 0; r < size_;) {
+      const std::string node(&all[(size_t)r * kLen]);
+      int e = r;
+      while (e + 1 < size_ && node == &all[(size_t)(e + 1) * kLen]) ++e;
+      out += (out.empty() ? "" : ", ") + node + (e == r ? " (rank " + std::to_string(r) + ")"
+                                                       : " (ranks " + std::to_string(r) + "-" + std::to_string(e) + ")");
+      r = e + 1;
+    }
+    return out;
+  }
+
   MPI_Comm comm_;
   int rank_ = 0, size_ = 1;
   int64_t max_chunk_;

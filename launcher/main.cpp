@@ -89,6 +89,9 @@ int main(int argc, char** argv) {
                                                       : mor::dist::make_single_process_comm();
   const std::string who =
       comm->size() > 1 ? " [rank " + std::to_string(comm->rank()) + "/" + std::to_string(comm->size()) + "]" : "";
+  // Which node each rank runs on (rank 0 prints for all): a multi-node log says where every rank was.
+  if (comm->size() > 1 && comm->rank() == 0 && (cmd == "train" || cmd == "convert"))
+    mor::logf("nodes: %s\n", comm->placement().c_str());
   int rc = 0;
   try {
     if (cmd == "train")

@@ -53,6 +53,12 @@ void MetricsFile::window(const LogWindow& w, const WindowRates& r, int world) {
     out_ << (first ? "" : ",") << "\"" << tag << "\":" << b;
     first = false;
   }
+  out_ << "},\"comm_wait\":{";  // cumulative seconds this rank was blocked, per collective and unit
+  first = true;
+  for (const auto& [tag, s] : w.comm_wait_by_tag) {
+    out_ << (first ? "" : ",") << "\"" << tag << "\":" << json_num(s, "%.6f");
+    first = false;
+  }
   out_ << "}}\n" << std::flush;
 }
 

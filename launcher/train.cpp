@@ -371,6 +371,7 @@ void log_window(Run& r, int64_t step, const StepResult& s, Window& win) {
   w.comm_wait_s = win.wait;
   w.comm_bytes = comm.stats.total_bytes();
   w.comm_by_tag = comm.stats.bytes;
+  w.comm_wait_by_tag = comm.stats.wait_by_tag;
   w.tokens_at_depth = m.stats.tokens_at_depth;
   w.skipped_nonfinite = r.nonfinite_total;
   const double peak = r.probe.gflops;

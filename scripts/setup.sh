@@ -26,6 +26,7 @@ PKGS=(
   fortunes                          # real English text for the learning test
   clang libclang-rt-14-dev          # libFuzzer + sanitizer runtimes for the fuzz build (build-fuzz, docs/TESTING.md)
   libomp-dev                        # OpenMP for clang: the fuzz build configures the whole tree with it
+  iproute2                          # ip, tc, ss: the multi-node cluster in network namespaces (tests label multinode)
 )
 
 missing=()

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# A single-node SLURM cluster on this machine, for the end-to-end tests and for
-# trying the job templates in slurm/ (Debian 12: slurm-wlm 22.05, munge, PMIx).
+# A SLURM cluster on this machine, for the end-to-end tests and for trying the job templates
+# in slurm/ (Debian 12: slurm-wlm 22.05, munge, PMIx): one node by default, or N nodes, each
+# in its own network namespace (--nodes N, below).
 #
-#   slurm/local-cluster.sh up       install the packages if missing, write the config, start
-#                                   munged + slurmctld + slurmd, wait until the node is idle
-#   slurm/local-cluster.sh down     stop the daemons this script started (PID files)
-#   slurm/local-cluster.sh status   say whether it runs (exit 0 running, 3 not running)
-#   slurm/local-cluster.sh env      print `export SLURM_CONF=...` (eval "$(slurm/local-cluster.sh env)")
+#   slurm/local-cluster.sh up [--nodes N]   install the packages if missing, write the config, start
+#                                           munged + slurmctld + slurmd(s), wait until every node is idle
+#   slurm/local-cluster.sh down [--force] [--nodes N]   stop the daemons this script started (PID
+#                                           files); with N > 1 also remove the namespaces and the bridge
+#   slurm/local-cluster.sh status [--nodes N]   say whether it runs (exit 0 running, 3 not running)
+#   slurm/local-cluster.sh env [--nodes N]      print `export SLURM_CONF=...` (eval "$(slurm/local-cluster.sh env)")
+#   slurm/local-cluster.sh exec NODE CMD...     (N > 1) run CMD inside NODE's namespaces (network + host name)
+#   slurm/local-cluster.sh kill-node NODE       (N > 1) SIGKILL every process of NODE's namespace, slurmd
+#                                               included: the node is lost, as if its power went off
+#   slurm/local-cluster.sh revive-node NODE     (N > 1) start a lost node again (it rejoins, idle)
+#   slurm/local-cluster.sh link RATE|off        (N > 1) shape every node's link now (tc units: 10gbit)
+#   slurm/local-cluster.sh probe                exit 0 if network namespaces and a bridge can be made
+#                                               here, else 77 with the reason (the multi-node tests skip)
 #
 # Everything lives under $MOR_SLURM_DIR (default /tmp/mor-slurm): slurm.conf, its own
 # munge key and socket, state, spool, logs, PID files. Nothing is written to /etc, no
@@ -19,12 +28,43 @@
 # Environment: MOR_SLURM_DIR, MOR_SLURM_PORT (slurmctld port, slurmd uses +1; default
 # 6817), MOR_SLURM_CPUS (CPUs advertised, default 8 so that 4 tasks fit on 2 cores),
 # MOR_SLURM_INSTALL=0 (never run apt-get), MOR_SLURM_TIMEOUT (seconds to wait for idle, 60).
+#
+# Several nodes (--nodes N, N >= 2): node1..nodeN, each a network namespace ($MOR_SLURM_NETNS-nodeK,
+# default mor-nodeK) with its own host name (a UTS namespace held by a small `sleep` process)
+# and address 10.199.0.(10+K) on a bridge (mor-br, 10.199.0.1, where slurmctld and the clients
+# live), one `slurmd -N nodeK` per namespace with its own spool, log and PID file. Its own
+# directory and port, so that it runs beside the single-node cluster: MOR_SLURM_NODES_DIR (default
+# /tmp/mor-slurm-nodes), MOR_SLURM_NODES_PORT (6837), MOR_SLURM_NETNS (name prefix, mor),
+# MOR_SLURM_SUBNET (first three octets, 10.199.0), MOR_SLURM_LINK (e.g. 10gbit: a tc token bucket
+# on both ends of every node's link; empty: unshaped). Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN).
 # Why each setting is there: the comment next to it; docs/SLURM.md describes the local cluster.
 set -euo pipefail
 
-DIR=${MOR_SLURM_DIR:-/tmp/mor-slurm}
-PORT=${MOR_SLURM_PORT:-6817}
-CPUS=${MOR_SLURM_CPUS:-8}
+CMD=${1:-}
+[ $# -eq 0 ] || shift
+NODES=1 FORCE="" REST=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --nodes) NODES=${2:-}; shift 2 || { echo "local-cluster: --nodes needs a number" >&2; exit 2; } ;;
+    --nodes=*) NODES=${1#--nodes=}; shift ;;
+    --force) FORCE=--force; shift ;;
+    *) REST=("$@"); break ;;
+  esac
+done
+case "$NODES" in ''|*[!0-9]*|0) echo "local-cluster: --nodes wants a positive number, got '$NODES'" >&2; exit 2 ;; esac
+# exec and kill-node only make sense on the multi-node cluster
+case "$CMD" in exec|kill-node|revive-node|link) [ "$NODES" -gt 1 ] || NODES=2 ;; esac
+if [ "$NODES" -gt 1 ]; then
+  DIR=${MOR_SLURM_NODES_DIR:-/tmp/mor-slurm-nodes}
+  PORT=${MOR_SLURM_NODES_PORT:-6837}
+  # 2 CPUs per node (this machine's cores): `srun -N 2 -n 4` then places 2 tasks on each node
+  # (with more, SLURM packs 3 on the first); more tasks than that need --overcommit
+  CPUS=${MOR_SLURM_CPUS:-2}
+else
+  DIR=${MOR_SLURM_DIR:-/tmp/mor-slurm}
+  PORT=${MOR_SLURM_PORT:-6817}
+  CPUS=${MOR_SLURM_CPUS:-8}
+fi
 WAIT=${MOR_SLURM_TIMEOUT:-60}
 CONF=$DIR/slurm.conf
 MUNGE_DIR=$DIR/munge
@@ -247,10 +287,27 @@ cmd_status() {
   return 3
 }
 
-case "${1:-}" in
+if [ "$NODES" -gt 1 ]; then
+  source "$(dirname "${BASH_SOURCE[0]}")/local-cluster-nodes.sh"
+  case "$CMD" in
+    up) nodes_up ;;
+    down) nodes_down "$FORCE" ;;
+    status) nodes_status ;;
+    env) echo "export SLURM_CONF=$CONF" ;;
+    exec) nodes_exec "${REST[@]}" ;;
+    kill-node) nodes_kill "${REST[@]}" ;;
+    revive-node) nodes_revive "${REST[@]}" ;;
+    link) nodes_link "${REST[@]}" ;;
+    probe) netns_probe ;;
+    *) echo "usage: $0 up|down [--force]|status|env|exec NODE CMD...|kill-node NODE|revive-node NODE|link RATE|off|probe --nodes N" >&2; exit 2 ;;
+  esac
+  exit
+fi
+case "$CMD" in
   up) cmd_up ;;
-  down) cmd_down "${2:-}" ;;
+  down) cmd_down "$FORCE" ;;
   status) cmd_status ;;
   env) echo "export SLURM_CONF=$CONF" ;;
-  *) echo "usage: $0 up|down [--force]|status|env" >&2; exit 2 ;;
+  probe) source "$(dirname "${BASH_SOURCE[0]}")/local-cluster-nodes.sh"; netns_probe ;;
+  *) echo "usage: $0 up|down [--force]|status|env [--nodes N]" >&2; exit 2 ;;
 esac
