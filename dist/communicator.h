@@ -34,9 +34,9 @@ const char* to_string(ReduceOp op);
 struct CommStats {
   std::map<std::string, uint64_t> bytes;  // bytes sent by this rank, per tag
   std::map<std::string, uint64_t> calls;
-  double wait_seconds = 0;   // time blocked in wait()/blocking collectives
+  double wait_seconds = 0;                    // time blocked in wait()/blocking collectives
   std::map<std::string, double> wait_by_tag;  // the same, per tag (e.g. all-gather vs reduce-scatter waits)
-  uint64_t split_calls = 0;  // collectives split into several backend calls (count > per-call limit)
+  uint64_t split_calls = 0;                   // collectives split into several backend calls (count > per-call limit)
   uint64_t total_bytes() const;
   void clear() {
     bytes.clear();

@@ -225,8 +225,9 @@ class MpiComm : public Communicator {
       const std::string node(&all[(size_t)r * kLen]);
       int e = r;
       while (e + 1 < size_ && node == &all[(size_t)(e + 1) * kLen]) ++e;
-      out += (out.empty() ? "" : ", ") + node + (e == r ? " (rank " + std::to_string(r) + ")"
-                                                       : " (ranks " + std::to_string(r) + "-" + std::to_string(e) + ")");
+      out += (out.empty() ? "" : ", ") + node +
+             (e == r ? " (rank " + std::to_string(r) + ")"
+                     : " (ranks " + std::to_string(r) + "-" + std::to_string(e) + ")");
       r = e + 1;
     }
     return out;

@@ -17,21 +17,6 @@ namespace po = boost::program_options;
 namespace mor {
 
 namespace {
-po::variables_map parse(int argc, char** argv, po::options_description& desc, po::positional_options_description* pos) {
-  po::variables_map vm;
-  try {
-    // Exact option names only (Boost would take --shard for --shards), with a "did you mean".
-    auto p = po::command_line_parser(argc, argv)
-                 .options(desc)
-                 .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing);
-    if (pos) p.positional(*pos);
-    po::store(p.run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw_option_error(e, desc);
-  }
-  return vm;
-}
 // The tensors (names and shapes) the checkpoint's own model config implies.
 std::vector<ckpt::TensorMeta> expected_tensors(const std::string& dir) {
   const ckpt::Index idx = ckpt::read_index(dir);
@@ -55,7 +40,7 @@ int cmd_convert(int argc, char** argv, dist::Communicator& comm) {
   desc.add_options()("help,h", "show this help")("in", po::value(&in), "input checkpoint directory (step_NNNNNNNN)")(
       "out", po::value(&out), "output checkpoint directory (must not exist)")(
       "shards", po::value(&shards), "number of shard files to write (1 = one consolidated file)");
-  auto vm = parse(argc, argv, desc, nullptr);
+  auto vm = parse_command_line(argc, argv, desc, nullptr);
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return 0;
@@ -81,7 +66,7 @@ int cmd_inspect(int argc, char** argv) {
       "skip reading every value to check it is finite (checksums are still verified)");
   po::positional_options_description pos;
   pos.add("ckpt", 1);
-  auto vm = parse(argc, argv, desc, &pos);
+  auto vm = parse_command_line(argc, argv, desc, &pos);
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return 0;

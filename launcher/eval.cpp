@@ -87,11 +87,13 @@ void print_router_stats(const ModelConfig& c, const RouterStats& st) {
     for (size_t r = 0; r < st.candidates.size(); ++r) {
       cand += st.candidates[r];
       agree += st.threshold_agrees[r];
-      std::snprintf(b, sizeof b, " r%zu %.2f%%", r, st.candidates[r] ? 100.0 * st.threshold_agrees[r] / st.candidates[r] : 0.0);
+      std::snprintf(b, sizeof b, " r%zu %.2f%%", r,
+                    st.candidates[r] ? 100.0 * st.threshold_agrees[r] / st.candidates[r] : 0.0);
       per += b;
     }
-    logf("router: sampling accuracy %.2f%% (threshold sigmoid(s) >= 0.5 vs training's top-k, over %lld candidates;%s)\n",
-         cand ? 100.0 * agree / cand : 0.0, (long long)cand, per.c_str());
+    logf(
+        "router: sampling accuracy %.2f%% (threshold sigmoid(s) >= 0.5 vs training's top-k, over %lld candidates;%s)\n",
+        cand ? 100.0 * agree / cand : 0.0, (long long)cand, per.c_str());
   } else if (c.router == RouterKind::Token) {
     // Load per depth 1..N_r (depth 0 is empty for token-choice: every token gets >= 1 recursion).
     double mx = 0;

@@ -82,12 +82,11 @@ std::string config_json(const ModelConfig& c, const ParamLayout& L) {
     std::string caps = "[";
     for (int r = 0; r < c.n_recursions; ++r) caps += (r ? ", " : "") + num(c.capacity_of(r));
     caps += "]";
-    field("mor",
-          "{\"sharing\": " + io::json_string(to_string(c.sharing)) + ", \"num_recursions\": " +
-              std::to_string(c.n_recursions) + ", \"block_size\": " + std::to_string(L.block_size) +
-              ", \"router\": " + io::json_string(to_string(c.router)) + ", \"kv_mode\": " +
-              io::json_string(to_string(c.kv_mode)) + ", \"capacity\": " + caps + ", \"expert_alpha\": " +
-              num(c.ec_alpha) + ", \"token_alpha\": " + num(c.tc_alpha) + "}");
+    field("mor", "{\"sharing\": " + io::json_string(to_string(c.sharing)) + ", \"num_recursions\": " +
+                     std::to_string(c.n_recursions) + ", \"block_size\": " + std::to_string(L.block_size) +
+                     ", \"router\": " + io::json_string(to_string(c.router)) +
+                     ", \"kv_mode\": " + io::json_string(to_string(c.kv_mode)) + ", \"capacity\": " + caps +
+                     ", \"expert_alpha\": " + num(c.ec_alpha) + ", \"token_alpha\": " + num(c.tc_alpha) + "}");
   }
   j += "  \"torch_dtype\": \"float32\"\n}\n";
   return j;
@@ -98,23 +97,13 @@ std::string config_json(const ModelConfig& c, const ParamLayout& L) {
 int cmd_export(int argc, char** argv) {
   std::string src, out, max_size = "5GB";
   po::options_description desc("usage: mor-dist export --ckpt CHECKPOINT --out DIR [--max-shard-size 5GB]");
-  desc.add_options()("help,h", "show this help")(
-      "ckpt", po::value(&src), "checkpoint: a step directory, or a checkpoint root (its newest)")(
+  desc.add_options()("help,h", "show this help")("ckpt", po::value(&src),
+                                                 "checkpoint: a step directory, or a checkpoint root (its newest)")(
       "out", po::value(&out), "output directory (must not exist): config.json and safetensors")(
       "max-shard-size", po::value(&max_size)->default_value(max_size),
       "largest safetensors file (decimal units: 5GB, 500MB, bytes); above it the tensors are split over "
       "model-0000K-of-0000N.safetensors files with model.safetensors.index.json, as Hugging Face does");
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(argc, argv)
-                  .options(desc)
-                  .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing)
-                  .run(),
-              vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw_option_error(e, desc);
-  }
+  const po::variables_map vm = parse_command_line(argc, argv, desc);
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return 0;
@@ -154,7 +143,8 @@ int cmd_export(int argc, char** argv) {
   }
   // Written next to the target and renamed at the end: an interrupted export leaves no DIR.
   const std::string tmp = out + ".tmp";
-  if (::stat(tmp.c_str(), &st) == 0) throw ConfigError("out", "'" + tmp + "' exists (an interrupted export?): remove it");
+  if (::stat(tmp.c_str(), &st) == 0)
+    throw ConfigError("out", "'" + tmp + "' exists (an interrupted export?): remove it");
   if (::mkdir(tmp.c_str(), 0755) != 0) throw std::runtime_error("cannot create '" + tmp + "'");
   std::vector<std::string> files;
   try {

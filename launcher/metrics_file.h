@@ -24,8 +24,8 @@ struct LogWindow {
   uint64_t comm_bytes = 0;       // cumulative bytes this rank sent
   std::map<std::string, uint64_t> comm_by_tag;
   std::map<std::string, double> comm_wait_by_tag;  // cumulative seconds blocked, per tag
-  std::vector<int64_t> tokens_at_depth;  // over all ranks
-  int64_t skipped_nonfinite = 0;         // this run so far
+  std::vector<int64_t> tokens_at_depth;            // over all ranks
+  int64_t skipped_nonfinite = 0;                   // this run so far
 };
 
 // What the console line and the metrics line both derive from a window.

@@ -375,8 +375,8 @@ std::optional<std::string> default_text(const po::option_description& o) {
 // What `eval` reads: the model, the parameters, the validation data and how to run.
 bool eval_uses(const std::string& name) {
   static const std::set<std::string> names = {
-      "help",          "config",     "train.init_params", "data.val", "train.eval_samples", "train.micro_batch",
-      "train.threads", "train.gemm", "train.precision", "router-stats"};
+      "help",          "config",     "train.init_params", "data.val",    "train.eval_samples", "train.micro_batch",
+      "train.threads", "train.gemm", "train.precision",   "router-stats"};
   return names.count(name) || name.rfind("model.", 0) == 0 || name.rfind("mor.", 0) == 0;
 }
 
@@ -482,6 +482,22 @@ bool parse(int argc, char** argv, RunConfig& rc, const char* usage, bool eval) {
 }
 
 }  // namespace
+
+po::variables_map parse_command_line(int argc, char** argv, const po::options_description& desc,
+                                     const po::positional_options_description* pos) {
+  po::variables_map vm;
+  try {
+    auto p = po::command_line_parser(argc, argv)
+                 .options(desc)
+                 .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing);
+    if (pos) p.positional(*pos);
+    po::store(p.run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw_option_error(e, desc);  // "did you mean" for a typo
+  }
+  return vm;
+}
 
 bool parse_run_config(int argc, char** argv, RunConfig& rc, const char* usage) {
   return parse(argc, argv, rc, usage, argc > 0 && std::string(argv[0]) == "eval");

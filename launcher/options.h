@@ -77,7 +77,7 @@ struct RunConfig {
   DistConfig dist;
   CkptConfig ckpt;
   std::string config_path;
-  std::string command_line;  // for the checkpoint's record
+  std::string command_line;   // for the checkpoint's record
   bool router_stats = false;  // eval --router-stats
 };
 
@@ -115,6 +115,13 @@ struct OptionError : ConfigError {
 [[noreturn]] void throw_option_error(const boost::program_options::error& e,
                                      const boost::program_options::options_description& desc,
                                      const std::string& where = "");
+
+// The command line of a tool command (export, prepare, convert): exact option names only (Boost
+// would otherwise take --shard for --shards), errors through throw_option_error. `pos`: optional
+// positional arguments.
+boost::program_options::variables_map parse_command_line(
+    int argc, char** argv, const boost::program_options::options_description& desc,
+    const boost::program_options::positional_options_description* pos = nullptr);
 
 // The known names closest to `unknown` (leading dashes and "=value" ignored): the same key in
 // another section (--train.lr -> optim.lr), else the smallest edit distance if <= max(2, len/4);

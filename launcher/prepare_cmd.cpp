@@ -47,17 +47,7 @@ int cmd_prepare(int argc, char** argv) {
       "overwrite", po::bool_switch(&opt.overwrite), "replace shards and manifest.json of an earlier run in --out")(
       "quiet", po::bool_switch(&quiet), "no progress line")(
       "batch-bytes", po::value(&batch_bytes)->default_value(batch_bytes), "input bytes per work item");
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(argc, argv)
-                  .options(desc)
-                  .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing)
-                  .run(),
-              vm);  // argv[0] = "prepare"
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw_option_error(e, desc);  // exact names only (no guessing above); "did you mean" for a typo
-  }
+  const po::variables_map vm = parse_command_line(argc, argv, desc);  // argv[0] = "prepare"
   if (vm.count("help")) {
     std::cout << kPrepareUsage << "\n\n" << desc << "\n";
     return 0;

@@ -11,41 +11,21 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "model/model.h"
 #include "model/rng.h"
+#include "tests/model_combos.h"
 
 using namespace mor;
 
 namespace {
 
-struct Combo {
-  Sharing sharing;
-  RouterKind router;
-  KvMode kv;
-  int n_rec;
-};
+using combos::Combo;
 
 ModelConfig tiny(const Combo& c) {
-  ModelConfig m{.vocab_size = 17,
-                .d_model = 8,
-                .n_heads = 2,
-                .n_kv_heads = 1,
-                .d_ff = 12,
-                .seq_len = 7,
-                .init_std = 0.3f,  // large enough that routing and attention are far from uniform
-                .sharing = c.sharing,
-                .n_recursions = c.n_rec,
-                .router = c.router,
-                .kv_mode = c.kv,
-                .aux_coeff = 0.1f,  // make the router losses visible in the gradient
-                .ec_z_coeff = 0.05f,
-                .tc_z_coeff = 0.05f};
-  m.n_layers = (m.middle() ? 2 : 0) + 2 * c.n_rec;  // B = 2
-  return m;
+  // init_std large enough that routing and attention are far from uniform
+  return combos::tiny_config(c, {.vocab_size = 17, .d_model = 8, .n_heads = 2, .n_kv_heads = 1, .d_ff = 12,
+                                  .seq_len = 7, .init_std = 0.3f});
 }
 
-std::string name(const Combo& c) {
-  return std::string(to_string(c.sharing)) + "_" + to_string(c.router) + "_" + to_string(c.kv) + "_nr" +
-         std::to_string(c.n_rec);
-}
+std::string name(const Combo& c) { return combos::combo_name(c, true); }
 
 struct Routing {
   std::vector<std::vector<int>> sel;
@@ -63,7 +43,6 @@ double loss_at(Model& m, const std::vector<int32_t>& tok, int n_seq, Routing* r)
 }
 
 // gtest prints parameters in test listings; keep them readable.
-void PrintTo(const Combo& c, std::ostream* os) { *os << name(c); }
 
 class ModelGrad : public ::testing::TestWithParam<Combo> {};
 

@@ -10,39 +10,20 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "model/model.h"
+#include "tests/model_combos.h"
 
 using namespace mor;
 
 namespace {
 
-struct Combo {
-  Sharing sharing;
-  RouterKind router;
-  KvMode kv;
-};
+using combos::Combo;
 
 ModelConfig config(const Combo& c) {
-  ModelConfig m{.vocab_size = 61,
-                .d_model = 32,
-                .n_heads = 4,
-                .n_kv_heads = 2,
-                .d_ff = 48,
-                .seq_len = 16,
-                .init_std = 0.2f,
-                .sharing = c.sharing,
-                .n_recursions = 3,
-                .router = c.router,
-                .kv_mode = c.kv,
-                .aux_coeff = 0.1f,
-                .ec_z_coeff = 0.05f,
-                .tc_z_coeff = 0.05f};
-  m.n_layers = (m.middle() ? 2 : 0) + 2 * 3;  // B = 2
-  return m;
+  return combos::tiny_config(c, {.vocab_size = 61, .d_model = 32, .n_heads = 4, .n_kv_heads = 2, .d_ff = 48,
+                                  .seq_len = 16, .init_std = 0.2f});
 }
 
-std::string name(const ::testing::TestParamInfo<Combo>& i) {
-  return std::string(to_string(i.param.sharing)) + "_" + to_string(i.param.router) + "_" + to_string(i.param.kv);
-}
+std::string name(const ::testing::TestParamInfo<Combo>& i) { return combos::combo_name(i.param); }
 
 class Recompute : public ::testing::TestWithParam<Combo> {};
 

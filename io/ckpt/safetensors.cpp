@@ -143,8 +143,7 @@ void write_text_file(const std::string& path, const std::string& text) {
 }
 
 std::vector<std::string> write_safetensors(const std::string& dir, const std::vector<SafeTensor>& tensors,
-                                           int64_t max_file_bytes,
-                                           const std::map<std::string, std::string>& metadata) {
+                                           int64_t max_file_bytes, const std::map<std::string, std::string>& metadata) {
   if (max_file_bytes < 1) throw std::runtime_error("safetensors: the file size limit must be >= 1 byte");
   // Tensors in order, a new file whenever the next one would pass the limit.
   std::vector<std::vector<const SafeTensor*>> files(1);

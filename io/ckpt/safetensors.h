@@ -23,8 +23,7 @@ struct SafeTensor {
 // tensor larger than that gets a file of its own; it is never split); file order = tensor order.
 // Every file is written to a .tmp name, fsynced and renamed. Returns the files written.
 std::vector<std::string> write_safetensors(const std::string& dir, const std::vector<SafeTensor>& tensors,
-                                           int64_t max_file_bytes,
-                                           const std::map<std::string, std::string>& metadata);
+                                           int64_t max_file_bytes, const std::map<std::string, std::string>& metadata);
 
 // A JSON string literal of s (quotes, backslash and control characters escaped).
 std::string json_string(const std::string& s);
