@@ -65,7 +65,7 @@ echo "ok: eval of a checkpoint root and of a 3-shard conversion give the trainin
 MOR_TEST_PEAK_SCALE=0.01 MOR_PROGRESS_EVERY_S=0.0001 "$MOR_BIN" train --config "$MOR_SRC/configs/tiny_mor.ini" \
   --train.threads 1 --data.train "$MOR_DATA/edu_fineweb_train_*.bin" --data.val "" --train.steps 2 \
   --train.micro_batch 4 > "$WORK/mfu.log" 2>&1 || fail "MFU run: $(tail -2 "$WORK/mfu.log")"
-grep -qE "^note: step 1 ran at [0-9]+ GFLOP/s per rank, above the [0-9]+ GFLOP/s sgemm reference; re-measured it: [0-9]+ GFLOP/s \(best of [0-9]+ runs over [0-9.]+ s\), used from now on" \
+grep -qE "^note: step 1 ran at [0-9]+ GFLOP/s per rank, above the [0-9]+ GFLOP/s GEMM reference; re-measured it: [0-9]+ GFLOP/s \(best of [0-9]+ runs over [0-9.]+ s\), used from now on" \
   "$WORK/mfu.log" || fail "no re-measurement note: $(grep -m2 'MFU\|note' "$WORK/mfu.log")"
 grep -q "^  step 2: micro-batch 3/4 done" "$WORK/mfu.log" || fail "no micro-batch progress: $(head -12 "$WORK/mfu.log")"
 echo "ok: a too-low MFU reference is re-measured and said so; long steps report micro-batch progress"
