@@ -18,7 +18,7 @@ case_=${1:?case: learn | repeat | dist | resume}
 # tiny_train (common.sh) without validation: the checks below compare training losses
 train_only() {
   "$MOR_BIN" train --config "$MOR_SRC/configs/tiny_mor.ini" --data.train "$MOR_DATA/edu_fineweb_train_*.bin" \
-    --train.peak_gflops 100 "$@"
+    --data.val "" --train.peak_gflops 100 "$@"
 }
 losses() { /usr/bin/python3 -c "import json,sys; print(' '.join(repr(json.loads(l)['loss']) for l in open(sys.argv[1]) if '\"loss\"' in l))" "$1"; }
 # close A B TOL: two space-separated loss lists of equal length, within TOL relative everywhere
@@ -57,12 +57,12 @@ dist)
   train_only "${common[@]}" --train.metrics "$WORK/w1.jsonl" > "$WORK/w1.log"
   for np in 2 3 4; do
     mpirun --oversubscribe --bind-to none -np $np "$MOR_BIN" train --config "$MOR_SRC/configs/tiny_mor.ini" \
-      --data.train "$MOR_DATA/edu_fineweb_train_*.bin" --train.peak_gflops 100 "${common[@]}" \
+      --data.train "$MOR_DATA/edu_fineweb_train_*.bin" --data.val "" --train.peak_gflops 100 "${common[@]}" \
       --dist.param_dtype bf16 --dist.reduce_dtype bf16 --train.metrics "$WORK/w$np.jsonl" > "$WORK/w$np.log"
     close "$(losses "$WORK/w$np.jsonl")" "$(losses "$WORK/w1.jsonl")" 1e-3 "np=$np, bf16 all-gathers and reduce-scatters vs 1 process"
   done
   mpirun --oversubscribe --bind-to none -np 2 "$MOR_BIN" train --config "$MOR_SRC/configs/tiny_mor.ini" \
-    --data.train "$MOR_DATA/edu_fineweb_train_*.bin" --train.peak_gflops 100 "${common[@]}" > "$WORK/f2.log"
+    --data.train "$MOR_DATA/edu_fineweb_train_*.bin" --data.val "" --train.peak_gflops 100 "${common[@]}" > "$WORK/f2.log"
   gathered() { grep -oE 'allgather/shared_block=[0-9]+' "$1" | cut -d= -f2; }
   g32=$(gathered "$WORK/f2.log"); g16=$(gathered "$WORK/w2.log")
   [ -n "$g32" ] && [ -n "$g16" ] && [ $((g32)) -eq $((2 * g16)) ] ||
