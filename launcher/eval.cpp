@@ -48,25 +48,12 @@ void load_eval_params(Model& model, const RunConfig& rc) {
   struct stat st;
   if (::stat(src.c_str(), &st) != 0) throw std::runtime_error("'" + src + "' (train.init_params) does not exist");
   if (!S_ISDIR(st.st_mode)) return import_params(model, io::read_mort(src), src);
-  std::string note, dir = src;
-  if (::stat((src + "/index.h5").c_str(), &st) != 0) dir = ckpt::resolve(src, "auto", &note);
-  if (dir.empty()) throw std::runtime_error("'" + src + "' is neither a checkpoint nor a directory holding one");
-  if (!note.empty()) logf("%s\n", note.c_str());
+  const std::string dir = checkpoint_dir(src);
   const ckpt::Index idx = ckpt::read_index(dir);
   const std::string diff = config_difference(idx.state.model_config, rc.model);
   if (!diff.empty()) throw std::runtime_error("checkpoint '" + dir + "': model config differs: " + diff);
-  ckpt::check_present(idx);
-  ckpt::verify(idx);
-  // Every row of every tensor's parameters, read in place (the run's backend is the CPU's: host
-  // memory); the optimizer's states are not read.
-  ckpt::LocalState params{{"param"}, {}};
-  for (const TensorInfo& t : model.layout.tensors)
-    params.tensors.push_back({t.name, t.rows, t.cols, t.is_1d, 0, t.rows, -1, {model.params.data() + t.offset}});
-  ckpt::load_rows(idx, params);
-  if (model.be.first_non_finite(model.params.data(), model.layout.total) >= 0)
-    throw ckpt::NonFiniteError("checkpoint '" + dir + "' holds NaN/inf parameters");
-  logf("parameters from %s (step %lld, %zu shard file%s)\n", dir.c_str(), (long long)idx.state.step, idx.files.size(),
-       idx.files.size() == 1 ? "" : "s");
+  // Read in place: the run's backend is the CPU's (host memory).
+  load_checkpoint_params(dir, idx, model.layout, model.params.data());
 }
 // --router-stats: what the router did over the evaluated windows (definitions: docs/MODEL.md).
 void print_router_stats(const ModelConfig& c, const RouterStats& st) {

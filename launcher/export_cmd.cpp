@@ -6,7 +6,6 @@
 #include <sys/stat.h>
 
 #include <boost/program_options.hpp>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -16,6 +15,7 @@
 #include "io/ckpt/safetensors.h"
 #include "launcher/log.h"
 #include "launcher/options.h"
+#include "launcher/params_io.h"
 #include "launcher/train.h"
 #include "model/params.h"
 
@@ -114,10 +114,7 @@ int cmd_export(int argc, char** argv) {
   struct stat st;
   if (::stat(out.c_str(), &st) == 0) throw ConfigError("out", "'" + out + "' exists; export never overwrites");
 
-  std::string note, dir = src;
-  if (::stat((src + "/index.h5").c_str(), &st) != 0) dir = ckpt::resolve(src, "auto", &note);
-  if (dir.empty()) throw std::runtime_error("'" + src + "' is neither a checkpoint nor a directory holding one");
-  if (!note.empty()) logf("%s\n", note.c_str());
+  const std::string dir = checkpoint_dir(src);
   const ckpt::Index idx = ckpt::read_index(dir);
   ModelConfig mc;
   try {
@@ -126,15 +123,8 @@ int cmd_export(int argc, char** argv) {
     throw std::runtime_error("checkpoint '" + dir + "/index.h5': its model config is not valid: " + e.what());
   }
   const ParamLayout L(mc);
-  ckpt::check_present(idx);
-  ckpt::verify(idx);
-  std::vector<float> arena((size_t)L.total);  // every parameter, read through the index's row map
-  ckpt::LocalState params{{"param"}, {}};
-  for (const TensorInfo& t : L.tensors)
-    params.tensors.push_back({t.name, t.rows, t.cols, t.is_1d, 0, t.rows, -1, {arena.data() + t.offset}});
-  ckpt::load_rows(idx, params);
-  for (size_t i = 0; i < arena.size(); ++i)
-    if (!std::isfinite(arena[i])) throw ckpt::NonFiniteError("checkpoint '" + dir + "' holds NaN/inf parameters");
+  std::vector<float> arena((size_t)L.total);
+  load_checkpoint_params(dir, idx, L, arena.data());
 
   std::vector<io::SafeTensor> ts;
   for (const TensorInfo& t : L.tensors) {

@@ -1,7 +1,12 @@
 #include "launcher/params_io.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
+
+#include "launcher/log.h"
 
 namespace mor {
 
@@ -33,6 +38,29 @@ void import_params(Model& m, const std::vector<io::NamedTensor>& ts, const std::
       throw std::runtime_error(source + ": tensor '" + t.name + "' has another shape or dtype than the model");
     m.be.copy_from_host(m.params.data() + t.offset, nt->f.data(), nt->f.size() * sizeof(float));
   }
+}
+
+std::string checkpoint_dir(const std::string& src) {
+  struct stat st;
+  if (::stat((src + "/index.h5").c_str(), &st) == 0) return src;
+  std::string note;
+  const std::string dir = ckpt::resolve(src, "auto", &note);
+  if (dir.empty()) throw std::runtime_error("'" + src + "' is neither a checkpoint nor a directory holding one");
+  if (!note.empty()) logf("%s\n", note.c_str());
+  return dir;
+}
+
+void load_checkpoint_params(const std::string& dir, const ckpt::Index& idx, const ParamLayout& layout, float* params) {
+  ckpt::check_present(idx);
+  ckpt::verify(idx);
+  ckpt::LocalState st{{"param"}, {}};
+  for (const TensorInfo& t : layout.tensors)
+    st.tensors.push_back({t.name, t.rows, t.cols, t.is_1d, 0, t.rows, -1, {params + t.offset}});
+  ckpt::load_rows(idx, st);
+  for (int64_t i = 0; i < layout.total; ++i)
+    if (!std::isfinite(params[i])) throw ckpt::NonFiniteError("checkpoint '" + dir + "' holds NaN/inf parameters");
+  logf("parameters from %s (step %lld, %zu shard file%s)\n", dir.c_str(), (long long)idx.state.step, idx.files.size(),
+       idx.files.size() == 1 ? "" : "s");
 }
 
 }  // namespace mor
