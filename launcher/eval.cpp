@@ -81,6 +81,10 @@ void print_router_stats(const ModelConfig& c, const RouterStats& st) {
     logf(
         "router: sampling accuracy %.2f%% (threshold sigmoid(s) >= 0.5 vs training's top-k, over %lld candidates;%s)\n",
         cand ? 100.0 * agree / cand : 0.0, (long long)cand, per.c_str());
+    const std::vector<int64_t>& at = st.last_selected_at_pos;
+    const int64_t dead = std::count(at.begin(), at.end(), int64_t{0});
+    logf("router: dead-token ratio %.2f%% (%lld of %zu window positions never selected by recursion %d's top-k)\n",
+         at.empty() ? 0.0 : 100.0 * dead / at.size(), (long long)dead, at.size(), c.n_recursions);
   } else if (c.router == RouterKind::Token) {
     // Load per depth 1..N_r (depth 0 is empty for token-choice: every token gets >= 1 recursion).
     double mx = 0;

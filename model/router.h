@@ -44,10 +44,14 @@ struct RouterStats {
   // Expert-choice, per recursion r: the candidates scored, and those whose threshold decision
   // (sigmoid(s) >= 0.5, the causal decode-time rule) equals the top-k decision training made.
   std::vector<int64_t> candidates, threshold_agrees;
+  // Expert-choice: how often the last recursion's top-k selected each window position [seq_len]
+  // (for the dead-token ratio, docs/MODEL.md); sized by the first forward after reset().
+  std::vector<int64_t> last_selected_at_pos;
   void reset(int depths) {  // depths = N_r + 1
     tokens_at_depth.assign(depths, 0);
     candidates.assign(depths - 1, 0);
     threshold_agrees.assign(depths - 1, 0);
+    last_selected_at_pos.clear();
   }
 };
 

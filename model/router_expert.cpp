@@ -115,6 +115,9 @@ void ExpertRouter::forward(Section& s, std::vector<LossTerm>& terms) {
     s.run.done(unit, false, r == R - 1);
   }
   s.stats.tokens_at_depth[R] += rec_[R - 1].sel.n();
+  std::vector<int64_t>& at_pos = s.stats.last_selected_at_pos;
+  if (at_pos.empty()) at_pos.assign(s.cfg.seq_len, 0);
+  for (int p : rec_[R - 1].sel.pos) ++at_pos.at(p);  // positions are < seq_len (TokenSet)
 }
 
 void ExpertRouter::backward(Section& s) {

@@ -2,7 +2,8 @@
 # `mor-dist eval --router-stats` after 40 training steps of each router:
 #   expert  depth shares are exactly what the capacities imply (1 - c_1, c_1 - c_2, c_2 of a window
 #           with k_r = floor(c_r T)), a sampling accuracy per recursion in [0, 100] whose pooled value
-#           is the candidate-weighted mean of the per-recursion ones;
+#           is the candidate-weighted mean of the per-recursion ones, a dead-token ratio over the T
+#           window positions of at most T - k_3 of them;
 #   token   depth shares sum to 100 % and the MaxVio printed is max share x N_r - 1;
 #   none    every token at depth N_r; no router lines beyond the depth line.
 source "$(dirname "$0")/common.sh"
@@ -35,7 +36,13 @@ cands = [T, k[0], k[1]]
 mean = sum(p * c for p, c in zip(per, cands)) / sum(cands)
 assert abs(mean - pooled) < 0.01, (mean, pooled)
 assert ncand % sum(cands) == 0, ncand
-print(f"expert: depth shares {d} as the capacities imply; sampling accuracy {pooled}% = weighted mean of {per}")
+m = re.search(r"dead-token ratio ([0-9.]+)% \((\d+) of (\d+) window positions never selected by recursion 3's top-k\)", e)
+assert m, e
+ratio, dead, npos = float(m.group(1)), int(m.group(2)), int(m.group(3))
+# Every window selects k_3 distinct positions at the last recursion: at most T - k_3 stay dead.
+assert npos == T and 0 <= dead <= T - k[2] and abs(ratio - 100 * dead / T) < 0.006, (ratio, dead, npos)
+print(f"expert: depth shares {d} as the capacities imply; sampling accuracy {pooled}% = weighted mean of {per}; "
+      f"dead-token ratio {ratio}%")
 t = open(f"{work}/tiny_mor_token.log").read()
 d = depths(t)
 assert abs(sum(d) - 100) < 0.02, d
