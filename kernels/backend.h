@@ -24,6 +24,10 @@ namespace mor::kern {
 
 struct AttnShape {
   int nq, nk, n_heads, n_kv_heads, head_dim;
+  // Mixed precision (--train.precision bf16): the products (q k^T, p v and the backward's) may
+  // take bf16-rounded operands with fp32 sums; softmax, the log-sum-exp and all outputs stay fp32.
+  // A backend may compute them in fp32 instead (the CPU does without AVX512-BF16).
+  bool bf16 = false;
 };
 
 struct AdamWParams {

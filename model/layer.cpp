@@ -154,7 +154,7 @@ void layer_forward(const LayerEnv& env, const LayerView& w, const LayerView16& w
     const KvView kv = kv_view(env, A, const_cast<LayerActs*>(kv_src), ts, b, d);
     be.attention_forward(A.o.data() + (size_t)r0 * d.Hd, A.lse.data() + (size_t)r0 * d.H,
                          A.q.data() + (size_t)r0 * d.Hd, kv.k, kv.v, ts.dev_pos.data() + r0, kv.kpos,
-                         {nq, kv.nk, d.H, d.Hkv, d.hd});
+                         {nq, kv.nk, d.H, d.Hkv, d.hd, env.bf16});
   }
   // h = x + o Wo^T
   const Operand o = keep(env, A.o.data(), A.o16, (int64_t)n * d.Hd);
@@ -211,7 +211,7 @@ void layer_backward(const LayerEnv& env, const LayerView& w, const LayerView16& 
     be.attention_backward(s.dq.data() + (size_t)r0 * d.Hd, kv.dk, kv.dv, s.dao.data() + (size_t)r0 * d.Hd,
                           A.o.data() + (size_t)r0 * d.Hd, A.lse.data() + (size_t)r0 * d.H,
                           A.q.data() + (size_t)r0 * d.Hd, kv.k, kv.v, ts.dev_pos.data() + r0, kv.kpos,
-                          {nq, kv.nk, d.H, d.Hkv, d.hd});
+                          {nq, kv.nk, d.H, d.Hkv, d.hd, env.bf16});
   }
   be.rope_backward(s.dq.data(), ts.dev_pos.data(), n, d.H, env.rope);
   linear_back(env, s.da.data(), gw.wq, s.dq.data(), a, w.wq, w16.wq, n, d.D, d.Hd, false);

@@ -448,6 +448,54 @@ TEST_P(Conformance, AttentionCompactedGqaForwardAndBackward) {
     }
 }
 
+// With AttnShape::bf16 the products may run on bf16-rounded operands (fp32 sums; the CPU does on
+// AVX512-BF16): each output within 1 % of the exact one in relative L2 norm and 4 % of its largest
+// magnitude elementwise (bf16's unit roundoff is 0.4 %; an operand packed wrongly is off by ~100 %).
+// Odd query/key counts (a pair with a zero partner) and several 64-query blocks.
+TEST_P(Conformance, AttentionBf16ProductsWithinBf16Tolerance) {
+  for (int hd : {16, 64})
+    for (bool share : {false, true}) {
+      std::vector<int32_t> qp;
+      for (int t = 0; t < 301; ++t)
+        if (t % 3 != 1) qp.push_back(t);  // 201 queries: 4 blocks, the last of 9
+      std::vector<int32_t> kp = qp;
+      if (share) {
+        kp.resize(301);
+        for (int j = 0; j < 301; ++j) kp[j] = j;
+      }
+      AttnShape s{(int)qp.size(), (int)kp.size(), 4, 2, hd};
+      s.bf16 = true;
+      const V Q = rand_vec((size_t)s.nq * 4 * hd, 86), K = rand_vec((size_t)s.nk * 2 * hd, 87),
+              Vv = rand_vec((size_t)s.nk * 2 * hd, 88), G = rand_vec((size_t)s.nq * 4 * hd, 89);
+      const AttnRef ref = attention_ref(Q, K, Vv, G, qp, kp, s);
+      Buffer<float> q = up(Q), k = up(K), v = up(Vv), g = up(G), o(be(), (int64_t)s.nq * 4 * hd),
+                    lse(be(), (int64_t)4 * s.nq), dq(be(), (int64_t)s.nq * 4 * hd);
+      Buffer<int32_t> qpos = up(qp), kpos = up(kp);
+      Buffer<float> dk(be(), (int64_t)K.size()), dv(be(), (int64_t)K.size());
+      dk.zero();
+      dv.zero();
+      be().attention_forward(o.data(), lse.data(), q.data(), k.data(), v.data(), qpos.data(), kpos.data(), s);
+      be().attention_backward(dq.data(), dk.data(), dv.data(), g.data(), o.data(), lse.data(), q.data(), k.data(),
+                              v.data(), qpos.data(), kpos.data(), s);
+      const std::string what = "bf16 attention hd=" + std::to_string(hd) + (share ? " kv-share" : "");
+      const std::pair<const D*, V> outs[] = {
+          {&ref.o, down(o)}, {&ref.lse, down(lse)}, {&ref.dq, down(dq)}, {&ref.dk, down(dk)}, {&ref.dv, down(dv)}};
+      const char* names[] = {"o", "lse", "dq", "dk", "dv"};
+      for (int t = 0; t < 5; ++t) {
+        const D& want = *outs[t].first;
+        const V& got = outs[t].second;
+        double err = 0, norm = 0, mx = 0;
+        for (size_t i = 0; i < want.size(); ++i) {
+          err += (got[i] - want[i]) * (got[i] - want[i]);
+          norm += want[i] * want[i];
+          mx = std::max(mx, std::fabs(want[i]));
+        }
+        EXPECT_LE(std::sqrt(err / norm), 1e-2) << what << " " << names[t] << " (relative L2 error)";
+        expect_close(want, got, 0, 0.04 * mx, what + " " + names[t]);
+      }
+    }
+}
+
 // ---- cross-entropy --------------------------------------------------------------------------
 TEST_P(Conformance, SoftmaxCrossEntropyLossAndGradient) {
   const int n = 9, Vn = 301;

@@ -22,6 +22,8 @@ using detail::visible_counts;
 void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, const int* qpos,
                        const int* kpos, const AttnShape& s) {
   const int nq = s.nq, nk = s.nk, H = s.n_heads, Hkv = s.n_kv_heads, hd = s.head_dim;
+  if (s.bf16 && detail::tiles_bf16_supported(hd))
+    return detail::attention_forward_tiles_bf16(o, lse, q, k, v, qpos, kpos, s);
   if (detail::tiles_supported(hd)) return detail::attention_forward_tiles(o, lse, q, k, v, qpos, kpos, s);
   const int group = H / Hkv, nblk = (nq + kQB - 1) / kQB;
   const float scale = 1.f / std::sqrt((float)hd);
@@ -67,6 +69,8 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float* q, const float* k, const float* v, const int* qpos, const int* kpos,
                         const AttnShape& s) {
   const int nq = s.nq, nk = s.nk, H = s.n_heads, Hkv = s.n_kv_heads, hd = s.head_dim;
+  if (s.bf16 && detail::tiles_bf16_supported(hd))
+    return detail::attention_backward_tiles_bf16(dq, dk, dv, dout, o, lse, q, k, v, qpos, kpos, s);
   if (detail::tiles_supported(hd))
     return detail::attention_backward_tiles(dq, dk, dv, dout, o, lse, q, k, v, qpos, kpos, s);
   const int group = H / Hkv;
