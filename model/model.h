@@ -47,8 +47,8 @@ class Model : private BlockRunner {
   // Mixed precision (--train.precision bf16): the linear layers and the LM head run on bf16
   // operands with fp32 accumulation; the parameters stay fp32 (the masters) and each layer's
   // matrices are rounded to bf16 once per step (and once per all-gather of a sharded unit) into
-  // a bf16 arena of the same layout. Norms, RoPE, attention, softmax, the loss, the routers and
-  // every gradient stay fp32. docs/MODEL.md "Precision".
+  // a bf16 arena of the same layout. Attention's products take bf16 operands too (AttnShape::bf16);
+  // norms, RoPE, softmax, the loss, the routers and every gradient stay fp32. docs/MODEL.md "Precision".
   bool bf16 = false;
 
   void init(uint64_t seed);  // seeded init (docs/MODEL.md), identical on every backend

@@ -9,8 +9,8 @@
 //                                values transposed into [d/2][key] words (once per call)
 //   o = p v, dq = ds k           sum over keys: p and ds rows (cast), values and keys in
 //                                [key/2][d] words (once per call)
-//   dv += p^T do, dk += ds^T q   sum over queries: p^T, ds^T in [key][query/2] words and do, q
-//                                in [query/2][d] words (per block)
+//   dv += p^T do, dk += ds^T q   sum over queries: p, ds, do and q in [query/2][key or d] words
+//                                (per block)
 // A missing partner (an odd count) is a zero. Deterministic like the fp32 path: fixed-order sums
 // per output element, per-head dk/dv reduced in head order.
 #include "kernels/cpu/attention_tiles.h"
@@ -87,24 +87,28 @@ void pair_rows(Word* out, const float* y, int m, int64_t ld, int hd) {
   }
 }
 
-// pt[j][i/2] = (P[i][j], P[i+1][j]) for keys j < kn, the m rows of P (stride ldp): P transposed
-// with pairs of queries.
-void transpose_query_pairs(Word* pt, const float* P, int m, int64_t ldp, int kn) {
-  const int m2 = (m + 1) / 2;
-  for (int ip = 0; ip < m2; ++ip) {
+// pt[i/2][j] = (P[i][j], P[i+1][j]) for keys j < kn, the m rows of P (stride ldp): pairs of
+// queries, each a row over the keys (read transposed by the product: contiguous both ways here).
+void pair_query_rows(Word* pt, const float* P, int m, int64_t ldp, int kn) {
+  for (int ip = 0; ip < (m + 1) / 2; ++ip) {
     const float* a = P + 2 * ip * ldp;
-    const bool second = 2 * ip + 1 < m;
-    for (int j = 0; j < kn; ++j) pt[(int64_t)j * m2 + ip] = pack(a[j], second ? a[ldp + j] : 0.f);
+    const float* b = 2 * ip + 1 < m ? a + ldp : nullptr;
+    Word* out = pt + (int64_t)ip * kn;
+    if (b)
+      for (int j = 0; j < kn; ++j) out[j] = pack(a[j], b[j]);
+    else
+      for (int j = 0; j < kn; ++j) out[j] = pack(a[j], 0.f);
   }
 }
 
 // dx rows [0, filled) += a^T y, rows [filled, kn) = a^T y (as attention_tiles.cpp's add_transposed),
-// with a^T given as at[key][query pair] and y as query pairs; kfrom in query pairs.
-void add_transposed_pairs(float* dx, int filled, int kn, int hd, const Word* at, int m2, const Word* y,
+// with a as query pairs over the keys (pair_query_rows, rows of kn) and y as query pairs; kfrom in
+// query pairs.
+void add_transposed_pairs(float* dx, int filled, int kn, int hd, const Word* a, int m2, const Word* y,
                           const int* kfrom) {
-  product<BF16Pair, 8, 2>(filled, hd, m2, {at, m2, 1, y, hd, dx, hd}, true, {.kfrom = kfrom});
-  product<BF16Pair, 8, 2>(kn - filled, hd, m2, {at + (int64_t)filled * m2, m2, 1, y, hd, dx + (int64_t)filled * hd, hd},
-                          false, {.kfrom = kfrom + filled});
+  product<BF16Pair, 8, 2>(filled, hd, m2, {a, 1, kn, y, hd, dx, hd}, true, {.kfrom = kfrom});
+  product<BF16Pair, 8, 2>(kn - filled, hd, m2, {a + filled, 1, kn, y, hd, dx + (int64_t)filled * hd, hd}, false,
+                          {.kfrom = kfrom + filled});
 }
 
 // Bounds of a block in pairs: kcap2[i] = ceil(vis[i] / 2) keys pairs per query row,
@@ -196,7 +200,7 @@ void attention_backward_tiles_bf16(float* dq, float* dk, float* dv, const float*
     float* P = thread_buffer(0, (size_t)kQB * nkp).data();
     float* dP = thread_buffer(1, (size_t)kQB * nkp).data();
     Word* rows16 = words(0, (size_t)kQB * nkp / 2).data();    // ds rows
-    Word* cols16 = words(1, (size_t)nkp * (kQB / 2)).data();  // p^T, then ds^T
+    Word* cols16 = words(1, (size_t)nkp * (kQB / 2)).data();  // p, then ds, in query pairs over the keys
     Word* pairs16 = words(2, (size_t)(kQB / 2) * hd).data();  // do, then q, in query pairs
     std::vector<int> first_q, kcap2;
 #pragma omp for schedule(dynamic, 1)
@@ -220,7 +224,7 @@ void attention_backward_tiles_bf16(float* dq, float* dk, float* dv, const float*
         first_queries(first_q, &vis[i0], m, kn);
         halve(first_q);
         pair_bounds(kcap2, &vis[i0], m);
-        transpose_query_pairs(cols16, P, m, kn32, kn);
+        pair_query_rows(cols16, P, m, kn32, kn);
         pair_rows(pairs16, dout + qoff, m, ldq, hd);
         add_transposed_pairs(dvh, done, kn, hd, cols16, m2, pairs16, first_q.data());  // dv += p^T do
         product<BF16Pair, 8, 2>(m, kn32, hd2, {do16 + qoff2, ldq2, 1, vt + (int64_t)g * hd2 * nkp, nkp, dP, kn32},
@@ -230,7 +234,7 @@ void attention_backward_tiles_bf16(float* dq, float* dk, float* dv, const float*
         product<BF16Pair, 8, 2>(m, hd, (kn + 1) / 2,
                                 {rows16, kn32 / 2, 1, k2 + (int64_t)g * (nkp / 2) * hd, hd, dqh, ldq}, false,
                                 {.kcap = kcap2.data()});  // dq = ds k
-        transpose_query_pairs(cols16, P, m, kn32, kn);
+        pair_query_rows(cols16, P, m, kn32, kn);
         pair_rows(pairs16, q + qoff, m, ldq, hd);
         add_transposed_pairs(dkh, done, kn, hd, cols16, m2, pairs16, first_q.data());  // dk += ds^T q
         done = kn;
