@@ -15,12 +15,28 @@
 #include <type_traits>
 
 #include "dist/communicator.h"
+#include "dist/nccl_bootstrap.h"
 #include "dist/sharded_params.h"
 #include "kernels/cpu/cpu_backend.h"
 
 using namespace mor;
 
 static dist::Communicator* g_comm = nullptr;
+
+// The NCCL communicator's start-up logic (dist/nccl_bootstrap.h), here without NCCL: rank 0's id
+// reaches every rank bit for bit, and only rank 0 makes one.
+TEST(NcclBootstrap, EveryRankGetsRankZerosUniqueId) {
+  auto& c = *g_comm;
+  int made = 0;
+  const dist::NcclUniqueIdBytes got = dist::share_unique_id(c, [&] {
+    ++made;
+    dist::NcclUniqueIdBytes id;
+    for (size_t i = 0; i < id.size(); ++i) id[i] = (uint8_t)(7 * i + 3);
+    return id;
+  });
+  EXPECT_EQ(made, c.rank() == 0 ? 1 : 0);
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], (uint8_t)(7 * i + 3)) << "byte " << i;
+}
 
 TEST(MpiComm, AllGatherConcatenatesInRankOrder) {
   auto& c = *g_comm;
