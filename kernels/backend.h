@@ -180,6 +180,14 @@ class Backend {
   // Returns sum over rows of (logsumexp - logit[target]); logits are overwritten by
   // scale * (softmax - onehot), the gradient of scale * sum(losses).
   virtual double softmax_xent(float* logits, const int32_t* targets, int n, int V, float scale) = 0;
+  // The same, with the gradient written to dlogits16 rounded to bf16 (the bf16 head's GEMM operand);
+  // logits is scratch. The default composes the two operations; a backend fuses them to skip a
+  // pass over the [n, V] matrix.
+  virtual double softmax_xent_bf16(float* logits, bf16* dlogits16, const int32_t* targets, int n, int V, float scale) {
+    const double loss = softmax_xent(logits, targets, n, V, scale);
+    cast_to_bf16(dlogits16, logits, (int64_t)n * V);
+    return loss;
+  }
 
   // ---- rows: embedding, gather/scatter between token sets --------------------------------
   // out[i] = table[ids[i]] (rows of D).

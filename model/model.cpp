@@ -202,11 +202,14 @@ double Model::head(int n_seq, int global_batch, bool backward) {
       be.linear_forward_bf16(logits_.data(), hn16_.data() + at, E16, rows, D, V);
     else
       be.linear_forward(logits_.data(), hn_.data() + at, E, rows, D, V);
-    ce += be.softmax_xent(logits_.data(), targets_.data() + r0, rows, V, scale);
-    if (!backward) continue;
-    if (bf16) {  // the logits' gradient, rounded for the GEMMs
+    if (bf16 && backward) {  // the logits' gradient straight into bf16, for the GEMMs
       tmp16_.resize((int64_t)rows * V);
-      be.cast_to_bf16(tmp16_.data(), logits_.data(), (int64_t)rows * V);
+      ce += be.softmax_xent_bf16(logits_.data(), tmp16_.data(), targets_.data() + r0, rows, V, scale);
+    } else {
+      ce += be.softmax_xent(logits_.data(), targets_.data() + r0, rows, V, scale);
+    }
+    if (!backward) continue;
+    if (bf16) {
       be.linear_backward_bf16(dhn_.data() + at, grads.data() + layout.embed, tmp16_.data(), hn16_.data() + at, E16,
                               rows, D, V, false);
     } else {

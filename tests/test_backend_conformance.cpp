@@ -516,6 +516,15 @@ TEST_P(Conformance, SoftmaxCrossEntropyLossAndGradient) {
   const double got = be().softmax_xent(l.data(), t.data(), n, Vn, scale);
   EXPECT_NEAR(got, loss, 1e-5 * loss);
   expect_close(grad, down(l), 1e-4, 1e-7, "softmax_xent gradient");
+  // The bf16-gradient form: the same loss, and the gradient within one bf16 rounding (2^-8
+  // relative) of the exact one.
+  Buffer<float> l2 = up(L);
+  Buffer<bf16> g16(be(), (int64_t)n * Vn);
+  EXPECT_NEAR(be().softmax_xent_bf16(l2.data(), g16.data(), t.data(), n, Vn, scale), loss, 1e-5 * loss);
+  V g32(n * Vn);
+  const std::vector<bf16> gh = down(g16);
+  for (size_t i = 0; i < gh.size(); ++i) g32[i] = mor::kern::bf16_to_float(gh[i]);
+  expect_close(grad, g32, 1.0 / 256, 1e-7, "softmax_xent_bf16 gradient");
 }
 
 // ---- rows -----------------------------------------------------------------------------------

@@ -782,6 +782,22 @@ TEST(SoftmaxXent, SameBitsWithOneAndTwoThreads) {
   EXPECT_TRUE(same_bits(g1, g2));
 }
 
+// The fused bf16-gradient form is bitwise the fp32 form followed by cast_to_bf16 (what the head
+// of a bf16 run did before the fusion): same loss bits, same gradient bits.
+TEST(SoftmaxXent, Bf16FormIsTheFp32FormRounded) {
+  const int n = 37, V = 1001;
+  const std::vector<float> logits = rand_vec(n * V, 112, -8.f, 8.f);
+  std::vector<int32_t> tgt(n);
+  for (int i = 0; i < n; ++i) tgt[i] = (i * 13) % V;
+  std::vector<float> g32 = logits, scratch = logits;
+  std::vector<kern::bf16> want(n * V), got(n * V);
+  const double l32 = kern::softmax_xent(g32.data(), tgt.data(), n, V, 0.125f);
+  kern::cast_to_bf16(want.data(), g32.data(), n * V);
+  const double l16 = kern::softmax_xent_bf16(scratch.data(), got.data(), tgt.data(), n, V, 0.125f);
+  EXPECT_EQ(std::memcmp(&l32, &l16, sizeof l32), 0) << l32 << " vs " << l16;
+  EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(kern::bf16)), 0);
+}
+
 // ============================================================================ AdamW
 // torch.optim.AdamW (single tensor): p *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 // p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps).

@@ -112,6 +112,9 @@ class CpuBackend final : public Backend {
   double softmax_xent(float* logits, const int32_t* targets, int n, int V, float scale) override {
     return cpu::softmax_xent(logits, targets, n, V, scale);
   }
+  double softmax_xent_bf16(float* logits, bf16* dlogits16, const int32_t* targets, int n, int V, float scale) override {
+    return cpu::softmax_xent_bf16(logits, dlogits16, targets, n, V, scale);
+  }
   void embedding_forward(float* out, const float* table, const int32_t* ids, int n, int D) override {
     cpu::embedding_forward(out, table, ids, n, D);
   }

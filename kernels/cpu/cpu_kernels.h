@@ -90,6 +90,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 // sum of losses; logits are overwritten by scale * (softmax - onehot), i.e. the
 // gradient of scale * sum(losses).
 double softmax_xent(float* logits, const int32_t* targets, int n, int V, float scale);
+double softmax_xent_bf16(float* logits, bf16* dlogits16, const int32_t* targets, int n, int V, float scale);
 
 // ---- AdamW on a contiguous shard ----------------------------------------------
 // Decoupled weight decay on every element; the caller passes weight_decay = 0 for excluded tensors.

@@ -110,7 +110,10 @@ void swiglu_backward(float* dg, float* du, const float* dh, const float* g, cons
   }
 }
 
-double softmax_xent(float* logits, const int32_t* targets, int n, int V, float scale) {
+// Both forms: the loss per row, and the gradient scale * (softmax - onehot) into logits (fp32) or
+// dlogits16 (rounded once from the same fp32 value, so bitwise softmax_xent + cast_to_bf16).
+namespace {
+double softmax_xent_rows(float* logits, bf16* dlogits16, const int32_t* targets, int n, int V, float scale) {
   std::vector<double> row_loss(n);
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < n; ++i) {
@@ -123,13 +126,29 @@ double softmax_xent(float* logits, const int32_t* targets, int n, int V, float s
     const float sum = sum_row(l, V);
     row_loss[i] = std::log((double)sum) + mx - target_logit;
     const float inv = scale / sum;
+    if (dlogits16) {
+      uint16_t* d = reinterpret_cast<uint16_t*>(dlogits16) + (int64_t)i * V;
+      const float gt = l[tgt] * inv - scale;
 #pragma omp simd
-    for (int j = 0; j < V; ++j) l[j] *= inv;
-    l[tgt] -= scale;
+      for (int j = 0; j < V; ++j) d[j] = round_bf16_bits(l[j] * inv);
+      d[tgt] = round_bf16_bits(gt);
+    } else {
+#pragma omp simd
+      for (int j = 0; j < V; ++j) l[j] *= inv;
+      l[tgt] -= scale;
+    }
   }
   double total = 0;
   for (int i = 0; i < n; ++i) total += row_loss[i];
   return total;
+}
+}  // namespace
+
+double softmax_xent(float* logits, const int32_t* targets, int n, int V, float scale) {
+  return softmax_xent_rows(logits, nullptr, targets, n, V, scale);
+}
+double softmax_xent_bf16(float* logits, bf16* dlogits16, const int32_t* targets, int n, int V, float scale) {
+  return softmax_xent_rows(logits, dlogits16, targets, n, V, scale);
 }
 
 void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& p) {
@@ -203,11 +222,7 @@ int64_t first_non_finite(const float* x, int64_t n) {
 void cast_to_bf16(bf16* dst, const float* src, int64_t n) {
   uint16_t* d = reinterpret_cast<uint16_t*>(dst);
 #pragma omp parallel for simd schedule(static) if (n >= 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t u = std::bit_cast<uint32_t>(src[i]);
-    const uint32_t r = (u & 0x7fffffffu) > 0x7f800000u ? (u | 0x400000u) : u + 0x7fffu + ((u >> 16) & 1u);
-    d[i] = (uint16_t)(r >> 16);
-  }
+  for (int64_t i = 0; i < n; ++i) d[i] = round_bf16_bits(src[i]);
 }
 
 void cast_to_f32(float* dst, const bf16* src, int64_t n) {

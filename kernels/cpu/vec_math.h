@@ -14,6 +14,14 @@
 
 namespace mor::kern {
 
+// The bits of float_to_bf16(f) (kern/dtype.h: nearest, ties to even; a NaN stays a quiet NaN),
+// written without branches so that loops calling it vectorize.
+inline uint16_t round_bf16_bits(float f) {
+  const uint32_t u = std::bit_cast<uint32_t>(f);
+  const uint32_t r = (u & 0x7fffffffu) > 0x7f800000u ? (u | 0x400000u) : u + 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(r >> 16);
+}
+
 inline float fast_exp(float x) {
   // e^-87.3 is the smallest normal float; below that the result is flushed towards 0 (returns
   // 2^-126 * e^r, far below anything a softmax or sigmoid can see). Above 88, overflow to inf.
