@@ -58,6 +58,12 @@ class Model : private BlockRunner {
   // normalised by global_batch sequences. backward=false: evaluation only.
   LossParts step(const int32_t* tokens, int n_seq, int global_batch, bool backward);
 
+  // Forward only: the logits [n_seq * T, V] (host) of input ids [n_seq, T] (no targets). For tests
+  // and tools at small sizes (the logits exist whole). forced_depth: per token [n_seq * T], the
+  // recursions it goes through (router.h Section::forced_depth; every depth N_r without a router),
+  // or null: the router decides as in training. Router statistics count this pass too.
+  std::vector<float> forward_logits(const int32_t* inputs, int n_seq, const int* forced_depth = nullptr);
+
   // Bytes of activation storage held now (the per-visit activations and the backward scratch).
   int64_t activation_bytes() const;
 
@@ -95,6 +101,7 @@ class Model : private BlockRunner {
   bool keeps_all(int visit) const;  // recompute never drops this visit's activations
   void unique_layer_forward(int ul, int visit);
   void unique_layer_backward(int ul, int visit);
+  void forward(int n_seq, int global_batch, const int* forced_depth, std::vector<LossTerm>& terms);
   double head(int n_seq, int global_batch, bool backward);
   Section section(int n_seq, int global_batch);
 
