@@ -266,7 +266,9 @@ void write_all(FILE* f, const std::string& s, const std::string& what) {
 void summary(const std::vector<GenResult>& rs, int batch, double seconds) {
   int64_t fresh = 0, kv = 0, vanilla = 0, fed = 0;
   std::vector<int64_t> depth;
+  int stops[3] = {0, 0, 0};  // eot, length, context
   for (const GenResult& r : rs) {
+    stops[r.stop == std::string("eot") ? 0 : r.stop == std::string("length") ? 1 : 2] += 1;
     fresh += (int64_t)r.ids.size();
     kv += r.kv_bytes;
     vanilla += r.vanilla_kv_bytes;
@@ -281,9 +283,11 @@ void summary(const std::vector<GenResult>& rs, int batch, double seconds) {
     hist += b;
   }
   const double n = (double)rs.size();
-  logf("generate: %zu prompt%s, %lld new tokens in %.2f s (%.1f tokens/s, batch %d); tokens by recursions received%s\n",
-       rs.size(), rs.size() == 1 ? "" : "s", (long long)fresh, seconds, seconds > 0 ? fresh / seconds : 0.0, batch,
-       hist.c_str());
+  logf(
+      "generate: %zu prompt%s, %lld new tokens in %.2f s (%.1f tokens/s, batch %d); stopped at end-of-text %d, "
+      "max-new-tokens %d, context %d; tokens by recursions received%s\n",
+      rs.size(), rs.size() == 1 ? "" : "s", (long long)fresh, seconds, seconds > 0 ? fresh / seconds : 0.0, batch,
+      stops[0], stops[1], stops[2], hist.c_str());
   logf(
       "generate: KV cache per sequence %.0f bytes (recursion-wise) vs %.0f bytes for a vanilla cache of the same "
       "depth (%.3fx)\n",
