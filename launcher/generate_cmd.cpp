@@ -73,6 +73,8 @@ std::string json_text(const std::string& s) {
     if (c == '"' || c == '\\') {
       j += '\\';
       j += (char)c;
+    } else if (c == '\n' || c == '\t' || c == '\r') {
+      j += c == '\n' ? "\\n" : c == '\t' ? "\\t" : "\\r";
     } else if (c < 0x20) {
       char b[8];
       std::snprintf(b, sizeof b, "\\u%04x", c);

@@ -11,6 +11,7 @@
 #     a vanilla cache's plus the positions); another seed gives other text;
 #   - the expert-choice threshold at its ends: 0 sends every token through all 3 recursions
 #     (cache = vanilla + positions, byte for byte), 1 through recursion 0 only;
+#   - SIGINT between tokens ends it with status 130;
 #   - bad input exits with status 2 and names the problem.
 source "$(dirname "$0")/common.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1
@@ -141,6 +142,19 @@ lines = [json.loads(l) for l in open(f"{sys.argv[1]}/token.jsonl", encoding="utf
 assert len(lines) == 6 and all(l["tokens_by_recursions"][0] == 0 for l in lines), lines
 print("token-choice (.mort + --config): tokens by recursions", [l["tokens_by_recursions"] for l in lines[:2]], "...")
 PY
+
+# ---- SIGINT between tokens: exit 130 (each token waits 100 ms at the poll: MOR_TEST_STOP_POLL_MS) ------
+MOR_TEST_STOP_POLL_MS=100 "$MOR_BIN" generate --tokenizer "$TOK" --ckpt "$WORK/ck_expert" --prompts "$WORK/prompts.jsonl" \
+  --max-new-tokens 60 --seed 1 --out "$WORK/sig.jsonl" > /dev/null 2> "$WORK/sig.err" &
+pid=$!
+BG_PIDS+=("$pid")
+sleep 1
+kill -0 "$pid" 2> /dev/null || fail "generate ended before the signal: $(cat "$WORK/sig.err")"
+kill -INT "$pid"
+rc=0
+wait "$pid" || rc=$?
+[ $rc -eq 130 ] && grep -q "stopped by a signal" "$WORK/sig.err" || fail "SIGINT: exit $rc, $(cat "$WORK/sig.err")"
+echo "SIGINT mid-generation: exit 130, $(wc -l < "$WORK/sig.jsonl") of 6 prompts written"
 
 # ---- bad input: exit status 2 and what is wrong ---------------------------------------------------
 expect_exit2() {  # expect_exit2 WHAT PATTERN ARGS...
