@@ -167,7 +167,7 @@ std::unique_ptr<Model> load_model(const GenArgs& a, kern::Backend& be) {
   if (!dir) {
     if (a.config.empty())
       throw ConfigError("config", "is required with a .mort file (it records no model config): the training config");
-    auto m = std::make_unique<Model>(load_config_file(a.config).model, be);
+    auto m = std::make_unique<Model>(load_config_file(a.config).model, be, false);
     import_params(*m, io::read_mort(a.ckpt), a.ckpt);
     return m;
   }
@@ -179,7 +179,7 @@ std::unique_ptr<Model> load_model(const GenArgs& a, kern::Backend& be) {
   } catch (const std::exception& e) {
     throw std::runtime_error("checkpoint '" + d + "/index.h5': its model config is not valid: " + e.what());
   }
-  auto m = std::make_unique<Model>(mc, be);
+  auto m = std::make_unique<Model>(mc, be, false);
   if (be.host_addressable()) {
     load_checkpoint_params(d, idx, m->layout, m->params.data());
   } else {

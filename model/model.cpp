@@ -6,12 +6,13 @@
 
 namespace mor {
 
-Model::Model(const ModelConfig& c, Backend& backend)
-    : cfg((c.validate(), c)), layout(c), be(backend), params(backend, layout.total), grads(backend, layout.total),
-      rope_(backend, c.head_dim(), c.seq_len, c.rope_theta), router_(make_router(c, backend)), recomputed_(backend),
-      recomputed_y_(backend), scratch_(backend), inputs_(backend), targets_(backend), hid_(backend), dhid_(backend),
-      hn_(backend), rstd_f_(backend), dhn_(backend), logits_(backend), buf_a_(backend), buf_b_(backend),
-      gbuf_a_(backend), gbuf_b_(backend), params16_(backend), tmp_(backend), tmp16_(backend), hn16_(backend) {
+Model::Model(const ModelConfig& c, Backend& backend, bool trainable)
+    : cfg((c.validate(), c)), layout(c), be(backend), params(backend, layout.total),
+      grads(backend, trainable ? layout.total : 0), rope_(backend, c.head_dim(), c.seq_len, c.rope_theta),
+      router_(make_router(c, backend)), recomputed_(backend), recomputed_y_(backend), scratch_(backend),
+      inputs_(backend), targets_(backend), hid_(backend), dhid_(backend), hn_(backend), rstd_f_(backend), dhn_(backend),
+      logits_(backend), buf_a_(backend), buf_b_(backend), gbuf_a_(backend), gbuf_b_(backend), params16_(backend),
+      tmp_(backend), tmp16_(backend), hn16_(backend) {
   acts_.reserve(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) acts_.emplace_back(backend);
   grads.zero();
@@ -275,6 +276,8 @@ std::vector<float> Model::forward_logits(const int32_t* inputs, int n_seq, const
 
 // ---- one micro-step, top to bottom -----------------------------------------------
 LossParts Model::step(const int32_t* tokens, int n_seq, int global_batch, bool backward) {
+  if (backward && grads.size() != layout.total)
+    throw std::logic_error("Model::step: backward on a model without gradients");
   const int D = cfg.d_model, T = cfg.seq_len, N = n_seq * T;
   LossParts loss;
   loss.terms = router_->loss_terms();

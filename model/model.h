@@ -28,13 +28,15 @@ struct UnitHooks {
 
 class Model : private BlockRunner {
  public:
-  Model(const ModelConfig& cfg, Backend& be);
+  // trainable = false: no gradient arena (generation needs none; it is as large as the
+  // parameters), and step() with backward throws.
+  Model(const ModelConfig& cfg, Backend& be, bool trainable = true);
 
   const ModelConfig cfg;
   const ParamLayout layout;
   Backend& be;
   Buffer<float> params;  // the parameter arena
-  Buffer<float> grads;   // same layout; step() accumulates into it
+  Buffer<float> grads;   // same layout; step() accumulates into it (empty when not trainable)
   RouterStats stats;
   double fwd_flops = 0;        // forward FLOPs of the last step(): matmuls + attention + head
   UnitHooks* hooks = nullptr;  // null: every parameter is always present (single process)

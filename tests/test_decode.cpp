@@ -251,6 +251,21 @@ TEST(DecodeErrors, BadInputIsRefused) {
   EXPECT_THROW(generate(dec, {{{1}, 0}}, o), std::invalid_argument);
 }
 
+// generate's model has no gradient arena; it decodes exactly what a trainable one does.
+TEST(DecodeErrors, ModelWithoutGradients) {
+  const ModelConfig c = config({Sharing::MiddleCycle, RouterKind::Token, KvMode::Recursion, 3});
+  Model train(c, kern::cpu_backend()), infer(c, kern::cpu_backend(), false);
+  train.init(6);
+  infer.init(6);
+  EXPECT_EQ(infer.grads.capacity(), 0);
+  const std::vector<int32_t> tok = random_tokens(c, c.seq_len + 1, 4);
+  EXPECT_THROW(infer.step(tok.data(), 1, 1, true), std::logic_error);
+  EXPECT_EQ(infer.step(tok.data(), 1, 1, false).ce, train.step(tok.data(), 1, 1, false).ce);
+  Decoder a(train, 1), b(infer, 1);
+  const std::vector<int32_t> prompt(tok.begin(), tok.begin() + 5);
+  EXPECT_EQ(a.step({{0, prompt, {}}})[0].logits, b.step({{0, prompt, {}}})[0].logits);
+}
+
 // ---- sampling ----------------------------------------------------------------------------------
 
 TEST(Sampling, GreedyTakesTheFirstLargest) {
