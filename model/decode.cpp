@@ -199,44 +199,45 @@ void Decoder::section_none() {
 // capacity keeps all (k_r >= k_{r-1}; k_{-1} = T); H[S_r] += alpha sigmoid(s) Block_r(H[S_r]).
 void Decoder::section_expert() {
   const int D = c_.d_model, R = c_.n_recursions;
-  Rows cand;
-  cand.off = all_.off;
-  cand.pos = all_.pos;
-  cand.idx = all_.idx;
+  Rows* cand = &rows_[0];  // the rows of recursion r's candidates, then of the selected (two buffers, swapped)
+  Rows* sel = &rows_[1];
+  cand->off = all_.off;
+  cand->pos = all_.pos;
+  cand->idx = all_.idx;
+  cand->upload(be_);
   std::vector<float> s, gate;
-  for (int r = 0; r < R && cand.n() > 0; ++r) {
-    const int nc = cand.n();
-    cand.upload(be_);
+  for (int r = 0; r < R && cand->n() > 0; ++r) {
+    const int nc = cand->n();
     xin_.resize((int64_t)nc * D);
-    be_.copy_rows(xin_.data(), nullptr, h_.data(), cand.dev_idx.data(), nullptr, nc, D, false);
+    be_.copy_rows(xin_.data(), nullptr, h_.data(), cand->dev_idx.data(), nullptr, nc, D, false);
     scores_.resize(nc);
     be_.linear_forward(scores_.data(), xin_.data(), m_.params.data() + L_.routers + (int64_t)r * D, nc, D, 1);
     s.resize(nc);
     scores_.to_host(s.data());
     const bool keep_all = c_.expert_k(r) >= (r == 0 ? c_.seq_len : c_.expert_k(r - 1));
-    Rows sel;
+    sel->clear();
     gate.clear();
-    for (size_t c = 0; c + 1 < cand.off.size(); ++c) {
-      for (int i = cand.off[c]; i < cand.off[c + 1]; ++i) {
-        const int row = cand.idx[i];
+    for (size_t c = 0; c + 1 < cand->off.size(); ++c) {
+      for (int i = cand->off[c]; i < cand->off[c + 1]; ++i) {
+        const int row = cand->idx[i];
         const float p = sigmoid(s[i]);
         if (forced_[row] >= 0 ? forced_[row] <= r : !(keep_all || p >= threshold_)) continue;
-        sel.pos.push_back(cand.pos[i]);
-        sel.idx.push_back(row);
+        sel->pos.push_back(cand->pos[i]);
+        sel->idx.push_back(row);
         gate.push_back(c_.ec_alpha * p);
         depth_[row] = r + 1;
       }
-      sel.off.push_back(sel.n());
+      sel->off.push_back(sel->n());
     }
-    const int ns = sel.n();
-    sel.upload(be_);
+    const int ns = sel->n();
+    sel->upload(be_);
     gate_.from_host(gate);
     xin_.resize((int64_t)ns * D);
-    be_.copy_rows(xin_.data(), nullptr, h_.data(), sel.dev_idx.data(), nullptr, ns, D, false);
+    be_.copy_rows(xin_.data(), nullptr, h_.data(), sel->dev_idx.data(), nullptr, ns, D, false);
     y_.resize((int64_t)ns * D);
-    block(r, sel, xin_.data(), y_.data());
-    be_.copy_rows(h_.data(), sel.dev_idx.data(), y_.data(), nullptr, gate_.data(), ns, D, true);
-    cand = std::move(sel);
+    block(r, *sel, xin_.data(), y_.data());
+    be_.copy_rows(h_.data(), sel->dev_idx.data(), y_.data(), nullptr, gate_.data(), ns, D, true);
+    std::swap(cand, sel);
   }
 }
 
@@ -262,7 +263,8 @@ void Decoder::section_token() {
   }
   xcur_.copy_from(h_.data(), (int64_t)n * D);
   for (int r = 0; r < R; ++r) {
-    Rows act;
+    Rows& act = rows_[0];
+    act.clear();
     std::vector<int32_t> exit_src, exit_dst, carry_src, carry_dst;
     std::vector<float> exit_gate;
     for (size_t c = 0; c + 1 < all_.off.size(); ++c) {

@@ -57,6 +57,7 @@ class Decoder {
     std::vector<int> off{0}, pos, idx;
     kern::Buffer<int32_t> dev_pos, dev_idx;
     int n() const { return (int)pos.size(); }
+    void clear() { off.assign(1, 0), pos.clear(), idx.clear(); }
     void upload(kern::Backend& be);
   };
   void check(const std::vector<DecodeChunk>& chunks) const;
@@ -79,7 +80,7 @@ class Decoder {
   std::vector<int> len_;
   // This step: each chunk's slot, every row as one set, forced depths (-1: routed) and depths.
   std::vector<int> slot_of_;
-  Rows all_;
+  Rows all_, rows_[2];  // rows_: the subsets routing picks, reused every step
   std::vector<int> forced_, depth_;
   // Backend work buffers (reused every step).
   kern::Buffer<int32_t> ids_, moves_;
