@@ -11,7 +11,8 @@
 #     a vanilla cache's plus the positions); another seed gives other text;
 #   - the expert-choice threshold at its ends: 0 sends every token through all 3 recursions
 #     (cache = vanilla + positions, byte for byte), 1 through recursion 0 only;
-#   - SIGINT between tokens ends it with status 130;
+#   - the text streams (on stdout while later tokens are being generated); SIGINT between tokens
+#     ends it with status 130;
 #   - bad input exits with status 2 and names the problem.
 source "$(dirname "$0")/common.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1
@@ -142,6 +143,17 @@ lines = [json.loads(l) for l in open(f"{sys.argv[1]}/token.jsonl", encoding="utf
 assert len(lines) == 6 and all(l["tokens_by_recursions"][0] == 0 for l in lines), lines
 print("token-choice (.mort + --config): tokens by recursions", [l["tokens_by_recursions"] for l in lines[:2]], "...")
 PY
+
+# ---- streaming: the first tokens are on stdout while later ones are still being generated --------------
+MOR_TEST_STOP_POLL_MS=200 "$MOR_BIN" generate --tokenizer "$TOK" --ckpt "$WORK/ck_expert" --prompt "A friend is" \
+  "${SAMPLE[@]}" > "$WORK/stream.txt" 2> /dev/null &
+pid=$!
+BG_PIDS+=("$pid")
+for _ in $(seq 200); do [ -s "$WORK/stream.txt" ] && break; sleep 0.05; done
+[ -s "$WORK/stream.txt" ] && kill -0 "$pid" 2> /dev/null || fail "no text on stdout while generating"
+wait "$pid"
+cmp "$WORK/stream.txt" "$WORK/one.txt" || fail "the streamed text differs from the same run's"
+echo "streaming: text on stdout before the run ended, the same text in the end"
 
 # ---- SIGINT between tokens: exit 130 (each token waits 100 ms at the poll: MOR_TEST_STOP_POLL_MS) ------
 MOR_TEST_STOP_POLL_MS=100 "$MOR_BIN" generate --tokenizer "$TOK" --ckpt "$WORK/ck_expert" --prompts "$WORK/prompts.jsonl" \
