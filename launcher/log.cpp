@@ -26,6 +26,8 @@ const RunContext& run_context() {
   return ctx;
 }
 
+bool log_to_stderr = false;
+
 void logf(const char* fmt, ...) {
   va_list ap, ap2;
   va_start(ap, fmt);
@@ -43,8 +45,9 @@ void logf(const char* fmt, ...) {
     out += buf[i];
     line_start = buf[i] == '\n';
   }
-  std::fputs(out.c_str(), stdout);
-  std::fflush(stdout);
+  FILE* f = log_to_stderr ? stderr : stdout;
+  std::fputs(out.c_str(), f);
+  std::fflush(f);
 }
 
 }  // namespace mor

@@ -15,7 +15,9 @@ struct RunContext {
 };
 const RunContext& run_context();
 
-// printf to stdout with the run-context prefix on every line; flushes.
+// printf to stdout (stderr when log_to_stderr) with the run-context prefix on every line; flushes.
 void logf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+// Set by commands whose stdout is their data (generate): the log goes to stderr instead.
+extern bool log_to_stderr;
 
 }  // namespace mor

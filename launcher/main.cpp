@@ -32,10 +32,11 @@ static const char* kUsage =
     "  inspect list and verify a checkpoint (mor-dist inspect CKPT)\n"
     "  export  a checkpoint in the Hugging Face layout: safetensors + config.json (mor-dist export --help)\n"
     "  prepare tokenize JSONL documents into token shards (mor-dist prepare --help)\n"
+    "  generate text from a checkpoint: KV cache per recursion, continuous batching (mor-dist generate --help)\n"
     "mor-dist --version: version, git revision and build flags\n"
     "exit status: 0 ok, 1 runtime error, 2 bad option or config, 3 a checkpoint could not be saved (the previous one\n"
     "  is intact), 4 loss or gradients became NaN/inf (nothing saved), 5 a collective stalled (--dist.timeout),\n"
-    "  85 saved a checkpoint on SIGUSR1/SIGTERM/SIGINT, 130 eval/convert stopped by a signal\n";
+    "  85 saved a checkpoint on SIGUSR1/SIGTERM/SIGINT, 130 eval/convert/generate stopped by a signal\n";
 
 // Transparent huge pages for the heap. mor-dist keeps ~16 bytes of state per parameter plus the
 // activations resident and sweeps all of it every step; with 4 KiB pages every first touch is a
@@ -106,6 +107,8 @@ int main(int argc, char** argv) {
       rc = mor::cmd_export(argc - 1, argv + 1);
     else if (cmd == "prepare")
       rc = mor::cmd_prepare(argc - 1, argv + 1);
+    else if (cmd == "generate")
+      rc = mor::cmd_generate(argc - 1, argv + 1);
     else {
       std::fprintf(stderr, "mor-dist: unknown command '%s'\n%s", cmd.c_str(), kUsage);
       rc = 2;

@@ -1,15 +1,18 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 
 namespace mor {
 
-Model::Model(const ModelConfig& c, Backend& backend)
-    : cfg((c.validate(), c)), layout(c), be(backend), params(backend, layout.total), grads(backend, layout.total),
-      rope_(backend, c.head_dim(), c.seq_len, c.rope_theta), router_(make_router(c, backend)), recomputed_(backend),
-      recomputed_y_(backend), scratch_(backend), inputs_(backend), targets_(backend), hid_(backend), dhid_(backend),
-      hn_(backend), rstd_f_(backend), dhn_(backend), logits_(backend), buf_a_(backend), buf_b_(backend),
-      gbuf_a_(backend), gbuf_b_(backend), params16_(backend), tmp_(backend), tmp16_(backend), hn16_(backend) {
+Model::Model(const ModelConfig& c, Backend& backend, bool trainable)
+    : cfg((c.validate(), c)), layout(c), be(backend), params(backend, layout.total),
+      grads(backend, trainable ? layout.total : 0), rope_(backend, c.head_dim(), c.seq_len, c.rope_theta),
+      router_(make_router(c, backend)), recomputed_(backend), recomputed_y_(backend), scratch_(backend),
+      inputs_(backend), targets_(backend), hid_(backend), dhid_(backend), hn_(backend), rstd_f_(backend), dhn_(backend),
+      logits_(backend), buf_a_(backend), buf_b_(backend), gbuf_a_(backend), gbuf_b_(backend), params16_(backend),
+      tmp_(backend), tmp16_(backend), hn16_(backend) {
   acts_.reserve(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) acts_.emplace_back(backend);
   grads.zero();
@@ -225,15 +228,62 @@ double Model::head(int n_seq, int global_batch, bool backward) {
   return ce * scale;
 }
 
-// ---- one micro-step, top to bottom -----------------------------------------------
-LossParts Model::step(const int32_t* tokens, int n_seq, int global_batch, bool backward) {
+// ---- the forward up to the last layer ----------------------------------------------
+// inputs_ holds the micro-batch's input ids; leaves the last layer's output in hid_. The
+// embedding unit is needed from here to the end of the step (the head is tied).
+void Model::forward(int n_seq, int global_batch, const int* forced_depth, std::vector<LossTerm>& terms) {
   const int D = cfg.d_model, T = cfg.seq_len, N = n_seq * T;
-  LossParts loss;
-  loss.terms = router_->loss_terms();
   fresh16_.assign(layout.n_unique_layers, 0);  // bf16 runs: the parameters may have changed since
   embed_fresh16_ = false;
   fwd_flops = 2.0 * N * D * cfg.vocab_size;  // the tied LM head
   if (all_.n_seq() != n_seq) all_ = TokenSet::all(be, n_seq, T);
+  Section sec = section(n_seq, global_batch);
+  sec.forced_depth = forced_depth;
+  need(ParamLayout::kEmbedUnit, false);
+  hid_.resize((int64_t)N * D);
+  be.embedding_forward(hid_.data(), params.data() + layout.embed, inputs_.data(), N, D);
+  if (layout.prelude >= 0) unique_layer_forward(layout.prelude, 0);
+  router_->forward(sec, terms);
+  if (layout.coda >= 0) unique_layer_forward(layout.coda, cfg.n_layers - 1);
+}
+
+std::vector<float> Model::forward_logits(const int32_t* inputs, int n_seq, const int* forced_depth) {
+  const int D = cfg.d_model, V = cfg.vocab_size, N = n_seq * cfg.seq_len;
+  for (int t = 0; forced_depth && t < N; ++t) {
+    const int d = forced_depth[t], R = cfg.n_recursions;
+    const int lo = cfg.router == RouterKind::None                                         ? R
+                   : cfg.router == RouterKind::Expert && cfg.kv_mode == KvMode::Recursion ? 0
+                                                                                          : 1;
+    if (d < lo || d > R)
+      throw std::invalid_argument("forward_logits: forced depth " + std::to_string(d) + " of token " +
+                                  std::to_string(t) + " is outside [" + std::to_string(lo) + ", " + std::to_string(R) +
+                                  "]");
+  }
+  inputs_.from_host(inputs, N);
+  std::vector<LossTerm> terms = router_->loss_terms();
+  forward(n_seq, n_seq, forced_depth, terms);
+  hn_.resize((int64_t)N * D);
+  rstd_f_.resize(N);
+  be.rmsnorm_forward(hn_.data(), rstd_f_.data(), hid_.data(), params.data() + layout.final_norm, N, D, cfg.rms_eps);
+  logits_.resize((int64_t)N * V);
+  if (bf16) {
+    hn16_.resize((int64_t)N * D);
+    be.cast_to_bf16(hn16_.data(), hn_.data(), (int64_t)N * D);
+    be.linear_forward_bf16(logits_.data(), hn16_.data(), embed16(), N, D, V);
+  } else {
+    be.linear_forward(logits_.data(), hn_.data(), params.data() + layout.embed, N, D, V);
+  }
+  done(ParamLayout::kEmbedUnit, false, true);
+  return logits_.to_host_vector();
+}
+
+// ---- one micro-step, top to bottom -----------------------------------------------
+LossParts Model::step(const int32_t* tokens, int n_seq, int global_batch, bool backward) {
+  if (backward && grads.size() != layout.total)
+    throw std::logic_error("Model::step: backward on a model without gradients");
+  const int D = cfg.d_model, T = cfg.seq_len, N = n_seq * T;
+  LossParts loss;
+  loss.terms = router_->loss_terms();
   std::vector<int32_t> in(N), tgt(N);
   for (int b = 0; b < n_seq; ++b)
     for (int t = 0; t < T; ++t) {
@@ -242,15 +292,9 @@ LossParts Model::step(const int32_t* tokens, int n_seq, int global_batch, bool b
     }
   inputs_.from_host(in);
   targets_.from_host(tgt);
-  Section sec = section(n_seq, global_batch);
 
   // Forward.
-  need(ParamLayout::kEmbedUnit, false);  // embedding + final norm: kept for the whole step (tied head)
-  hid_.resize((int64_t)N * D);
-  be.embedding_forward(hid_.data(), params.data() + layout.embed, inputs_.data(), N, D);
-  if (layout.prelude >= 0) unique_layer_forward(layout.prelude, 0);
-  router_->forward(sec, loss.terms);
-  if (layout.coda >= 0) unique_layer_forward(layout.coda, cfg.n_layers - 1);
+  forward(n_seq, global_batch, nullptr, loss.terms);
   loss.ce = head(n_seq, global_batch, backward);
   if (!backward) {
     done(ParamLayout::kEmbedUnit, false, true);
@@ -259,6 +303,7 @@ LossParts Model::step(const int32_t* tokens, int n_seq, int global_batch, bool b
 
   // Backward, in reverse (head() already produced dL/dH at the top).
   if (layout.coda >= 0) unique_layer_backward(layout.coda, cfg.n_layers - 1);
+  Section sec = section(n_seq, global_batch);
   router_->backward(sec);
   if (layout.prelude >= 0) unique_layer_backward(layout.prelude, 0);
   be.embedding_backward(grads.data() + layout.embed, dhid_.data(), inputs_.data(), N, D);

@@ -28,13 +28,15 @@ struct UnitHooks {
 
 class Model : private BlockRunner {
  public:
-  Model(const ModelConfig& cfg, Backend& be);
+  // trainable = false: no gradient arena (generation needs none; it is as large as the
+  // parameters), and step() with backward throws.
+  Model(const ModelConfig& cfg, Backend& be, bool trainable = true);
 
   const ModelConfig cfg;
   const ParamLayout layout;
   Backend& be;
   Buffer<float> params;  // the parameter arena
-  Buffer<float> grads;   // same layout; step() accumulates into it
+  Buffer<float> grads;   // same layout; step() accumulates into it (empty when not trainable)
   RouterStats stats;
   double fwd_flops = 0;        // forward FLOPs of the last step(): matmuls + attention + head
   UnitHooks* hooks = nullptr;  // null: every parameter is always present (single process)
@@ -57,6 +59,12 @@ class Model : private BlockRunner {
   // tokens: [n_seq, T+1] windows (inputs 0..T-1, targets 1..T), host memory. Losses are
   // normalised by global_batch sequences. backward=false: evaluation only.
   LossParts step(const int32_t* tokens, int n_seq, int global_batch, bool backward);
+
+  // Forward only: the logits [n_seq * T, V] (host) of input ids [n_seq, T] (no targets). For tests
+  // and tools at small sizes (the logits exist whole). forced_depth: per token [n_seq * T], the
+  // recursions it goes through (router.h Section::forced_depth; every depth N_r without a router),
+  // or null: the router decides as in training. Router statistics count this pass too.
+  std::vector<float> forward_logits(const int32_t* inputs, int n_seq, const int* forced_depth = nullptr);
 
   // Bytes of activation storage held now (the per-visit activations and the backward scratch).
   int64_t activation_bytes() const;
@@ -95,6 +103,7 @@ class Model : private BlockRunner {
   bool keeps_all(int visit) const;  // recompute never drops this visit's activations
   void unique_layer_forward(int ul, int visit);
   void unique_layer_backward(int ul, int visit);
+  void forward(int n_seq, int global_batch, const int* forced_depth, std::vector<LossTerm>& terms);
   double head(int n_seq, int global_batch, bool backward);
   Section section(int n_seq, int global_batch);
 

@@ -83,6 +83,10 @@ struct Section {
   float* gw;
   RouterStats& stats;
   int n_seq, global_batch;  // losses are normalised by global_batch sequences
+  // Routing forced from outside (tests comparing the decode path with this forward): per token
+  // [n_seq * T], the number of recursions it goes through (expert: 0..N_r, nested sets S_r =
+  // {t : depth_t > r}; token: 1..N_r). Null: the router decides. Gates still come from the scores.
+  const int* forced_depth = nullptr;
 };
 
 class Router {

@@ -60,13 +60,21 @@ void ExpertRouter::select(Section& s, Rec& E, int r, std::vector<LossTerm>& term
   std::vector<int> order;
   for (int b = 0; b < s.n_seq; ++b) {
     const int c0 = E.cand.off[b], c1 = E.cand.off[b + 1];
-    order.resize(c1 - c0);
-    std::iota(order.begin(), order.end(), c0);
-    const int kk = std::min(k, c1 - c0);
     const std::vector<float>& sc = E.s_host;
-    std::partial_sort(order.begin(), order.begin() + kk, order.end(),
-                      [&](int a, int c) { return sc[a] > sc[c] || (sc[a] == sc[c] && a < c); });
-    std::sort(order.begin(), order.begin() + kk);
+    int kk = 0;
+    if (s.forced_depth) {  // the candidates whose forced depth goes past r (ascending already)
+      order.clear();
+      for (int i = c0; i < c1; ++i)
+        if (s.forced_depth[b * s.cfg.seq_len + E.cand.pos[i]] > r) order.push_back(i);
+      kk = (int)order.size();
+    } else {
+      order.resize(c1 - c0);
+      std::iota(order.begin(), order.end(), c0);
+      kk = std::min(k, c1 - c0);
+      std::partial_sort(order.begin(), order.begin() + kk, order.end(),
+                        [&](int a, int c) { return sc[a] > sc[c] || (sc[a] == sc[c] && a < c); });
+      std::sort(order.begin(), order.begin() + kk);
+    }
     for (int t = 0; t < kk; ++t) {
       E.sel_idx.push_back(order[t]);
       E.sel.pos.push_back(E.cand.pos[order[t]]);

@@ -79,7 +79,7 @@ void TokenRouter::decide(Section& s, std::vector<LossTerm>& terms) {
     for (int j = 0; j < R; ++j) sum += (q[j] = std::exp(l[j] - mx));
     for (int j = 0; j < R; ++j) q[j] /= sum;
     lse_[t] = mx + std::log(sum);
-    choice_[t] = (int)(std::max_element(q, q + R) - q);  // first maximum
+    choice_[t] = s.forced_depth ? s.forced_depth[t] - 1 : (int)(std::max_element(q, q + R) - q);  // first maximum
     terms[1].value += (double)lse_[t] * lse_[t] / ((double)s.global_batch * T);
     s.stats.tokens_at_depth[choice_[t] + 1] += 1;
   }

@@ -4,6 +4,7 @@
 #pragma once
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "model/config.h"
 
@@ -44,6 +45,22 @@ inline ModelConfig tiny_config(const Combo& c, const TinyShape& s) {
 inline std::string combo_name(const Combo& c, bool with_nr = false) {
   std::string n = std::string(to_string(c.sharing)) + "_" + to_string(c.router) + "_" + to_string(c.kv);
   return with_nr ? n + "_nr" + std::to_string(c.n_rec) : n;
+}
+
+// Every combination the config allows (routers and kv_mode share need cyclic sharing), N_r = 3,
+// plus a vanilla model (N_r = 1) and expert-choice with N_r = 2.
+inline std::vector<Combo> valid_combos() {
+  std::vector<Combo> v;
+  for (Sharing s : {Sharing::Cycle, Sharing::Sequence, Sharing::MiddleCycle, Sharing::MiddleSequence})
+    for (RouterKind r : {RouterKind::None, RouterKind::Expert, RouterKind::Token})
+      for (KvMode k : {KvMode::Recursion, KvMode::Share}) {
+        const bool cyc = s == Sharing::Cycle || s == Sharing::MiddleCycle;
+        if (!cyc && (r != RouterKind::None || k == KvMode::Share)) continue;
+        v.push_back({s, r, k, 3});
+      }
+  v.push_back({Sharing::MiddleCycle, RouterKind::None, KvMode::Recursion, 1});  // vanilla
+  v.push_back({Sharing::Cycle, RouterKind::Expert, KvMode::Recursion, 2});
+  return v;
 }
 
 // How gtest prints a parameter (found by argument-dependent lookup).

@@ -21,8 +21,8 @@ using combos::Combo;
 
 ModelConfig tiny(const Combo& c) {
   // init_std large enough that routing and attention are far from uniform
-  return combos::tiny_config(c, {.vocab_size = 17, .d_model = 8, .n_heads = 2, .n_kv_heads = 1, .d_ff = 12,
-                                  .seq_len = 7, .init_std = 0.3f});
+  return combos::tiny_config(
+      c, {.vocab_size = 17, .d_model = 8, .n_heads = 2, .n_kv_heads = 1, .d_ff = 12, .seq_len = 7, .init_std = 0.3f});
 }
 
 std::string name(const Combo& c) { return combos::combo_name(c, true); }
@@ -95,21 +95,7 @@ TEST_P(ModelGrad, MatchesFiniteDifferences) {
   EXPECT_GE(checked, (int)m.layout.tensors.size() - 1) << "too many tensors skipped for routing flips";
 }
 
-std::vector<Combo> all_combos() {
-  std::vector<Combo> v;
-  for (Sharing s : {Sharing::Cycle, Sharing::Sequence, Sharing::MiddleCycle, Sharing::MiddleSequence})
-    for (RouterKind r : {RouterKind::None, RouterKind::Expert, RouterKind::Token})
-      for (KvMode k : {KvMode::Recursion, KvMode::Share}) {
-        const bool cyc = s == Sharing::Cycle || s == Sharing::MiddleCycle;
-        if (!cyc && (r != RouterKind::None || k == KvMode::Share)) continue;
-        v.push_back({s, r, k, 3});
-      }
-  v.push_back({Sharing::MiddleCycle, RouterKind::None, KvMode::Recursion, 1});  // vanilla
-  v.push_back({Sharing::Cycle, RouterKind::Expert, KvMode::Recursion, 2});
-  return v;
-}
-
-INSTANTIATE_TEST_SUITE_P(AllCombos, ModelGrad, ::testing::ValuesIn(all_combos()),
+INSTANTIATE_TEST_SUITE_P(AllCombos, ModelGrad, ::testing::ValuesIn(combos::valid_combos()),
                          [](const auto& info) { return name(info.param); });
 
 }  // namespace
