@@ -42,7 +42,7 @@ struct GenArgs {
   int max_new_tokens = 64, top_k = 0, batch = 1, threads = 0;
   float temperature = 1.f, top_p = 1.f, threshold = 0.5f;
   uint64_t seed = 0;
-  bool ids = false;
+  bool ids = false, capacity_depths = false;
 };
 
 struct Prompt {
@@ -210,6 +210,9 @@ GenArgs parse_args(int argc, char** argv, bool* help) {
       "sampling seed; prompt i samples from stream (seed, i) whatever the batch")(
       "batch", po::value(&a.batch)->default_value(a.batch), "sequences decoded together (continuous batching)")(
       "ids", po::bool_switch(&a.ids), "also output the token ids")(
+      "capacity-depths", po::bool_switch(&a.capacity_depths),
+      "throughput benchmarks: token depths in the shares the capacities give, not the router's (the text is "
+      "then not the model's)")(
       "mor.infer_threshold", po::value(&a.threshold)->default_value(a.threshold),
       "expert-choice: a token goes on to the next recursion iff sigmoid(router score) >= this")(
       "threads", po::value(&a.threads)->default_value(a.threads), "compute threads; 0 = the default");
@@ -317,6 +320,8 @@ int cmd_generate(int argc, char** argv) {
   o.max_new_tokens = a.max_new_tokens;
   o.sampling = {a.temperature, a.top_k, a.top_p, (int)std::min<uint32_t>(tok.vocab_size(), (uint32_t)mc.vocab_size)};
   o.seed = a.seed;
+  o.capacity_depths = a.capacity_depths;
+  if (a.capacity_depths) logf("note: --capacity-depths: depths from the capacities, not the router (benchmark mode)\n");
   try {
     o.eot = (int32_t)tok.eot_id();
   } catch (const std::exception&) {

@@ -1,5 +1,7 @@
 #include "model/generate.h"
 
+#include <cmath>
+
 #include <stdexcept>
 
 namespace mor {
@@ -27,7 +29,26 @@ void check_requests(const Decoder& dec, const std::vector<GenRequest>& reqs, con
   }
 }
 
+// The chunk's tokens, with their capacity depths when asked for.
+DecodeChunk make_chunk(const Decoder& dec, int slot, std::vector<int32_t> tokens, const GenOptions& o) {
+  DecodeChunk ch{slot, std::move(tokens), {}};
+  if (o.capacity_depths && dec.config().router != RouterKind::None)
+    for (size_t i = 0; i < ch.tokens.size(); ++i)
+      ch.forced_depth.push_back(capacity_depth(dec.config(), dec.length(slot) + (int)i));
+  return ch;
+}
+
 }  // namespace
+
+int capacity_depth(const ModelConfig& c, int pos) {
+  const int R = c.n_recursions;
+  double u = std::fmod((pos + 0.5) * 0.6180339887498949, 1.0);  // spread over [0, 1)
+  if (c.router == RouterKind::Token) return 1 + std::min(R - 1, (int)(u * R));
+  if (c.router != RouterKind::Expert) return -1;
+  int d = 0;
+  while (d < R && u < c.capacity_of(d)) ++d;  // kept by recursions 0..d-1
+  return d;
+}
 
 std::vector<GenResult> generate(Decoder& dec, const std::vector<GenRequest>& reqs, const GenOptions& o,
                                 const GenCallbacks& cb) {
@@ -50,9 +71,9 @@ std::vector<GenResult> generate(Decoder& dec, const std::vector<GenRequest>& req
         a.res.tokens_at_depth.assign(c.n_recursions + 1, 0);
         a.rng = Rng(o.seed, reqs[a.req].stream);
         dec.reset(s);
-        chunks.push_back({s, reqs[a.req].prompt, {}});
+        chunks.push_back(make_chunk(dec, s, reqs[a.req].prompt, o));
       } else if (a.req >= 0) {
-        chunks.push_back({s, {a.next}, {}});
+        chunks.push_back(make_chunk(dec, s, {a.next}, o));
       } else {
         continue;
       }

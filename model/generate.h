@@ -25,7 +25,17 @@ struct GenOptions {
   SamplingOptions sampling;
   uint64_t seed = 0;
   int32_t eot = -1;  // end-of-text: ends the sequence, not part of its output (-1: none)
+  // Throughput benchmarks (--capacity-depths): every token's depth comes from capacity_depth()
+  // instead of the router, so that a model with untrained routers does the work a trained one
+  // would. The text is then not what the model would write.
+  bool capacity_depths = false;
 };
+
+// The depth (recursions) a token at position pos gets with GenOptions::capacity_depths: expert-
+// choice's shares are what its capacities keep (1 - c_0 none, c_0 - c_1 one, ..., c_{N_r-1} all
+// N_r), token-choice's are equal (1/N_r each depth 1..N_r); positions are spread over the depths by
+// a golden-ratio sequence, so every stretch of tokens has about these shares. -1 without a router.
+int capacity_depth(const ModelConfig& c, int pos);
 
 struct GenResult {
   std::vector<int32_t> ids;              // the new tokens

@@ -217,6 +217,37 @@ TEST(DecodeBatch, ContinuousBatchingGeneratesWhatEachDoesAlone) {
   }
 }
 
+// --capacity-depths (throughput benchmarks): depths in the shares the capacities imply (expert:
+// 1 - c_1, c_1 - c_2, c_2 for capacities 1, 2/3, 1/3; token: equal), and generation feeds exactly
+// those depths whatever the routers would say.
+TEST(DecodeBatch, CapacityDepthsFollowTheCapacities) {
+  ModelConfig e = config({Sharing::MiddleCycle, RouterKind::Expert, KvMode::Recursion, 3});
+  ModelConfig t = config({Sharing::MiddleCycle, RouterKind::Token, KvMode::Recursion, 3});
+  std::vector<int> ne(4, 0), nt(4, 0);
+  const int n = 3000;
+  for (int p = 0; p < n; ++p) ++ne.at(capacity_depth(e, p)), ++nt.at(capacity_depth(t, p));
+  const double want_e[4] = {0, 1 - e.capacity_of(1), e.capacity_of(1) - e.capacity_of(2), e.capacity_of(2)};
+  for (int d = 0; d < 4; ++d) {
+    EXPECT_NEAR((double)ne[d] / n, want_e[d], 0.01) << "expert depth " << d;
+    EXPECT_NEAR((double)nt[d] / n, d == 0 ? 0.0 : 1.0 / 3, 0.01) << "token depth " << d;
+  }
+  EXPECT_EQ(capacity_depth(config({Sharing::Cycle, RouterKind::None, KvMode::Recursion, 3}), 5), -1);
+  Model m(e, kern::cpu_backend());
+  m.init(4);
+  Decoder dec(m, 2);
+  GenOptions o;
+  o.max_new_tokens = 8;
+  o.sampling.temperature = 0;
+  o.capacity_depths = true;
+  const std::vector<GenRequest> reqs = {{random_tokens(e, 5, 1), 0}, {random_tokens(e, 3, 2), 1}};
+  const std::vector<GenResult> r = generate(dec, reqs, o);
+  for (size_t i = 0; i < r.size(); ++i) {
+    std::vector<int64_t> want(4, 0);
+    for (int p = 0; p < r[i].fed; ++p) ++want[capacity_depth(e, p)];
+    EXPECT_EQ(r[i].tokens_at_depth, want) << "request " << i;
+  }
+}
+
 TEST(DecodeBatch, ContextLimitStopsGeneration) {
   const ModelConfig c = config({Sharing::Cycle, RouterKind::None, KvMode::Recursion, 3});
   Model m(c, kern::cpu_backend());
