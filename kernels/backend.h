@@ -152,6 +152,8 @@ class Backend {
 
   // ---- RMSNorm: y = x * rstd * w, rstd = 1/sqrt(mean(x^2)+eps) per row of d; rstd[n] saved ----
   virtual void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int n, int d, float eps) = 0;
+  // bf16 runs: y rounded to bf16 (the normalised input is only ever a GEMM operand there).
+  virtual void rmsnorm_forward_bf16(bf16* y, float* rstd, const float* x, const float* w, int n, int d, float eps) = 0;
   // dx = dres + (gradient through the norm), dw[d] += ...; dres may be dx itself (accumulate) or
   // null (dx is written).
   virtual void rmsnorm_backward(float* dx, const float* dres, float* dw, const float* dy, const float* x,
@@ -164,6 +166,7 @@ class Backend {
 
   // ---- SwiGLU: h = silu(g) * u; backward writes dg = dh * u * silu'(g), du = dh * silu(g) ----
   virtual void swiglu_forward(float* h, const float* g, const float* u, int64_t n) = 0;
+  virtual void swiglu_forward_bf16(bf16* h, const float* g, const float* u, int64_t n) = 0;  // h rounded to bf16
   virtual void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) = 0;
 
   // ---- causal attention over one sequence's (possibly compacted) token set ----------------

@@ -76,14 +76,33 @@ struct Operand {
   const kern::bf16* h;
 };
 
-// Where the fp32 result of an operation goes before it becomes a linear layer's input: straight
-// into the activation that keeps it (fp32 runs), or into the scratch buffer (bf16 runs keep only
-// the bf16 copy that keep() makes).
-float* staging(const LayerEnv& env, Buffer<float>& keep32, int64_t n) {
-  Buffer<float>& b = env.bf16 ? *env.tmp : keep32;
-  b.resize(n);
-  return b.data();
+// A normalised input (a, m) or the SwiGLU output (act), which are only ever linear-layer inputs:
+// fp32 into the activation that keeps it, or in bf16 runs straight into its bf16 copy, the only
+// one kept (the backend rounds as it writes: no fp32 pass to cast).
+Operand norm_operand(const LayerEnv& env, Buffer<float>& keep32, Buffer<kern::bf16>& keep16, float* rstd,
+                     const float* x, const float* w, int n, int D) {
+  if (env.bf16) {
+    keep16.resize((int64_t)n * D);
+    env.be.rmsnorm_forward_bf16(keep16.data(), rstd, x, w, n, D, env.c.rms_eps);
+    return {nullptr, keep16.data()};
+  }
+  keep32.resize((int64_t)n * D);
+  env.be.rmsnorm_forward(keep32.data(), rstd, x, w, n, D, env.c.rms_eps);
+  return {keep32.data(), nullptr};
 }
+Operand swiglu_operand(const LayerEnv& env, Buffer<float>& keep32, Buffer<kern::bf16>& keep16, const float* g,
+                       const float* u, int64_t n) {
+  if (env.bf16) {
+    keep16.resize(n);
+    env.be.swiglu_forward_bf16(keep16.data(), g, u, n);
+    return {nullptr, keep16.data()};
+  }
+  keep32.resize(n);
+  env.be.swiglu_forward(keep32.data(), g, u, n);
+  return {keep32.data(), nullptr};
+}
+// The attention output o as wo's input: fp32 (attention's backward reads it), plus a bf16 copy in
+// bf16 runs.
 Operand keep(const LayerEnv& env, const float* f, Buffer<kern::bf16>& keep16, int64_t n) {
   if (!env.bf16) return {f, nullptr};
   keep16.resize(n);
@@ -130,9 +149,7 @@ void layer_forward(const LayerEnv& env, const LayerView& w, const LayerView16& w
   A.u.resize((size_t)n * d.F);
 
   // Attention block.
-  float* a32 = staging(env, A.a, (int64_t)n * d.D);
-  be.rmsnorm_forward(a32, A.rstd1.data(), x, w.attn_norm, n, d.D, env.c.rms_eps);
-  const Operand a = keep(env, a32, A.a16, (int64_t)n * d.D);
+  const Operand a = norm_operand(env, A.a, A.a16, A.rstd1.data(), x, w.attn_norm, n, d.D);
   linear(env, A.q.data(), a, w.wq, w16.wq, n, d.D, d.Hd);
   be.rope_forward(A.q.data(), ts.dev_pos.data(), n, d.H, env.rope);
   if (!kv_src) {
@@ -162,13 +179,9 @@ void layer_forward(const LayerEnv& env, const LayerView& w, const LayerView16& w
   be.add_inplace(A.h.data(), x, (int64_t)n * d.D);
 
   // MLP block.
-  float* m32 = staging(env, A.m, (int64_t)n * d.D);
-  be.rmsnorm_forward(m32, A.rstd2.data(), A.h.data(), w.mlp_norm, n, d.D, env.c.rms_eps);
-  const Operand m = keep(env, m32, A.m16, (int64_t)n * d.D);
+  const Operand m = norm_operand(env, A.m, A.m16, A.rstd2.data(), A.h.data(), w.mlp_norm, n, d.D);
   linear_pair(env, A.g.data(), w.wg, w16.wg, A.u.data(), w.wu, w16.wu, d.F, m, n, d.D);
-  float* act32 = staging(env, A.act, (int64_t)n * d.F);
-  be.swiglu_forward(act32, A.g.data(), A.u.data(), (int64_t)n * d.F);
-  const Operand act = keep(env, act32, A.act16, (int64_t)n * d.F);
+  const Operand act = swiglu_operand(env, A.act, A.act16, A.g.data(), A.u.data(), (int64_t)n * d.F);
   linear(env, y, act, w.wd, w16.wd, n, d.F, d.D);
   be.add_inplace(y, A.h.data(), (int64_t)n * d.D);
   if (env.bf16) {  // not kept in fp32 (see LayerActs); left from an earlier fp32 step otherwise

@@ -52,14 +52,13 @@ struct LayerScratch {
 
 // What every layer visit shares: the backend, the config, the RoPE table, positions 0..T-1
 // in backend memory (the key positions of a kv-share source, which covers every token), and
-// in bf16 runs two scratch buffers (an fp32 result on its way to bf16, a gradient cast to bf16).
+// in bf16 runs a scratch buffer (a gradient rounded to bf16 for the GEMMs).
 struct LayerEnv {
   Backend& be;
   const ModelConfig& c;
   const kern::RopeTable& rope;
   const int* positions;  // 0..seq_len-1
   bool bf16 = false;     // linear layers on bf16 operands (w16 below), fp32 accumulation
-  Buffer<float>* tmp = nullptr;
   Buffer<kern::bf16>* tmp16 = nullptr;
 };
 

@@ -12,7 +12,7 @@ Model::Model(const ModelConfig& c, Backend& backend, bool trainable)
       router_(make_router(c, backend)), recomputed_(backend), recomputed_y_(backend), scratch_(backend),
       inputs_(backend), targets_(backend), hid_(backend), dhid_(backend), hn_(backend), rstd_f_(backend), dhn_(backend),
       logits_(backend), buf_a_(backend), buf_b_(backend), gbuf_a_(backend), gbuf_b_(backend), params16_(backend),
-      tmp_(backend), tmp16_(backend), hn16_(backend) {
+      tmp16_(backend), hn16_(backend) {
   acts_.reserve(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) acts_.emplace_back(backend);
   grads.zero();
@@ -65,7 +65,7 @@ int64_t Model::activation_bytes() const {
                  A.o16, A.m16, A.act16);
   };
   int64_t n = acts(recomputed_) + bytes(recomputed_y_, scratch_.dh, scratch_.dact, scratch_.dg, scratch_.du,
-                                        scratch_.dm, scratch_.dao, scratch_.dq, scratch_.da, tmp_, tmp16_);
+                                        scratch_.dm, scratch_.dao, scratch_.dq, scratch_.da, tmp16_);
   for (const LayerActs& A : acts_) n += acts(A);
   return n;
 }
@@ -180,12 +180,25 @@ Section Model::section(int n_seq, int global_batch) {
 }
 
 // ---- head: final norm, tied LM head, cross-entropy -------------------------------
+// The final norm of the hidden state's N rows, into hn_ (fp32) or, in bf16 runs, straight into
+// hn16_: its output is only the head's GEMM operand.
+void Model::final_norm(int N) {
+  const int D = cfg.d_model;
+  const float* w = params.data() + layout.final_norm;
+  rstd_f_.resize(N);
+  if (bf16) {
+    hn16_.resize((int64_t)N * D);
+    be.rmsnorm_forward_bf16(hn16_.data(), rstd_f_.data(), hid_.data(), w, N, D, cfg.rms_eps);
+  } else {
+    hn_.resize((int64_t)N * D);
+    be.rmsnorm_forward(hn_.data(), rstd_f_.data(), hid_.data(), w, N, D, cfg.rms_eps);
+  }
+}
+
 double Model::head(int n_seq, int global_batch, bool backward) {
   const int D = cfg.d_model, V = cfg.vocab_size, N = n_seq * cfg.seq_len;
   const float* E = params.data() + layout.embed;
-  hn_.resize((int64_t)N * D);
-  rstd_f_.resize(N);
-  be.rmsnorm_forward(hn_.data(), rstd_f_.data(), hid_.data(), params.data() + layout.final_norm, N, D, cfg.rms_eps);
+  final_norm(N);
   if (backward) dhn_.resize((int64_t)N * D);  // every row written below (dx with accumulate = false)
   // Logits in row chunks (at most ~128 MB): the [N, V] matrix never exists whole for large
   // batches. One 512-token sequence is one chunk: split 341 + 171, the head's GEMMs ran ~9 % slower.
@@ -193,10 +206,6 @@ double Model::head(int n_seq, int global_batch, bool backward) {
   logits_.resize((int64_t)chunk * V);
   const float scale = 1.f / ((float)global_batch * cfg.seq_len);
   const kern::bf16* E16 = bf16 ? embed16() : nullptr;
-  if (bf16) {
-    hn16_.resize((int64_t)N * D);
-    be.cast_to_bf16(hn16_.data(), hn_.data(), (int64_t)N * D);
-  }
   double ce = 0;
   for (int r0 = 0; r0 < N; r0 += chunk) {
     const int rows = std::min(chunk, N - r0);
@@ -262,13 +271,9 @@ std::vector<float> Model::forward_logits(const int32_t* inputs, int n_seq, const
   inputs_.from_host(inputs, N);
   std::vector<LossTerm> terms = router_->loss_terms();
   forward(n_seq, n_seq, forced_depth, terms);
-  hn_.resize((int64_t)N * D);
-  rstd_f_.resize(N);
-  be.rmsnorm_forward(hn_.data(), rstd_f_.data(), hid_.data(), params.data() + layout.final_norm, N, D, cfg.rms_eps);
+  final_norm(N);
   logits_.resize((int64_t)N * V);
   if (bf16) {
-    hn16_.resize((int64_t)N * D);
-    be.cast_to_bf16(hn16_.data(), hn_.data(), (int64_t)N * D);
     be.linear_forward_bf16(logits_.data(), hn16_.data(), embed16(), N, D, V);
   } else {
     be.linear_forward(logits_.data(), hn_.data(), params.data() + layout.embed, N, D, V);

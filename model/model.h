@@ -96,7 +96,7 @@ class Model : private BlockRunner {
   LayerView16 pw16(int ul);  // bf16 matrices of unique layer ul (bf16 runs), rounded when stale
   const kern::bf16* embed16();
   void drop16(int unit);
-  LayerEnv env() { return {be, cfg, rope_, all_.dev_pos.data(), bf16, &tmp_, &tmp16_}; }
+  LayerEnv env() { return {be, cfg, rope_, all_.dev_pos.data(), bf16, &tmp16_}; }
   void run_visit(int visit, int ul, const TokenSet& ts, const float* x, float* y, const LayerActs* kv_src);
   void back_visit(int visit, int ul, const TokenSet& ts, const float* dy, float* dx, LayerActs* kv_src);
   const LayerActs* kv_source(int r, int j) const;
@@ -104,6 +104,7 @@ class Model : private BlockRunner {
   void unique_layer_forward(int ul, int visit);
   void unique_layer_backward(int ul, int visit);
   void forward(int n_seq, int global_batch, const int* forced_depth, std::vector<LossTerm>& terms);
+  void final_norm(int N);
   double head(int n_seq, int global_batch, bool backward);
   Section section(int n_seq, int global_batch);
 
@@ -119,12 +120,11 @@ class Model : private BlockRunner {
   Buffer<float> hn_, rstd_f_, dhn_, logits_;       // final norm + head
   Buffer<float> buf_a_, buf_b_, gbuf_a_, gbuf_b_;  // ping-pong for layer chains
   // bf16 runs: the parameter arena rounded to bf16 (filled layer by layer when used), which
-  // ranges are current (per unique layer; the embedding), the layers' scratch buffers and the
+  // ranges are current (per unique layer; the embedding), the layers' scratch buffer and the
   // final norm's output in bf16 (the head's GEMM operand).
   Buffer<kern::bf16> params16_;
   std::vector<char> fresh16_;
   bool embed_fresh16_ = false;
-  Buffer<float> tmp_;
   Buffer<kern::bf16> tmp16_, hn16_;
 };
 

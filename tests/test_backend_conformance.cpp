@@ -173,6 +173,11 @@ V bf16_rounded(const V& v) {  // each value rounded to bf16 and back (exact in f
   for (size_t i = 0; i < v.size(); ++i) r[i] = mor::kern::bf16_to_float(mor::kern::float_to_bf16(v[i]));
   return r;
 }
+V widen(const std::vector<bf16>& v) {  // bf16 values as fp32 (exact)
+  V r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) r[i] = mor::kern::bf16_to_float(v[i]);
+  return r;
+}
 std::vector<bf16> to_bf16(const V& v) {
   std::vector<bf16> r(v.size());
   for (size_t i = 0; i < v.size(); ++i) r[i] = mor::kern::float_to_bf16(v[i]);
@@ -306,6 +311,12 @@ TEST_P(Conformance, RmsNormForwardAndBackward) {
   be().rmsnorm_forward(yb.data(), rb.data(), x.data(), w.data(), n, d, eps);
   expect_close(y, down(yb), 1e-5, 1e-6, "rmsnorm y");
   expect_close(rstd, down(rb), 1e-5, 0, "rmsnorm rstd");
+  {  // the bf16-output form: y within one bf16 rounding, the same rstd
+    Buffer<bf16> y16(be(), n * d);
+    be().rmsnorm_forward_bf16(y16.data(), rb.data(), x.data(), w.data(), n, d, eps);
+    expect_close(y, widen(down(y16)), 1.0 / 256, 1e-6, "rmsnorm_forward_bf16 y");
+    expect_close(rstd, down(rb), 1e-5, 0, "rmsnorm_forward_bf16 rstd");
+  }
   // dres null (written), separate, and dx itself (accumulate).
   for (int mode = 0; mode < 3; ++mode) {
     Buffer<float> dy = up(DY), dxb = up(mode == 2 ? RES : V(n * d, 7.f)), res = up(RES), dwb = up(DW0);
@@ -358,6 +369,9 @@ TEST_P(Conformance, SwigluForwardAndBackward) {
   Buffer<float> g = up(G), u = up(U), dh = up(DH), hb(be(), n), dgb(be(), n), dub(be(), n);
   be().swiglu_forward(hb.data(), g.data(), u.data(), n);
   expect_close(h, down(hb), 1e-5, 1e-6, "swiglu h");
+  Buffer<bf16> h16(be(), n);
+  be().swiglu_forward_bf16(h16.data(), g.data(), u.data(), n);
+  expect_close(h, widen(down(h16)), 1.0 / 256, 1e-6, "swiglu_forward_bf16 h");
   be().swiglu_backward(dgb.data(), dub.data(), dh.data(), g.data(), u.data(), n);
   expect_close(dg, down(dgb), 1e-5, 1e-6, "swiglu dg");
   expect_close(du, down(dub), 1e-5, 1e-6, "swiglu du");
@@ -521,10 +535,7 @@ TEST_P(Conformance, SoftmaxCrossEntropyLossAndGradient) {
   Buffer<float> l2 = up(L);
   Buffer<bf16> g16(be(), (int64_t)n * Vn);
   EXPECT_NEAR(be().softmax_xent_bf16(l2.data(), g16.data(), t.data(), n, Vn, scale), loss, 1e-5 * loss);
-  V g32(n * Vn);
-  const std::vector<bf16> gh = down(g16);
-  for (size_t i = 0; i < gh.size(); ++i) g32[i] = mor::kern::bf16_to_float(gh[i]);
-  expect_close(grad, g32, 1.0 / 256, 1e-7, "softmax_xent_bf16 gradient");
+  expect_close(grad, widen(down(g16)), 1.0 / 256, 1e-7, "softmax_xent_bf16 gradient");
 }
 
 // ---- rows -----------------------------------------------------------------------------------

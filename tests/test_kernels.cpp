@@ -798,6 +798,25 @@ TEST(SoftmaxXent, Bf16FormIsTheFp32FormRounded) {
   EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(kern::bf16)), 0);
 }
 
+// The bf16-output forms of RMSNorm and SwiGLU are bitwise the fp32 forms followed by
+// cast_to_bf16 (what a bf16 layer did before they existed).
+TEST(Bf16Outputs, NormAndSwigluAreTheFp32FormsRounded) {
+  const int n = 70, d = 96;
+  const std::vector<float> x = rand_vec(n * d, 113, -3.f, 3.f), w = rand_vec(d, 114, -1.f, 1.f);
+  std::vector<float> y(n * d), r32(n), r16(n);
+  std::vector<kern::bf16> want(n * d), got(n * d);
+  kern::rmsnorm_forward(y.data(), r32.data(), x.data(), w.data(), n, d, 1e-5f);
+  kern::cast_to_bf16(want.data(), y.data(), n * d);
+  kern::rmsnorm_forward_bf16(got.data(), r16.data(), x.data(), w.data(), n, d, 1e-5f);
+  EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(kern::bf16)), 0) << "rmsnorm";
+  EXPECT_TRUE(same_bits(r32, r16));
+  const std::vector<float> g = rand_vec(n * d, 115, -6.f, 6.f);
+  kern::swiglu_forward(y.data(), g.data(), x.data(), n * d);
+  kern::cast_to_bf16(want.data(), y.data(), n * d);
+  kern::swiglu_forward_bf16(got.data(), g.data(), x.data(), n * d);
+  EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(kern::bf16)), 0) << "swiglu";
+}
+
 // ============================================================================ AdamW
 // torch.optim.AdamW (single tensor): p *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 // p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps).

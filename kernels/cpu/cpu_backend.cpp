@@ -86,6 +86,9 @@ class CpuBackend final : public Backend {
   void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int n, int d, float eps) override {
     cpu::rmsnorm_forward(y, rstd, x, w, n, d, eps);
   }
+  void rmsnorm_forward_bf16(bf16* y, float* rstd, const float* x, const float* w, int n, int d, float eps) override {
+    cpu::rmsnorm_forward_bf16(y, rstd, x, w, n, d, eps);
+  }
   void rmsnorm_backward(float* dx, const float* dres, float* dw, const float* dy, const float* x, const float* w,
                         const float* rstd, int n, int d) override {
     cpu::rmsnorm_backward(dx, dres, dw, dy, x, w, rstd, n, d);
@@ -97,6 +100,9 @@ class CpuBackend final : public Backend {
     cpu::rope_backward(dx, pos, n, n_heads, t);
   }
   void swiglu_forward(float* h, const float* g, const float* u, int64_t n) override { cpu::swiglu_forward(h, g, u, n); }
+  void swiglu_forward_bf16(bf16* h, const float* g, const float* u, int64_t n) override {
+    cpu::swiglu_forward_bf16(h, g, u, n);
+  }
   void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) override {
     cpu::swiglu_backward(dg, du, dh, g, u, n);
   }

@@ -57,6 +57,7 @@ bool fast_bf16();
 // ---- RMSNorm ----------------------------------------------------------------
 // y = x * rstd * w with rstd = 1/sqrt(mean(x^2)+eps), per row of d; rstd[n] saved.
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int n, int d, float eps);
+void rmsnorm_forward_bf16(bf16* y, float* rstd, const float* x, const float* w, int n, int d, float eps);
 // dx[n,d] = dres + (gradient through the norm), dw[d] += ...; dres may be dx itself (accumulate)
 // or null (dx is written). A separate dres is the residual branch's gradient: no copy first.
 void rmsnorm_backward(float* dx, const float* dres, float* dw, const float* dy, const float* x, const float* w,
@@ -71,6 +72,7 @@ void rope_backward(float* dx, const int* pos, int n, int n_heads, const RopeTabl
 // ---- SwiGLU -------------------------------------------------------------------
 // h = silu(g) * u, elementwise over n values.
 void swiglu_forward(float* h, const float* g, const float* u, int64_t n);
+void swiglu_forward_bf16(bf16* h, const float* g, const float* u, int64_t n);
 // dg = dh * u * silu'(g), du = dh * silu(g) (both written).
 void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n);
 

@@ -14,16 +14,39 @@
 
 namespace mor::kern::cpu {
 
-void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int n, int d, float eps) {
+namespace {
+// Both output types: fp32, or bf16 rounded from the same fp32 value (bitwise the fp32 form + cast).
+inline void store(float* y, float v) { *y = v; }
+inline void store(bf16* y, float v) { y->bits = round_bf16_bits(v); }
+
+template <class Out>
+void rmsnorm_rows(Out* y, float* rstd, const float* x, const float* w, int n, int d, float eps) {
 #pragma omp parallel for schedule(static) if (n >= 64)
   for (int i = 0; i < n; ++i) {
     const float* xi = x + (int64_t)i * d;
-    float* yi = y + (int64_t)i * d;
+    Out* yi = y + (int64_t)i * d;
     const float r = 1.f / std::sqrt(dot_row(xi, xi, d) / d + eps);
     rstd[i] = r;
 #pragma omp simd
-    for (int j = 0; j < d; ++j) yi[j] = xi[j] * r * w[j];
+    for (int j = 0; j < d; ++j) store(yi + j, xi[j] * r * w[j]);
   }
+}
+
+template <class Out>
+void swiglu_elems(Out* h, const float* g, const float* u, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    float s = g[i] / (1.f + fast_exp(-g[i]));
+    store(h + i, s * u[i]);
+  }
+}
+}  // namespace
+
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int n, int d, float eps) {
+  rmsnorm_rows(y, rstd, x, w, n, d, eps);
+}
+void rmsnorm_forward_bf16(bf16* y, float* rstd, const float* x, const float* w, int n, int d, float eps) {
+  rmsnorm_rows(y, rstd, x, w, n, d, eps);
 }
 
 void rmsnorm_backward(float* dx, const float* dres, float* dw, const float* dy, const float* x, const float* w,
@@ -92,13 +115,8 @@ void rope_backward(float* dx, const int* pos, int n, int n_heads, const RopeTabl
   rope_apply(dx, pos, n, n_heads, t, -1.f);
 }
 
-void swiglu_forward(float* h, const float* g, const float* u, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n >= 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    float s = g[i] / (1.f + fast_exp(-g[i]));
-    h[i] = s * u[i];
-  }
-}
+void swiglu_forward(float* h, const float* g, const float* u, int64_t n) { swiglu_elems(h, g, u, n); }
+void swiglu_forward_bf16(bf16* h, const float* g, const float* u, int64_t n) { swiglu_elems(h, g, u, n); }
 
 void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n >= 65536)
