@@ -165,7 +165,7 @@ bool setup(Run& r, int argc, char** argv, dist::Communicator& comm) {
   if (rc.data.train.empty()) throw ConfigError("data.train", "is required (a glob of token shards)");
   // --train.threads, else OMP_NUM_THREADS, else this rank's share of its CPUs.
   const ThreadChoice threads = default_threads(tc.threads, r.world);
-  r.backend = make_run_backend(tc, threads.threads);
+  r.backend = make_run_backend(tc, threads.threads, r.world, r.lead);
 
   // Resolved first: a resumed run reads every parameter from the checkpoint, so it skips the init.
   // Checkpoints newer than the resume point (or any, for a fresh start) are never silently
