@@ -6,6 +6,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/guarded_backend.h"
 #include "launcher/log.h"
 #ifdef MOR_HAVE_CUDA
 #include "kernels/cuda/cuda_backend.h"
@@ -54,6 +55,13 @@ std::unique_ptr<kern::Backend> make_run_backend(const TrainConfig& t, int thread
   kern::cpu::set_num_threads(threads);
   // Values checked by the option parser.
   kern::cpu::set_gemm_lib(t.gemm == "openblas" ? kern::cpu::GemmLib::OpenBLAS : kern::cpu::GemmLib::Mixed);
+  // Test hook (tests/e2e/device_seam.sh): the CPU kernels on memory the host cannot touch outside
+  // the backend, to check on the CPU that the launcher works with a device backend's memory.
+  if (const char* g = std::getenv("MOR_TEST_GUARDED_BACKEND"); g && std::strcmp(g, "1") == 0) {
+    if (world > 1) throw ConfigError("train.device", "MOR_TEST_GUARDED_BACKEND=1 runs in one process only");
+    if (lead) logf("test hook MOR_TEST_GUARDED_BACKEND=1: CPU kernels on guarded memory (host_addressable false)\n");
+    return kern::make_guarded_cpu_backend();
+  }
   return kern::make_cpu_backend();
 }
 
