@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "kernels/cuda/cuda_backend.h"
@@ -16,8 +17,10 @@ int main(int argc, char** argv) {
                 why.c_str());
     return 77;
   }
-  const mor::kern::CudaDeviceInfo d = mor::kern::cuda_device_info(0);
-  std::printf("CUDA device 0 of %d: %s, %.1f GiB, compute capability %d.%d\n", n, d.name.c_str(),
+  const char* env = std::getenv("MOR_CUDA_DEVICE");  // the tests' device, as they pick it
+  const int dev = env ? std::atoi(env) : 0;
+  const mor::kern::CudaDeviceInfo d = mor::kern::cuda_device_info(dev);
+  std::printf("CUDA device %d of %d: %s, %.1f GiB, compute capability %d.%d\n", dev, n, d.name.c_str(),
               d.total_bytes / 1073741824.0, d.cc_major, d.cc_minor);
   return RUN_ALL_TESTS();
 }

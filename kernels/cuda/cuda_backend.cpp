@@ -4,6 +4,7 @@
 // (kernels.h). Host transfers wait for the stream: the host memory is the caller's to reuse at once.
 #include "kernels/cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <new>
@@ -68,27 +69,14 @@ class DeviceWorkspace final : public Workspace {
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) {
-    CUDA_CHECK(cudaSetDevice(device));
-    CUDA_CHECK(cudaGetDeviceProperties(&prop_, device));
-    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    // Keep freed memory in the pool (the default releases it at every synchronisation).
-    cudaMemPool_t pool;
-    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
-    uint64_t keep = UINT64_MAX;
-    CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
-    CUBLAS_CHECK(cublasCreate(&blas_));
-    CUBLAS_CHECK(cublasSetStream(blas_, stream_));
-    // Default math: fp32 GEMMs stay IEEE fp32 (no TF32); bf16 ones use the tensor cores.
-    CUBLAS_CHECK(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH));
-    ws_ = std::make_unique<DeviceWorkspace>(stream_);
-    ctx_.stream = stream_;
+    try {
+      init(device);
+    } catch (...) {
+      release();  // a half-made backend gives back what it got
+      throw;
+    }
   }
-  ~CudaBackend() override {
-    ws_.reset();
-    (void)cudaStreamSynchronize(stream_);
-    (void)cublasDestroy(blas_);
-    (void)cudaStreamDestroy(stream_);
-  }
+  ~CudaBackend() override { release(); }
   const char* name() const override { return "cuda"; }
 
   // ---- memory ----
@@ -261,6 +249,31 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  void init(int device) {
+    CUDA_CHECK(cudaSetDevice(device));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop_, device));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    // Keep freed memory in the pool (the default releases it at every synchronisation).
+    cudaMemPool_t pool;
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t keep = UINT64_MAX;
+    CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    CUBLAS_CHECK(cublasCreate(&blas_));
+    CUBLAS_CHECK(cublasSetStream(blas_, stream_));
+    // Default math: fp32 GEMMs stay IEEE fp32 (no TF32); bf16 ones use the tensor cores.
+    CUBLAS_CHECK(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH));
+    ws_ = std::make_unique<DeviceWorkspace>(stream_);
+    ctx_.stream = stream_;
+  }
+  // No throwing here (destructor, failed constructor): errors at teardown change nothing.
+  void release() noexcept {
+    ws_.reset();
+    if (stream_) (void)cudaStreamSynchronize(stream_);
+    if (blas_) (void)cublasDestroy(blas_);
+    if (stream_) (void)cudaStreamDestroy(stream_);
+    blas_ = nullptr;
+    stream_ = nullptr;
+  }
   // Row-major C[M,N] = alpha op(A) op(B) + beta C is column-major C^T = op(B)^T op(A)^T: cuBLAS
   // gets the operands swapped, with the same transpose flags.
   void gemm_bf16(bool ta, bool tb, int M, int N, int K, const bf16* A, int lda, const bf16* B, int ldb, float beta,
