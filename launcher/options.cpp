@@ -380,7 +380,7 @@ std::optional<std::string> default_text(const po::option_description& o) {
 // What `eval` reads: the model, the parameters, the validation data and how to run.
 bool eval_uses(const std::string& name) {
   static const std::set<std::string> names = {
-      "help",          "config",     "train.init_params", "data.val",    "train.eval_samples", "train.micro_batch",
+      "help",          "config",     "train.init_params", "data.val",     "train.eval_samples", "train.micro_batch",
       "train.threads", "train.gemm", "train.precision",   "router-stats", "train.device"};
   return names.count(name) || name.rfind("model.", 0) == 0 || name.rfind("mor.", 0) == 0;
 }
