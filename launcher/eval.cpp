@@ -52,8 +52,7 @@ void load_eval_params(Model& model, const RunConfig& rc) {
   const ckpt::Index idx = ckpt::read_index(dir);
   const std::string diff = config_difference(idx.state.model_config, rc.model);
   if (!diff.empty()) throw std::runtime_error("checkpoint '" + dir + "': model config differs: " + diff);
-  // Read in place: the run's backend is the CPU's (host memory).
-  load_checkpoint_params(dir, idx, model.layout, model.params.data());
+  load_checkpoint_params(dir, idx, model.layout, model.params);  // through host memory on a GPU
 }
 // --router-stats: what the router did over the evaluated windows (definitions: docs/MODEL.md).
 void print_router_stats(const ModelConfig& c, const RouterStats& st) {

@@ -73,6 +73,9 @@ OptionTable::OptionTable(RunConfig& rc) {
     ("train.eval_every", po::value(&t.eval_every)->default_value(t.eval_every), "steps between validations (0 = at the end only)")
     ("train.eval_samples", po::value(&t.eval_samples)->default_value(t.eval_samples), "validation windows per evaluation (0 = all)")
     ("train.threads", po::value(&t.threads)->default_value(t.threads), "CPU threads per rank (0 = OMP_NUM_THREADS if set, else this rank's share of the CPUs in its affinity mask; the run's batch line says which and why)")
+    ("train.device", po::value(&t.device)->default_value(t.device),
+     "backend: cpu | cuda (one GPU per process, chosen by MOR_CUDA_DEVICE, else the node-local rank; needs a build "
+     "with -DMOR_CUDA=ON)")
     ("train.gemm", po::value(&t.gemm)->default_value(t.gemm),
      "GEMM library: mixed (oneDNN for forward and input-gradient GEMMs, OpenBLAS for weight gradients; fastest measured) | openblas")
     ("train.recompute", po::value(&t.recompute)->default_value(t.recompute),
@@ -155,6 +158,8 @@ static void finish(OptionTable& tab, RunConfig& rc) {
   if (t.eval_every < 0) throw ConfigError("train.eval_every", "must be >= 0");
   if (t.eval_samples < 0) throw ConfigError("train.eval_samples", "must be >= 0");
   if (t.threads < 0) throw ConfigError("train.threads", "must be >= 0");
+  if (t.device != "cpu" && t.device != "cuda")
+    throw ConfigError("train.device", "unknown value '" + t.device + "' (cpu | cuda)");
   if (t.gemm != "mixed" && t.gemm != "openblas")
     throw ConfigError("train.gemm", "unknown value '" + t.gemm + "' (mixed | openblas)");
   if (t.recompute != "none" && t.recompute != "layer")
@@ -375,8 +380,8 @@ std::optional<std::string> default_text(const po::option_description& o) {
 // What `eval` reads: the model, the parameters, the validation data and how to run.
 bool eval_uses(const std::string& name) {
   static const std::set<std::string> names = {
-      "help",          "config",     "train.init_params", "data.val",    "train.eval_samples", "train.micro_batch",
-      "train.threads", "train.gemm", "train.precision",   "router-stats"};
+      "help",          "config",     "train.init_params", "data.val",     "train.eval_samples", "train.micro_batch",
+      "train.threads", "train.gemm", "train.precision",   "router-stats", "train.device"};
   return names.count(name) || name.rfind("model.", 0) == 0 || name.rfind("mor.", 0) == 0;
 }
 

@@ -21,6 +21,7 @@ struct TrainConfig {
   int eval_samples = 64;           // validation windows per evaluation (0 = all)
   int threads = 0;                 // 0 = default_threads() (launcher/threads.h)
   std::string gemm = "mixed";      // GEMM library: mixed (oneDNN + OpenBLAS) | openblas
+  std::string device = "cpu";      // backend: cpu | cuda (a -DMOR_CUDA=ON build and a GPU)
   std::string recompute = "none";  // activations: none (keep all for backward) | layer (keep each layer's input)
   std::string precision = "fp32";  // GEMM operands: fp32 | bf16 (fp32 accumulation and fp32 master weights)
   double peak_gflops = 0;          // for MFU; 0 = measure sgemm at start-up

@@ -63,4 +63,15 @@ void load_checkpoint_params(const std::string& dir, const ckpt::Index& idx, cons
        idx.files.size() == 1 ? "" : "s");
 }
 
+void load_checkpoint_params(const std::string& dir, const ckpt::Index& idx, const ParamLayout& layout,
+                            kern::Buffer<float>& params) {
+  if (params.size() != layout.total)
+    throw std::logic_error("load_checkpoint_params: arena size differs from the layout");
+  kern::Backend& be = *params.backend();
+  if (be.host_addressable()) return load_checkpoint_params(dir, idx, layout, params.data());
+  std::vector<float> host((size_t)layout.total);
+  load_checkpoint_params(dir, idx, layout, host.data());
+  params.from_host(host);
+}
+
 }  // namespace mor

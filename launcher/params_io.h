@@ -22,5 +22,9 @@ std::string checkpoint_dir(const std::string& src);
 // of ranks) into the host arena `params`: shard files checked present and verified first, NaN/inf
 // refused (ckpt::NonFiniteError); the optimizer's states are not read. Logs where they came from.
 void load_checkpoint_params(const std::string& dir, const ckpt::Index& idx, const ParamLayout& layout, float* params);
+// The same into a backend's parameter arena: read in place on a host-addressable backend (the CPU),
+// else into host memory first and then copied over (a GPU).
+void load_checkpoint_params(const std::string& dir, const ckpt::Index& idx, const ParamLayout& layout,
+                            kern::Buffer<float>& params);
 
 }  // namespace mor

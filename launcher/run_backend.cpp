@@ -2,17 +2,66 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/guarded_backend.h"
 #include "launcher/log.h"
+#ifdef MOR_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/host_helpers.h"
+#endif
 
 namespace mor {
 
-std::unique_ptr<kern::Backend> make_run_backend(const TrainConfig& t, int threads) {
+namespace {
+
+// --train.device cuda: one GPU per process, picked from MOR_CUDA_DEVICE or the node-local rank.
+std::unique_ptr<kern::Backend> make_cuda_run_backend(int world, bool lead) {
+#ifdef MOR_HAVE_CUDA
+  // The communicators exchange host memory; device buffers need the NCCL communicator (not built yet).
+  if (world > 1)
+    throw ConfigError("train.device", "cuda runs in one process for now (this run has " + std::to_string(world) +
+                                          " ranks): multi-GPU training needs the NCCL communicator, not written yet");
+  std::string why;
+  const int n = kern::cuda_device_count(&why);
+  if (n == 0) throw std::runtime_error("--train.device cuda: no usable CUDA GPU on this machine (" + why + ")");
+  std::string source;
+  const int dev = kern::cuda::select_device([](const char* v) { return (const char*)std::getenv(v); }, n, &source);
+  const kern::CudaDeviceInfo info = kern::cuda_device_info(dev);
+  if (info.cc_major < 8)
+    throw std::runtime_error("--train.device cuda: " + info.name + " has compute capability " +
+                             std::to_string(info.cc_major) + "." + std::to_string(info.cc_minor) +
+                             "; the CUDA backend is built for 8.0 (Ampere) and newer");
+  std::unique_ptr<kern::Backend> be = kern::make_cuda_backend(dev);
+  if (lead)
+    logf("device: cuda:%d %s, %.1f GiB, compute capability %d.%d (of %d visible; chosen by %s)\n", dev,
+         info.name.c_str(), info.total_bytes / 1073741824.0, info.cc_major, info.cc_minor, n, source.c_str());
+  return be;
+#else
+  (void)world;
+  (void)lead;
+  throw ConfigError("train.device",
+                    "cuda needs a mor-dist built with the CUDA backend (cmake -DMOR_CUDA=ON); this build has only the "
+                    "CPU backend");
+#endif
+}
+
+}  // namespace
+
+std::unique_ptr<kern::Backend> make_run_backend(const TrainConfig& t, int threads, int world, bool lead) {
+  if (t.device == "cuda") return make_cuda_run_backend(world, lead);
   kern::cpu::set_num_threads(threads);
   // Values checked by the option parser.
   kern::cpu::set_gemm_lib(t.gemm == "openblas" ? kern::cpu::GemmLib::OpenBLAS : kern::cpu::GemmLib::Mixed);
+  // Test hook (tests/e2e/device_seam.sh): the CPU kernels on memory the host cannot touch outside
+  // the backend, to check on the CPU that the launcher works with a device backend's memory.
+  if (const char* g = std::getenv("MOR_TEST_GUARDED_BACKEND"); g && std::strcmp(g, "1") == 0) {
+    if (world > 1) throw ConfigError("train.device", "MOR_TEST_GUARDED_BACKEND=1 runs in one process only");
+    if (lead) logf("test hook MOR_TEST_GUARDED_BACKEND=1: CPU kernels on guarded memory (host_addressable false)\n");
+    return kern::make_guarded_cpu_backend();
+  }
   return kern::make_cpu_backend();
 }
 

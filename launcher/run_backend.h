@@ -1,5 +1,7 @@
-// The backend a run computes on, made from its options: today the CPU, with its thread count and
-// GEMM library (train.threads, train.gemm). A CUDA backend will be chosen here too.
+// The backend a run computes on, made from its options (train.device): the CPU, with its thread
+// count and GEMM library (train.threads, train.gemm), or a CUDA GPU (a -DMOR_CUDA=ON build; the
+// lead rank prints the device chosen). cuda without that build is a ConfigError naming the option;
+// without a GPU, a runtime error saying why.
 #pragma once
 #include <memory>
 
@@ -8,7 +10,7 @@
 
 namespace mor {
 
-std::unique_ptr<kern::Backend> make_run_backend(const TrainConfig& t, int threads);
+std::unique_ptr<kern::Backend> make_run_backend(const TrainConfig& t, int threads, int world = 1, bool lead = true);
 // Threads the run's backend computes with (for the banner and the MFU note).
 int backend_threads();
 // --train.precision bf16 on a backend without bf16 hardware (a CPU without AVX512-BF16 or AMX):

@@ -15,6 +15,7 @@
 
 #include "dist/communicator.h"
 #include "dist/sharded_params.h"
+#include "dist/host_staging.h"
 #include "io/ckpt/checkpoint.h"
 #include "io/data/loader.h"
 #include "launcher/eval.h"
@@ -164,7 +165,7 @@ bool setup(Run& r, int argc, char** argv, dist::Communicator& comm) {
   if (rc.data.train.empty()) throw ConfigError("data.train", "is required (a glob of token shards)");
   // --train.threads, else OMP_NUM_THREADS, else this rank's share of its CPUs.
   const ThreadChoice threads = default_threads(tc.threads, r.world);
-  r.backend = make_run_backend(tc, threads.threads);
+  r.backend = make_run_backend(tc, threads.threads, r.world, r.lead);
 
   // Resolved first: a resumed run reads every parameter from the checkpoint, so it skips the init.
   // Checkpoints newer than the resume point (or any, for a fresh start) are never silently
@@ -231,7 +232,9 @@ int64_t resume(Run& r) {
   const ckpt::Index idx = ckpt::read_index(r.resume_dir);
   ckpt::check_present(idx);  // a missing VDS source would silently read as fill values
   check_resumable(idx, rc);
-  const auto mine = local_tensors(r);
+  // Read into host memory (the state itself on the CPU, host copies on a GPU, pushed afterwards).
+  dist::HostStagedState staged(*r.backend, local_tensors(r));
+  const auto& mine = staged.view();
   // Same world size: each rank reads and verifies its own shard in one pass. Otherwise the ranks
   // verify the shards' checksums first (file j on rank j % W), then read their rows through the VDS.
   if (!ckpt::load_own_file(idx, mine, r.rank, r.world, rc.ckpt.direct_io)) {
@@ -242,6 +245,7 @@ int64_t resume(Run& r) {
   double bad = ckpt::first_non_finite(mine).empty() ? 0.0 : 1.0;
   if (r.world > 1) r.comm->all_reduce_sum(&bad, 1, "allreduce/resume");
   if (bad > 0) throw ckpt::NonFiniteError("checkpoint '" + r.resume_dir + "' holds NaN/inf parameters or moments");
+  staged.push();
   r.opt->steps_done = idx.state.adam_steps;
   const int64_t start = idx.state.step;
   if (r.lead) {
@@ -274,7 +278,9 @@ void save(Run& r, int64_t steps_done) {
   st.writer = version_string();
   st.schedule_steps = rc.train.steps;
   const auto t = Clock::now();
-  const std::string dir = ckpt::save(rc.ckpt.dir, st, local_tensors(r), *r.comm, rc.ckpt.keep_last, rc.ckpt.direct_io);
+  dist::HostStagedState staged(*r.backend, local_tensors(r));  // a GPU's state through host copies
+  staged.pull();
+  const std::string dir = ckpt::save(rc.ckpt.dir, st, staged.view(), *r.comm, rc.ckpt.keep_last, rc.ckpt.direct_io);
   r.log->saved(dir, seconds_since(t));
   std::fflush(stdout);
 }

@@ -6,7 +6,10 @@
 #   fuzz   build-fuzz/  clang + libFuzzer (-DMOR_FUZZ=ON): every harness of tests/fuzz replays its
 #                       saved inputs, then fuzzes for MOR_FUZZ_SECONDS (default 30) s;
 #   asan   build-asan/  GCC with ASan + UBSan (-DMOR_SANITIZE=ON): the io unit tests and the
-#                       end-to-end checkpoint test.
+#                       end-to-end checkpoint test;
+#   cuda   build-cuda/  -DMOR_CUDA=ON where nvcc is found (PATH, else /usr/local/cuda/bin): compiles
+#                       the CUDA backend, its launcher glue and its gpu tests (compile only: the gpu
+#                       tests then report Skipped without a GPU; scripts/gpu_check.sh runs them on one).
 # Every stage runs even when an earlier one failed; the exit status is non-zero when any failed.
 # Extra arguments go to the main stage's ctest and then only that stage runs, e.g.
 # `scripts/test.sh -R parity`; MOR_TEST_STAGES="fuzz asan" picks the stages explicitly.
@@ -15,8 +18,9 @@ cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
 FUZZ_DIR=${FUZZ_DIR:-build-fuzz}
 ASAN_DIR=${ASAN_DIR:-build-asan}
+CUDA_DIR=${CUDA_DIR:-build-cuda}
 JOBS=$(nproc)
-if [ $# -gt 0 ]; then STAGES=${MOR_TEST_STAGES:-main}; else STAGES=${MOR_TEST_STAGES:-main fuzz asan}; fi
+if [ $# -gt 0 ]; then STAGES=${MOR_TEST_STAGES:-main}; else STAGES=${MOR_TEST_STAGES:-main fuzz asan cuda}; fi
 
 stage_main() {
   if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
@@ -58,6 +62,25 @@ stage_asan() {
     ctest --test-dir "$ASAN_DIR" --output-on-failure --no-tests=error -j 2 --timeout 1800 -L '^(io|checkpoint)$'
 }
 
+stage_cuda() {
+  local nvcc
+  nvcc=$(command -v nvcc || true)
+  if [ -z "$nvcc" ] && [ -x /usr/local/cuda/bin/nvcc ]; then nvcc=/usr/local/cuda/bin/nvcc; fi
+  if [ -z "$nvcc" ]; then
+    echo "test: nvcc not found (PATH, /usr/local/cuda/bin): skipped the CUDA build"
+    return 0
+  fi
+  if [ ! -f "$CUDA_DIR/CMakeCache.txt" ]; then
+    mkdir -p "$CUDA_DIR"
+    cmake -S . -B "$CUDA_DIR" -DMOR_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" > "$CUDA_DIR/configure.log" 2>&1 ||
+      { cat "$CUDA_DIR/configure.log"; return 1; }
+  fi
+  # Only the targets that see CUDA (the rest of the tree is the main stage's, unchanged by it).
+  cmake --build "$CUDA_DIR" -j "$JOBS" --target cuda_targets || return 1
+  # Without a GPU this says Skipped (with the reason); with one it runs them.
+  ctest --test-dir "$CUDA_DIR" --output-on-failure --no-tests=error -L gpu
+}
+
 status=0
 summary=()
 for stage in $STAGES; do
@@ -67,7 +90,8 @@ for stage in $STAGES; do
     main) stage_main "$@" ;;
     fuzz) stage_fuzz ;;
     asan) stage_asan ;;
-    *) echo "test: unknown stage '$stage' (main, fuzz, asan)" >&2; false ;;
+    cuda) stage_cuda ;;
+    *) echo "test: unknown stage '$stage' (main, fuzz, asan, cuda)" >&2; false ;;
   esac
   rc=$?
   [ $rc -eq 0 ] || status=1

@@ -16,6 +16,11 @@
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
+#ifdef MOR_TEST_CUDA
+#include <cstdlib>
+
+#include "kernels/cuda/cuda_backend.h"
+#endif
 
 namespace {
 
@@ -32,7 +37,19 @@ struct Factory {
   std::function<std::unique_ptr<Backend>()> make;
 };
 void PrintTo(const Factory& f, std::ostream* os) { *os << f.name; }
+#ifdef MOR_TEST_CUDA
+// The same suite on the CUDA backend (test_backend_conformance_cuda, ctest label gpu): device 0, or
+// MOR_CUDA_DEVICE. Tolerances are the fp32 ones below for every fp32 operation; the bf16 GEMMs
+// use expect_bf16_gemm's bound and the casts are exact (docs/TESTING.md lists them per op).
+std::vector<Factory> backends() {
+  return {{"cuda", [] {
+             const char* d = std::getenv("MOR_CUDA_DEVICE");
+             return mor::kern::make_cuda_backend(d ? std::atoi(d) : 0);
+           }}};
+}
+#else
 std::vector<Factory> backends() { return {{"cpu", mor::kern::make_cpu_backend}}; }
+#endif
 
 V rand_vec(size_t n, unsigned seed, float scale = 1.f) {
   std::mt19937 g(seed);
@@ -641,7 +658,11 @@ TEST_P(Conformance, SumSquaresScaleAddAndFirstNonFinite) {
 }
 
 TEST_P(Conformance, ContextAndSynchronize) {
-  be().context();  // exists for every backend; the CPU's has no stream
+  // Exists for every backend; the CPU's has no stream, a GPU's has one.
+  if (be().host_addressable())
+    EXPECT_EQ(be().context().stream, nullptr);
+  else
+    EXPECT_NE(be().context().stream, nullptr);
   Buffer<float> a = up(V{1, 2, 3});
   be().scale_inplace(a.data(), 2.f, 3);
   be().synchronize();

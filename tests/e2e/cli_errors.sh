@@ -19,6 +19,14 @@ expect_error "--mor.router: unknown value 'expert_choice'" train --config "$cfg"
 expect_error "--train.micro_batch: global_batch 16 is not divisible" train --config "$cfg" --train.micro_batch 5
 expect_error "--optim.schedule: unknown value 'linear'" train --config "$cfg" --optim.schedule linear
 expect_error "--train.gemm: unknown value 'mkl'" train --config "$cfg" --train.gemm mkl
+expect_error "--train.device: unknown value 'tpu'" train --config "$cfg" --train.device tpu
+# cuda in a build without the CUDA backend: a ConfigError naming the option, for train and eval.
+if [ "${MOR_CUDA_BUILT:-OFF}" != ON ]; then
+  expect_error "--train.device: cuda needs a mor-dist built with the CUDA backend (cmake -DMOR_CUDA=ON)" \
+    train --config "$cfg" --train.device cuda --data.train "$MOR_DATA/edu_fineweb_train_*.bin" --data.val ""
+  expect_error "--train.device: cuda needs a mor-dist built with the CUDA backend" \
+    eval --config "$cfg" --train.device cuda --train.init_params "$cfg" --data.val "$MOR_DATA/edu_fineweb_val_*.bin"
+fi
 expect_error "model.d_model" train --config "$cfg" --model.d_model abc
 expect_error "cannot open config file '$WORK/none.ini'" train --config "$WORK/none.ini"
 expect_error "unknown command 'trian'" trian
