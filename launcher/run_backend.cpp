@@ -9,6 +9,7 @@
 #include "kernels/cpu/guarded_backend.h"
 #include "launcher/log.h"
 #ifdef MOR_HAVE_CUDA
+#include "dist/nccl_comm.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/host_helpers.h"
 #endif
@@ -20,10 +21,7 @@ namespace {
 // --train.device cuda: one GPU per process, picked from MOR_CUDA_DEVICE or the node-local rank.
 std::unique_ptr<kern::Backend> make_cuda_run_backend(int world, bool lead) {
 #ifdef MOR_HAVE_CUDA
-  // The communicators exchange host memory; device buffers need the NCCL communicator (not built yet).
-  if (world > 1)
-    throw ConfigError("train.device", "cuda runs in one process for now (this run has " + std::to_string(world) +
-                                          " ranks): multi-GPU training needs the NCCL communicator, not written yet");
+  (void)world;  // several ranks: one GPU each, collectives over NCCL (make_run_comm)
   std::string why;
   const int n = kern::cuda_device_count(&why);
   if (n == 0) throw std::runtime_error("--train.device cuda: no usable CUDA GPU on this machine (" + why + ")");
@@ -63,6 +61,15 @@ std::unique_ptr<kern::Backend> make_run_backend(const TrainConfig& t, int thread
     return kern::make_guarded_cpu_backend();
   }
   return kern::make_cpu_backend();
+}
+
+std::unique_ptr<dist::Communicator> make_run_comm(const TrainConfig& t, dist::Communicator& boot) {
+  if (t.device != "cuda" || boot.size() == 1) return nullptr;
+#ifdef MOR_HAVE_CUDA
+  return dist::make_nccl_comm(boot);
+#else
+  return nullptr;  // not reached: make_run_backend refused cuda in this build
+#endif
 }
 
 int backend_threads() { return kern::cpu::num_threads(); }

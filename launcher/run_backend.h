@@ -5,12 +5,17 @@
 #pragma once
 #include <memory>
 
+#include "dist/communicator.h"
 #include "kernels/backend.h"
 #include "launcher/options.h"
 
 namespace mor {
 
 std::unique_ptr<kern::Backend> make_run_backend(const TrainConfig& t, int threads, int world = 1, bool lead = true);
+// The communicator for a run's device buffers, made after make_run_backend picked the device:
+// NCCL over `boot` (dist/nccl_comm.h) for cuda with more than one rank, else null (the run uses
+// `boot` itself). Collective over `boot`.
+std::unique_ptr<dist::Communicator> make_run_comm(const TrainConfig& t, dist::Communicator& boot);
 // Threads the run's backend computes with (for the banner and the MFU note).
 int backend_threads();
 // --train.precision bf16 on a backend without bf16 hardware (a CPU without AVX512-BF16 or AMX):

@@ -43,7 +43,8 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 // Everything one training run holds: built by setup(), used by every stage of the loop.
 struct Run {
   RunConfig rc;
-  dist::Communicator* comm = nullptr;
+  dist::Communicator* comm = nullptr;               // the bootstrap communicator, or device_comm when there is one
+  std::unique_ptr<dist::Communicator> device_comm;  // NCCL for a multi-GPU run (make_run_comm)
   int world = 1, rank = 0, micro = 0, accum = 0;
   bool lead = false;  // only rank 0 prints progress
   std::string resume_dir;
@@ -166,6 +167,12 @@ bool setup(Run& r, int argc, char** argv, dist::Communicator& comm) {
   // --train.threads, else OMP_NUM_THREADS, else this rank's share of its CPUs.
   const ThreadChoice threads = default_threads(tc.threads, r.world);
   r.backend = make_run_backend(tc, threads.threads, r.world, r.lead);
+  r.device_comm = make_run_comm(tc, comm);
+  if (r.device_comm) {
+    r.comm = r.device_comm.get();
+    r.comm->set_timeout(rc.dist.timeout);
+    if (r.lead) logf("collectives: %s (device buffers), MPI (host buffers)\n", r.comm->backend());
+  }
 
   // Resolved first: a resumed run reads every parameter from the checkpoint, so it skips the init.
   // Checkpoints newer than the resume point (or any, for a fresh start) are never silently
@@ -173,7 +180,7 @@ bool setup(Run& r, int argc, char** argv, dist::Communicator& comm) {
   std::string note;
   r.resume_dir = rc.ckpt.resume.empty() ? "" : ckpt::resolve(rc.ckpt.dir, rc.ckpt.resume, &note);
   if (r.lead && !note.empty()) logf("%s\n", note.c_str());
-  guard_newer_checkpoints(rc, r.resume_dir, comm);
+  guard_newer_checkpoints(rc, r.resume_dir, *r.comm);
 
   // Every rank builds the same full model (seeded init or a .mort file), then keeps only its
   // shards when sharded (W > 1).
@@ -190,7 +197,7 @@ bool setup(Run& r, int argc, char** argv, dist::Communicator& comm) {
   }
   if (r.world > 1) {
     r.sharded = std::make_unique<dist::ShardedParams>(
-        m, comm,
+        m, *r.comm,
         dist::ShardOptions{rc.dist.regather_per_recursion, rc.dist.keep_shared_gathered, rc.dist.overlap,
                            dtype_option(rc.dist.param_dtype), dtype_option(rc.dist.reduce_dtype)});
     r.sharded->shard_from_full();
@@ -443,9 +450,10 @@ void finish(Run& r, int64_t start_step) {
 
 }  // namespace
 
-int cmd_train(int argc, char** argv, dist::Communicator& comm) {
+int cmd_train(int argc, char** argv, dist::Communicator& boot) {
   Run r;
-  if (!setup(r, argc, argv, comm)) return 0;
+  if (!setup(r, argc, argv, boot)) return 0;
+  dist::Communicator& comm = *r.comm;
   const RunConfig& rc = r.rc;
   const TrainConfig& tc = rc.train;
   const int64_t start_step = resume(r);

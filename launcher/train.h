@@ -2,7 +2,7 @@
 #include "dist/communicator.h"
 
 namespace mor {
-int cmd_train(int argc, char** argv, dist::Communicator& comm);
+int cmd_train(int argc, char** argv, dist::Communicator& boot);
 int cmd_eval(int argc, char** argv);
 int cmd_convert(int argc, char** argv, dist::Communicator& comm);
 int cmd_inspect(int argc, char** argv);

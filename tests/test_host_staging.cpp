@@ -40,58 +40,47 @@ class ScrambledBackend final : public kern::Backend {
   kern::Context& context() override { return ctx_; }
   void synchronize() override {}
 
-#define MOR_NO_COMPUTE(...) \
-  override { throw std::logic_error("ScrambledBackend: memory operations only"); }
-  void gemm(bool, bool, int, int, int, float, const float*, int, const float*, int, float, float*,
-            int) MOR_NO_COMPUTE() void linear_forward(float*, const float*, const float*, int, int, int)
-      MOR_NO_COMPUTE() void linear_forward_pair(float*, const float*, int, float*, const float*, int, const float*, int,
-                                                int)
-          MOR_NO_COMPUTE() void linear_backward(float*, float*, const float*, const float*, const float*, int, int, int,
-                                                bool)
-              MOR_NO_COMPUTE() void linear_forward_bf16(float*, const kern::bf16*, const kern::bf16*, int, int, int)
-                  MOR_NO_COMPUTE() void linear_forward_pair_bf16(float*, const kern::bf16*, int, float*,
-                                                                 const kern::bf16*, int, const kern::bf16*, int, int)
-                      MOR_NO_COMPUTE() void linear_backward_bf16(float*, float*, const kern::bf16*, const kern::bf16*,
-                                                                 const kern::bf16*, int, int, int, bool)
-                          MOR_NO_COMPUTE() void cast_to_bf16(kern::bf16*, const float*, int64_t)
-                              MOR_NO_COMPUTE() void cast_to_f32(float*, const kern::bf16*, int64_t)
-                                  MOR_NO_COMPUTE() bool fast_bf16() const override {
-    return false;
-  }
-  void rmsnorm_forward(float*, float*, const float*, const float*, int, int,
-                       float) MOR_NO_COMPUTE() void rmsnorm_backward(float*, const float*, float*, const float*,
-                                                                     const float*, const float*, const float*, int, int)
-      MOR_NO_COMPUTE() void rope_forward(float*, const int*, int, int, const kern::RopeTable&)
-          MOR_NO_COMPUTE() void rope_backward(float*, const int*, int, int, const kern::RopeTable&)
-              MOR_NO_COMPUTE() void swiglu_forward(float*, const float*, const float*,
-                                                   int64_t) MOR_NO_COMPUTE() void swiglu_backward(float*, float*,
-                                                                                                  const float*,
-                                                                                                  const float*,
-                                                                                                  const float*, int64_t)
-                  MOR_NO_COMPUTE() void attention_forward(float*, float*, const float*, const float*, const float*,
-                                                          const int*, const int*, const kern::AttnShape&)
-                      MOR_NO_COMPUTE() void attention_backward(float*, float*, float*, const float*, const float*,
-                                                               const float*, const float*, const float*, const float*,
-                                                               const int*, const int*, const kern::AttnShape&)
-                          MOR_NO_COMPUTE() double softmax_xent(float*, const int32_t*, int, int, float)
-                              MOR_NO_COMPUTE() void embedding_forward(float*, const float*, const int32_t*, int, int)
-                                  MOR_NO_COMPUTE() void embedding_backward(float*, const float*, const int32_t*, int,
-                                                                           int)
-                                      MOR_NO_COMPUTE() void copy_rows(float*, const int32_t*, const float*,
-                                                                      const int32_t*, const float*, int, int, bool)
-                                          MOR_NO_COMPUTE() void row_dots(float*, const float*, const int32_t*,
-                                                                         const float*, const int32_t*, int, int)
-                                              MOR_NO_COMPUTE() void adamw_update(float*, const float*, float*, float*,
-                                                                                 int64_t, const kern::AdamWParams&)
-                                                  MOR_NO_COMPUTE() double sum_squares(const float*, int64_t)
-                                                      MOR_NO_COMPUTE() void scale_inplace(float*, float, int64_t)
-                                                          MOR_NO_COMPUTE() void add_inplace(float*, const float*,
-                                                                                            int64_t)
-                                                              MOR_NO_COMPUTE() int64_t
-      first_non_finite(const float*, int64_t) MOR_NO_COMPUTE()
+  // clang-format off
+#define MOR_NO_COMPUTE override { throw std::logic_error("ScrambledBackend: memory operations only"); }
+  void gemm(bool, bool, int, int, int, float, const float*, int, const float*, int, float, float*, int) MOR_NO_COMPUTE
+  void linear_forward(float*, const float*, const float*, int, int, int) MOR_NO_COMPUTE
+  void linear_forward_pair(float*, const float*, int, float*, const float*, int, const float*, int, int) MOR_NO_COMPUTE
+  void linear_backward(float*, float*, const float*, const float*, const float*, int, int, int, bool) MOR_NO_COMPUTE
+  void linear_forward_bf16(float*, const kern::bf16*, const kern::bf16*, int, int, int) MOR_NO_COMPUTE
+  void linear_forward_pair_bf16(float*, const kern::bf16*, int, float*, const kern::bf16*, int, const kern::bf16*, int,
+                                int) MOR_NO_COMPUTE
+  void linear_backward_bf16(float*, float*, const kern::bf16*, const kern::bf16*, const kern::bf16*, int, int, int,
+                            bool) MOR_NO_COMPUTE
+  void cast_to_bf16(kern::bf16*, const float*, int64_t) MOR_NO_COMPUTE
+  void cast_to_f32(float*, const kern::bf16*, int64_t) MOR_NO_COMPUTE
+  bool fast_bf16() const override { return false; }
+  void rmsnorm_forward(float*, float*, const float*, const float*, int, int, float) MOR_NO_COMPUTE
+  void rmsnorm_forward_bf16(kern::bf16*, float*, const float*, const float*, int, int, float) MOR_NO_COMPUTE
+  void rmsnorm_backward(float*, const float*, float*, const float*, const float*, const float*, const float*, int,
+                        int) MOR_NO_COMPUTE
+  void rope_forward(float*, const int*, int, int, const kern::RopeTable&) MOR_NO_COMPUTE
+  void rope_backward(float*, const int*, int, int, const kern::RopeTable&) MOR_NO_COMPUTE
+  void swiglu_forward(float*, const float*, const float*, int64_t) MOR_NO_COMPUTE
+  void swiglu_forward_bf16(kern::bf16*, const float*, const float*, int64_t) MOR_NO_COMPUTE
+  void swiglu_backward(float*, float*, const float*, const float*, const float*, int64_t) MOR_NO_COMPUTE
+  void attention_forward(float*, float*, const float*, const float*, const float*, const int*, const int*,
+                         const kern::AttnShape&) MOR_NO_COMPUTE
+  void attention_backward(float*, float*, float*, const float*, const float*, const float*, const float*, const float*,
+                          const float*, const int*, const int*, const kern::AttnShape&) MOR_NO_COMPUTE
+  double softmax_xent(float*, const int32_t*, int, int, float) MOR_NO_COMPUTE
+  void embedding_forward(float*, const float*, const int32_t*, int, int) MOR_NO_COMPUTE
+  void embedding_backward(float*, const float*, const int32_t*, int, int) MOR_NO_COMPUTE
+  void copy_rows(float*, const int32_t*, const float*, const int32_t*, const float*, int, int, bool) MOR_NO_COMPUTE
+  void row_dots(float*, const float*, const int32_t*, const float*, const int32_t*, int, int) MOR_NO_COMPUTE
+  void adamw_update(float*, const float*, float*, float*, int64_t, const kern::AdamWParams&) MOR_NO_COMPUTE
+  double sum_squares(const float*, int64_t) MOR_NO_COMPUTE
+  void scale_inplace(float*, float, int64_t) MOR_NO_COMPUTE
+  void add_inplace(float*, const float*, int64_t) MOR_NO_COMPUTE
+  int64_t first_non_finite(const float*, int64_t) MOR_NO_COMPUTE
 #undef MOR_NO_COMPUTE
+      // clang-format on
 
-          private : static void xor_copy(void* dst, const void* src, size_t n) {
+      private : static void xor_copy(void* dst, const void* src, size_t n) {
     auto* d = static_cast<unsigned char*>(dst);
     const auto* s = static_cast<const unsigned char*>(src);
     for (size_t i = 0; i < n; ++i) d[i] = s[i] ^ kKey;

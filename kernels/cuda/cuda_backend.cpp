@@ -167,6 +167,10 @@ class CudaBackend final : public Backend {
     check_nonneg("rmsnorm_forward", {n, d});
     cuda::rmsnorm_forward(stream_, y, rstd, x, w, n, d, eps);
   }
+  void rmsnorm_forward_bf16(bf16* y, float* rstd, const float* x, const float* w, int n, int d, float eps) override {
+    check_nonneg("rmsnorm_forward_bf16", {n, d});
+    cuda::rmsnorm_forward_bf16(stream_, y, rstd, x, w, n, d, eps);
+  }
   void rmsnorm_backward(float* dx, const float* dres, float* dw, const float* dy, const float* x, const float* w,
                         const float* rstd, int n, int d) override {
     check_nonneg("rmsnorm_backward", {n, d});
@@ -182,6 +186,10 @@ class CudaBackend final : public Backend {
   void swiglu_forward(float* h, const float* g, const float* u, int64_t n) override {
     check_nonneg("swiglu_forward", {n});
     if (n) cuda::swiglu_forward(stream_, h, g, u, n);
+  }
+  void swiglu_forward_bf16(bf16* h, const float* g, const float* u, int64_t n) override {
+    check_nonneg("swiglu_forward_bf16", {n});
+    if (n) cuda::swiglu_forward_bf16(stream_, h, g, u, n);
   }
   void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) override {
     check_nonneg("swiglu_backward", {n});

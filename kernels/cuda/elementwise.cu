@@ -18,6 +18,9 @@ __global__ void k_cast_to_f32(float* dst, const uint16_t* src, int64_t n) {
 __global__ void k_swiglu_forward(float* h, const float* g, const float* u, int64_t n) {
   MOR_GRID_STRIDE(i, n) h[i] = g[i] / (1.f + expf(-g[i])) * u[i];
 }
+__global__ void k_swiglu_forward_bf16(uint16_t* h, const float* g, const float* u, int64_t n) {
+  MOR_GRID_STRIDE(i, n) h[i] = bf16_bits_rne(__float_as_uint(g[i] / (1.f + expf(-g[i])) * u[i]));
+}
 __global__ void k_swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) {
   MOR_GRID_STRIDE(i, n) {
     const float sig = 1.f / (1.f + expf(-g[i])), silu = g[i] * sig;
@@ -69,6 +72,11 @@ void cast_to_f32(cudaStream_t s, float* dst, const bf16* src, int64_t n) {
 void swiglu_forward(cudaStream_t s, float* h, const float* g, const float* u, int64_t n) {
   const Launch1D l = launch_1d(n);
   k_swiglu_forward<<<l.blocks, l.threads, 0, s>>>(h, g, u, n);
+  CUDA_CHECK_LAUNCH();
+}
+void swiglu_forward_bf16(cudaStream_t s, bf16* h, const float* g, const float* u, int64_t n) {
+  const Launch1D l = launch_1d(n);
+  k_swiglu_forward_bf16<<<l.blocks, l.threads, 0, s>>>(reinterpret_cast<uint16_t*>(h), g, u, n);
   CUDA_CHECK_LAUNCH();
 }
 void swiglu_backward(cudaStream_t s, float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) {

@@ -24,6 +24,7 @@ class Workspace {
 void cast_to_bf16(cudaStream_t s, bf16* dst, const float* src, int64_t n);
 void cast_to_f32(cudaStream_t s, float* dst, const bf16* src, int64_t n);
 void swiglu_forward(cudaStream_t s, float* h, const float* g, const float* u, int64_t n);
+void swiglu_forward_bf16(cudaStream_t s, bf16* h, const float* g, const float* u, int64_t n);
 void swiglu_backward(cudaStream_t s, float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n);
 void scale_inplace(cudaStream_t s, float* x, float a, int64_t n);
 void add_inplace(cudaStream_t s, float* y, const float* x, int64_t n);
@@ -37,6 +38,8 @@ void rope_apply(cudaStream_t s, float* x, const int* pos, int n, int n_heads, in
 
 // norm.cu
 void rmsnorm_forward(cudaStream_t s, float* y, float* rstd, const float* x, const float* w, int n, int d, float eps);
+void rmsnorm_forward_bf16(cudaStream_t s, bf16* y, float* rstd, const float* x, const float* w, int n, int d,
+                          float eps);
 void rmsnorm_backward(cudaStream_t s, Workspace& ws, float* dx, const float* dres, float* dw, const float* dy,
                       const float* x, const float* w, const float* rstd, int n, int d);
 

@@ -1,5 +1,6 @@
 // RMSNorm forward and backward: one block per row for the row reductions; dw (a sum over rows) in
 // two fixed passes (per chunk of rows, then over the chunks in order) so that it is deterministic.
+#include "kernels/cuda/bf16_bits.h"
 #include "kernels/cuda/device_common.cuh"
 #include "kernels/cuda/kernels.h"
 
@@ -9,7 +10,12 @@ namespace {
 
 constexpr int kDwRows = 64;  // rows per partial of dw
 
-__global__ void k_rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int d, float eps) {
+// Out: float, or uint16_t for bf16 bits (rounded from the same fp32 value).
+__device__ inline void put(float* y, float v) { *y = v; }
+__device__ inline void put(uint16_t* y, float v) { *y = bf16_bits_rne(__float_as_uint(v)); }
+
+template <class Out>
+__global__ void k_rmsnorm_forward(Out* y, float* rstd, const float* x, const float* w, int d, float eps) {
   __shared__ float red[32];
   const int64_t i = blockIdx.x;
   const float* xi = x + i * d;
@@ -18,8 +24,8 @@ __global__ void k_rmsnorm_forward(float* y, float* rstd, const float* x, const f
   ss = block_sum(ss, red);
   const float r = 1.f / sqrtf(ss / d + eps);
   if (threadIdx.x == 0) rstd[i] = r;
-  float* yi = y + i * d;
-  for (int j = threadIdx.x; j < d; j += blockDim.x) yi[j] = xi[j] * r * w[j];
+  Out* yi = y + i * d;
+  for (int j = threadIdx.x; j < d; j += blockDim.x) put(yi + j, xi[j] * r * w[j]);
 }
 
 // dx = dres + r*w*dy - r^3/d * x * sum(w*dy*x). dres may alias dx: each element is read before
@@ -63,6 +69,12 @@ __global__ void k_rmsnorm_dw_sum(float* dw, const float* part, int chunks, int d
 void rmsnorm_forward(cudaStream_t s, float* y, float* rstd, const float* x, const float* w, int n, int d, float eps) {
   if (n == 0) return;
   k_rmsnorm_forward<<<n, row_block_threads(d, 256), 0, s>>>(y, rstd, x, w, d, eps);
+  CUDA_CHECK_LAUNCH();
+}
+void rmsnorm_forward_bf16(cudaStream_t s, bf16* y, float* rstd, const float* x, const float* w, int n, int d,
+                          float eps) {
+  if (n == 0) return;
+  k_rmsnorm_forward<<<n, row_block_threads(d, 256), 0, s>>>(reinterpret_cast<uint16_t*>(y), rstd, x, w, d, eps);
   CUDA_CHECK_LAUNCH();
 }
 
