@@ -168,6 +168,15 @@ class Backend {
   virtual void swiglu_forward(float* h, const float* g, const float* u, int64_t n) = 0;
   virtual void swiglu_forward_bf16(bf16* h, const float* g, const float* u, int64_t n) = 0;  // h rounded to bf16
   virtual void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) = 0;
+  // The same with dg and du rounded to bf16 (they are only the bf16 GEMMs' operands); dg32/du32
+  // are scratch of n floats. The default composes the operations; a backend fuses them to skip a
+  // pass over both.
+  virtual void swiglu_backward_bf16(bf16* dg16, bf16* du16, float* dg32, float* du32, const float* dh, const float* g,
+                                    const float* u, int64_t n) {
+    swiglu_backward(dg32, du32, dh, g, u, n);
+    cast_to_bf16(dg16, dg32, n);
+    cast_to_bf16(du16, du32, n);
+  }
 
   // ---- causal attention over one sequence's (possibly compacted) token set ----------------
   // q[nq, H, hd], k/v[nk, Hkv, hd]; query i sees key j iff kpos[j] <= qpos[i] (both ascending).
@@ -209,6 +218,14 @@ class Backend {
   // ---- optimizer and vector helpers ------------------------------------------------------
   // AdamW with decoupled weight decay on n contiguous elements; p.weight_decay applies to all.
   virtual void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& p) = 0;
+  // AdamW, then the updated parameters rounded to bf16 into param16 (the copy bf16 runs compute
+  // with). The default composes the operations; a backend fuses them to skip a pass over the
+  // parameters.
+  virtual void adamw_update_bf16(float* param, bf16* param16, const float* grad, float* m, float* v, int64_t n,
+                                 const AdamWParams& p) {
+    adamw_update(param, grad, m, v, n, p);
+    cast_to_bf16(param16, param, n);
+  }
   virtual double sum_squares(const float* x, int64_t n) = 0;  // in double, in a fixed order
   virtual void scale_inplace(float* x, float s, int64_t n) = 0;
   virtual void add_inplace(float* y, const float* x, int64_t n) = 0;  // y += x

@@ -356,7 +356,10 @@ StepResult train_step(Run& r, int64_t step, Clock::time_point t0) {
     handle_nonfinite(r, step, s);
   } else {
     r.nonfinite_run = 0;
-    r.opt->update(r.params, r.grads, s.lr, clip_scale(s.grad_norm, r.rc.optim.grad_clip));
+    // One process in bf16: AdamW also writes the bf16 copy the next forward computes with.
+    kern::bf16* params16 = r.sharded ? nullptr : m.bf16_copy_for_update();
+    r.opt->update(r.params, r.grads, s.lr, clip_scale(s.grad_norm, r.rc.optim.grad_clip), params16);
+    if (params16) m.bf16_copy_written();
   }
   return s;
 }

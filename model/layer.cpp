@@ -40,7 +40,7 @@ static void bind_all(Backend& be, B&... bufs) {
 LayerActs::LayerActs(Backend& be) {
   bind_all(be, x, a, rstd1, q, k, v, o, lse, h, m, rstd2, g, u, act, dk, dv, a16, o16, m16, act16);
 }
-LayerScratch::LayerScratch(Backend& be) { bind_all(be, dh, dact, dg, du, dm, dao, dq, da); }
+LayerScratch::LayerScratch(Backend& be) { bind_all(be, dh, dact, dg, du, dm, dao, dq, da, dg16, du16); }
 
 namespace {
 struct Dims {
@@ -123,13 +123,22 @@ void linear_pair(const LayerEnv& env, float* y1, const float* W1, const kern::bf
   else
     env.be.linear_forward_pair(y1, W1, out, y2, W2, out, x.f, n, in);
 }
-// dy arrives in fp32 (every gradient is computed in fp32); bf16 runs round it for the GEMMs.
+// dy arrives in fp32 (every gradient is computed in fp32); bf16 runs round it for the GEMMs
+// (Operand: dy.h when its producer already wrote the bf16 copy, else it is rounded here).
+void linear_back(const LayerEnv& env, float* dx, float* dW, Operand dy, Operand x, const float* W,
+                 const kern::bf16* W16, int n, int in, int out, bool accumulate_dx) {
+  if (!env.bf16) return env.be.linear_backward(dx, dW, dy.f, x.f, W, n, in, out, accumulate_dx);
+  const kern::bf16* dy16 = dy.h;
+  if (!dy16) {
+    env.tmp16->resize((int64_t)n * out);
+    env.be.cast_to_bf16(env.tmp16->data(), dy.f, (int64_t)n * out);
+    dy16 = env.tmp16->data();
+  }
+  env.be.linear_backward_bf16(dx, dW, dy16, x.h, W16, n, in, out, accumulate_dx);
+}
 void linear_back(const LayerEnv& env, float* dx, float* dW, const float* dy, Operand x, const float* W,
                  const kern::bf16* W16, int n, int in, int out, bool accumulate_dx) {
-  if (!env.bf16) return env.be.linear_backward(dx, dW, dy, x.f, W, n, in, out, accumulate_dx);
-  env.tmp16->resize((int64_t)n * out);
-  env.be.cast_to_bf16(env.tmp16->data(), dy, (int64_t)n * out);
-  env.be.linear_backward_bf16(dx, dW, env.tmp16->data(), x.h, W16, n, in, out, accumulate_dx);
+  linear_back(env, dx, dW, Operand{dy, nullptr}, x, W, W16, n, in, out, accumulate_dx);
 }
 }  // namespace
 
@@ -209,9 +218,19 @@ void layer_backward(const LayerEnv& env, const LayerView& w, const LayerView16& 
 
   // MLP block.
   linear_back(env, s.dact.data(), gw.wd, dy, act, w.wd, w16.wd, n, d.F, d.D, false);
-  be.swiglu_backward(s.dg.data(), s.du.data(), s.dact.data(), A.g.data(), A.u.data(), (int64_t)n * d.F);
-  linear_back(env, s.dm.data(), gw.wg, s.dg.data(), m, w.wg, w16.wg, n, d.D, d.F, false);
-  linear_back(env, s.dm.data(), gw.wu, s.du.data(), m, w.wu, w16.wu, n, d.D, d.F, true);
+  Operand dg{s.dg.data(), nullptr}, du{s.du.data(), nullptr};
+  if (env.bf16) {  // dg and du only feed the GEMMs: written straight in bf16
+    s.dg16.resize((size_t)n * d.F);
+    s.du16.resize((size_t)n * d.F);
+    be.swiglu_backward_bf16(s.dg16.data(), s.du16.data(), s.dg.data(), s.du.data(), s.dact.data(), A.g.data(),
+                            A.u.data(), (int64_t)n * d.F);
+    dg.h = s.dg16.data();
+    du.h = s.du16.data();
+  } else {
+    be.swiglu_backward(s.dg.data(), s.du.data(), s.dact.data(), A.g.data(), A.u.data(), (int64_t)n * d.F);
+  }
+  linear_back(env, s.dm.data(), gw.wg, dg, m, w.wg, w16.wg, n, d.D, d.F, false);
+  linear_back(env, s.dm.data(), gw.wu, du, m, w.wu, w16.wu, n, d.D, d.F, true);
   // dL/dh = dL/dy (residual) + the MLP branch's gradient through its norm
   be.rmsnorm_backward(s.dh.data(), dy, gw.mlp_norm, s.dm.data(), A.h.data(), w.mlp_norm, A.rstd2.data(), n, d.D);
 

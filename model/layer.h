@@ -47,6 +47,7 @@ struct LayerActs {
 // Backward temporaries, reused across visits.
 struct LayerScratch {
   Buffer<float> dh, dact, dg, du, dm, dao, dq, da;
+  Buffer<kern::bf16> dg16, du16;  // bf16 runs: the SwiGLU gradients as the GEMMs' operands
   explicit LayerScratch(Backend& be);
 };
 

@@ -64,8 +64,9 @@ int64_t Model::activation_bytes() const {
     return bytes(A.x, A.a, A.rstd1, A.q, A.k, A.v, A.o, A.lse, A.h, A.m, A.rstd2, A.g, A.u, A.act, A.dk, A.dv, A.a16,
                  A.o16, A.m16, A.act16);
   };
-  int64_t n = acts(recomputed_) + bytes(recomputed_y_, scratch_.dh, scratch_.dact, scratch_.dg, scratch_.du,
-                                        scratch_.dm, scratch_.dao, scratch_.dq, scratch_.da, tmp16_);
+  int64_t n =
+      acts(recomputed_) + bytes(recomputed_y_, scratch_.dh, scratch_.dact, scratch_.dg, scratch_.du, scratch_.dm,
+                                scratch_.dao, scratch_.dq, scratch_.da, scratch_.dg16, scratch_.du16, tmp16_);
   for (const LayerActs& A : acts_) n += acts(A);
   return n;
 }
@@ -95,6 +96,19 @@ const kern::bf16* Model::embed16() {
   if (!embed_fresh16_) be.cast_to_bf16(params16_.data() + layout.embed, params.data() + layout.embed, n);
   embed_fresh16_ = true;
   return params16_.data() + layout.embed;
+}
+
+kern::bf16* Model::bf16_copy_for_update() {
+  if (!bf16) return nullptr;
+  if (params16_.size() != layout.total) params16_.resize(layout.total);
+  return params16_.data();
+}
+
+void Model::bf16_copy_written() {
+  if (!bf16) return;
+  fresh16_.assign(layout.n_unique_layers, 1);
+  embed_fresh16_ = true;
+  copy16_written_ = true;
 }
 
 void Model::drop16(int unit) {
@@ -242,8 +256,11 @@ double Model::head(int n_seq, int global_batch, bool backward) {
 // embedding unit is needed from here to the end of the step (the head is tied).
 void Model::forward(int n_seq, int global_batch, const int* forced_depth, std::vector<LossTerm>& terms) {
   const int D = cfg.d_model, T = cfg.seq_len, N = n_seq * T;
-  fresh16_.assign(layout.n_unique_layers, 0);  // bf16 runs: the parameters may have changed since
-  embed_fresh16_ = false;
+  if (!copy16_written_) {  // bf16 runs: the parameters may have changed since
+    fresh16_.assign(layout.n_unique_layers, 0);
+    embed_fresh16_ = false;
+  }
+  copy16_written_ = false;                   // used once: later forwards cannot know who wrote the parameters since
   fwd_flops = 2.0 * N * D * cfg.vocab_size;  // the tied LM head
   if (all_.n_seq() != n_seq) all_ = TokenSet::all(be, n_seq, T);
   Section sec = section(n_seq, global_batch);

@@ -66,6 +66,13 @@ class Model : private BlockRunner {
   // or null: the router decides as in training. Router statistics count this pass too.
   std::vector<float> forward_logits(const int32_t* inputs, int n_seq, const int* forced_depth = nullptr);
 
+  // bf16 runs where the optimizer updates this model's whole parameter arena (one process): the
+  // arena's bf16 copy, for AdamW to write as it updates (AdamW::update's params16); else null.
+  // After that update, bf16_copy_written() lets the next forward use the copy instead of rounding
+  // the parameters again (any other forward rounds them first, as they may have changed).
+  kern::bf16* bf16_copy_for_update();
+  void bf16_copy_written();
+
   // Bytes of activation storage held now (the per-visit activations and the backward scratch).
   int64_t activation_bytes() const;
 
@@ -125,6 +132,7 @@ class Model : private BlockRunner {
   Buffer<kern::bf16> params16_;
   std::vector<char> fresh16_;
   bool embed_fresh16_ = false;
+  bool copy16_written_ = false;  // the optimizer wrote the whole copy after its update
   Buffer<kern::bf16> tmp16_, hn16_;
 };
 

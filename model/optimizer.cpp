@@ -80,13 +80,17 @@ AdamW::AdamW(const OptimConfig& o, kern::Backend& be, int64_t n, std::vector<uin
   }
 }
 
-void AdamW::update(float* params, const float* grads, double lr, float grad_scale) {
+void AdamW::update(float* params, const float* grads, double lr, float grad_scale, kern::bf16* params16) {
   ++steps_done;
   for (const Run& r : runs_) {
     kern::AdamWParams p{
         (float)lr,  (float)o_.beta1, (float)o_.beta2, (float)o_.eps, r.decay ? (float)o_.weight_decay : 0.f,
         steps_done, grad_scale};
-    be_.adamw_update(params + r.begin, grads + r.begin, m.data() + r.begin, v.data() + r.begin, r.end - r.begin, p);
+    if (params16)
+      be_.adamw_update_bf16(params + r.begin, params16 + r.begin, grads + r.begin, m.data() + r.begin,
+                            v.data() + r.begin, r.end - r.begin, p);
+    else
+      be_.adamw_update(params + r.begin, grads + r.begin, m.data() + r.begin, v.data() + r.begin, r.end - r.begin, p);
   }
 }
 

@@ -42,8 +42,9 @@ class AdamW {
   // n elements of the backend's memory; decay: the per-element weight-decay flag (host).
   AdamW(const OptimConfig& o, kern::Backend& be, int64_t n, std::vector<uint8_t> decay);
   // params/grads point at the same range (backend memory) the optimizer was made for; the
-  // gradient is multiplied by grad_scale (global-norm clipping) on the fly.
-  void update(float* params, const float* grads, double lr, float grad_scale = 1.f);
+  // gradient is multiplied by grad_scale (global-norm clipping) on the fly. params16, when given
+  // (same range, bf16), receives the updated parameters rounded to bf16 in the same pass.
+  void update(float* params, const float* grads, double lr, float grad_scale = 1.f, kern::bf16* params16 = nullptr);
   int64_t steps_done = 0;
   kern::Buffer<float> m, v;  // first and second moments
 

@@ -392,6 +392,10 @@ TEST_P(Conformance, SwigluForwardAndBackward) {
   be().swiglu_backward(dgb.data(), dub.data(), dh.data(), g.data(), u.data(), n);
   expect_close(dg, down(dgb), 1e-5, 1e-6, "swiglu dg");
   expect_close(du, down(dub), 1e-5, 1e-6, "swiglu du");
+  Buffer<bf16> dg16(be(), n), du16(be(), n);
+  be().swiglu_backward_bf16(dg16.data(), du16.data(), dgb.data(), dub.data(), dh.data(), g.data(), u.data(), n);
+  expect_close(dg, widen(down(dg16)), 1.0 / 256, 1e-6, "swiglu_backward_bf16 dg");
+  expect_close(du, widen(down(du16)), 1.0 / 256, 1e-6, "swiglu_backward_bf16 du");
 }
 
 // ---- attention ------------------------------------------------------------------------------
@@ -631,6 +635,14 @@ TEST_P(Conformance, AdamWMatchesTorchFormula) {
   expect_close(mw, down(mb), 1e-5, 1e-7, "adamw m");
   expect_close(vw, down(vb), 1e-5, 1e-9, "adamw v");
   expect_close(pw, down(pb), 1e-5, 1e-6, "adamw param");
+  // The form that also writes the bf16 copy: the same update, and the copy within bf16 rounding.
+  Buffer<float> pb2 = up(P), mb2 = up(M0), vb2 = up(V0);
+  Buffer<bf16> p16(be(), n);
+  be().adamw_update_bf16(pb2.data(), p16.data(), gb.data(), mb2.data(), vb2.data(), n, p);
+  expect_close(mw, down(mb2), 1e-5, 1e-7, "adamw_update_bf16 m");
+  expect_close(vw, down(vb2), 1e-5, 1e-9, "adamw_update_bf16 v");
+  expect_close(pw, down(pb2), 1e-5, 1e-6, "adamw_update_bf16 param");
+  expect_close(pw, widen(down(p16)), 1.0 / 256, 1e-6, "adamw_update_bf16 bf16 copy");
 }
 
 TEST_P(Conformance, SumSquaresScaleAddAndFirstNonFinite) {

@@ -815,6 +815,34 @@ TEST(Bf16Outputs, NormAndSwigluAreTheFp32FormsRounded) {
   kern::cast_to_bf16(want.data(), y.data(), n * d);
   kern::swiglu_forward_bf16(got.data(), g.data(), x.data(), n * d);
   EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(kern::bf16)), 0) << "swiglu";
+  // SwiGLU's backward: dg and du rounded from the very values the fp32 form writes.
+  const std::vector<float> dh = rand_vec(n * d, 116, -2.f, 2.f);
+  std::vector<float> dg(n * d), du(n * d);
+  std::vector<kern::bf16> want_du(n * d), got_du(n * d);
+  kern::swiglu_backward(dg.data(), du.data(), dh.data(), g.data(), x.data(), n * d);
+  kern::cast_to_bf16(want.data(), dg.data(), n * d);
+  kern::cast_to_bf16(want_du.data(), du.data(), n * d);
+  kern::swiglu_backward_bf16(got.data(), got_du.data(), dh.data(), g.data(), x.data(), n * d);
+  EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(kern::bf16)), 0) << "swiglu backward dg";
+  EXPECT_EQ(std::memcmp(want_du.data(), got_du.data(), want.size() * sizeof(kern::bf16)), 0) << "swiglu backward du";
+}
+
+// AdamW's bf16 form: parameters and moments bitwise those of the fp32 form, and the bf16 copy
+// bitwise cast_to_bf16 of the updated parameters (what a bf16 run's next forward did before).
+TEST(Bf16Outputs, AdamWWritesTheRoundedParameters) {
+  const int64_t n = 100003;  // past the threading threshold, and an odd tail
+  const std::vector<float> p0 = rand_vec(n, 117, -1.f, 1.f), g = rand_vec(n, 118, -1.f, 1.f);
+  std::vector<float> m0 = rand_vec(n, 119, -0.1f, 0.1f), v0 = rand_vec(n, 120, 0.f, 0.01f);
+  const kern::AdamWParams a{3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 7, 0.8f};
+  std::vector<float> p1 = p0, m1 = m0, v1 = v0, p2 = p0, m2 = m0, v2 = v0;
+  std::vector<kern::bf16> want(n), got(n);
+  kern::adamw_update(p1.data(), g.data(), m1.data(), v1.data(), n, a);
+  kern::cast_to_bf16(want.data(), p1.data(), n);
+  kern::adamw_update_bf16(p2.data(), got.data(), g.data(), m2.data(), v2.data(), n, a);
+  EXPECT_TRUE(same_bits(p1, p2));
+  EXPECT_TRUE(same_bits(m1, m2));
+  EXPECT_TRUE(same_bits(v1, v2));
+  EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(kern::bf16)), 0);
 }
 
 // ============================================================================ AdamW

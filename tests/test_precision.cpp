@@ -13,6 +13,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "model/model.h"
+#include "model/optimizer.h"
 #include "tests/model_combos.h"
 
 using namespace mor;
@@ -22,8 +23,8 @@ namespace {
 using combos::Combo;
 
 ModelConfig config(const Combo& c) {
-  return combos::tiny_config(c, {.vocab_size = 61, .d_model = 64, .n_heads = 4, .n_kv_heads = 2, .d_ff = 96,
-                                  .seq_len = 16, .init_std = 0.1f});
+  return combos::tiny_config(
+      c, {.vocab_size = 61, .d_model = 64, .n_heads = 4, .n_kv_heads = 2, .d_ff = 96, .seq_len = 16, .init_std = 0.1f});
 }
 
 std::string name(const ::testing::TestParamInfo<Combo>& i) { return combos::combo_name(i.param); }
@@ -122,6 +123,51 @@ TEST_P(Precision, Bf16CopiesFollowParameterUpdates) {
   EXPECT_EQ(lu.ce, lf.ce);
   const std::vector<float> gu = used.grads.to_host_vector(), gf = fresh.grads.to_host_vector();
   EXPECT_EQ(std::memcmp(gu.data(), gf.data(), gu.size() * sizeof(float)), 0);
+}
+
+// AdamW writing the bf16 copy as it updates (one process, what `train` does) gives bitwise the
+// training of rounding the parameters again at the next forward: losses, gradients and parameters
+// over three steps. And a copy so written is used once only: parameters changed afterwards, by
+// anything else, are rounded again.
+TEST_P(Precision, Bf16CopyWrittenByTheOptimizerEqualsRoundingAgain) {
+  const ModelConfig cfg = config(GetParam());
+  Model fused(cfg, kern::cpu_backend()), plain(cfg, kern::cpu_backend());
+  fused.init(5);
+  plain.init(5);
+  fused.bf16 = plain.bf16 = true;
+  OptimConfig oc;
+  oc.weight_decay = 0.1;
+  const int64_t n = fused.layout.total;
+  AdamW fo(oc, kern::cpu_backend(), n, std::vector<uint8_t>(n, 1)),
+      po(oc, kern::cpu_backend(), n, std::vector<uint8_t>(n, 1));
+  for (int step = 0; step < 3; ++step) {
+    const std::vector<int32_t> tok = tokens(cfg, 2, 20 + step);
+    fused.zero_grads();
+    plain.zero_grads();
+    const LossParts lf = fused.step(tok.data(), 2, 2, true), lp = plain.step(tok.data(), 2, 2, true);
+    EXPECT_EQ(lf.ce, lp.ce) << "step " << step;
+    kern::bf16* p16 = fused.bf16_copy_for_update();
+    ASSERT_NE(p16, nullptr);
+    fo.update(fused.params.data(), fused.grads.data(), 1e-2, 1.f, p16);
+    fused.bf16_copy_written();
+    po.update(plain.params.data(), plain.grads.data(), 1e-2, 1.f);
+  }
+  const std::vector<float> pf = fused.params.to_host_vector(), pp = plain.params.to_host_vector();
+  EXPECT_EQ(std::memcmp(pf.data(), pp.data(), pf.size() * sizeof(float)), 0);
+  // The written copy is consumed by the next forward; change the parameters after that and the
+  // following forward must round them again (as a fresh model does).
+  const std::vector<int32_t> tok = tokens(cfg, 2, 30);
+  fused.step(tok.data(), 2, 2, false);
+  std::vector<float> p = fused.params.to_host_vector();
+  for (auto& x : p) x *= 0.75f;
+  fused.params.from_host(p);
+  Model fresh(cfg, kern::cpu_backend());
+  fresh.bf16 = true;
+  fresh.params.from_host(p);
+  EXPECT_EQ(fused.step(tok.data(), 2, 2, false).ce, fresh.step(tok.data(), 2, 2, false).ce);
+  // fp32 models have no copy to write.
+  Model f32(cfg, kern::cpu_backend());
+  EXPECT_EQ(f32.bf16_copy_for_update(), nullptr);
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, Precision,

@@ -106,6 +106,10 @@ class CpuBackend final : public Backend {
   void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) override {
     cpu::swiglu_backward(dg, du, dh, g, u, n);
   }
+  void swiglu_backward_bf16(bf16* dg16, bf16* du16, float*, float*, const float* dh, const float* g, const float* u,
+                            int64_t n) override {
+    cpu::swiglu_backward_bf16(dg16, du16, dh, g, u, n);
+  }
   void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, const int* qpos,
                          const int* kpos, const AttnShape& s) override {
     cpu::attention_forward(o, lse, q, k, v, qpos, kpos, s);
@@ -137,6 +141,10 @@ class CpuBackend final : public Backend {
   }
   void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& p) override {
     cpu::adamw_update(param, grad, m, v, n, p);
+  }
+  void adamw_update_bf16(float* param, bf16* param16, const float* grad, float* m, float* v, int64_t n,
+                         const AdamWParams& p) override {
+    cpu::adamw_update_bf16(param, param16, grad, m, v, n, p);
   }
   double sum_squares(const float* x, int64_t n) override { return cpu::sum_squares(x, n); }
   void scale_inplace(float* x, float s, int64_t n) override { cpu::scale_inplace(x, s, n); }

@@ -75,6 +75,7 @@ void swiglu_forward(float* h, const float* g, const float* u, int64_t n);
 void swiglu_forward_bf16(bf16* h, const float* g, const float* u, int64_t n);
 // dg = dh * u * silu'(g), du = dh * silu(g) (both written).
 void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n);
+void swiglu_backward_bf16(bf16* dg, bf16* du, const float* dh, const float* g, const float* u, int64_t n);
 
 // ---- Causal attention over one sequence's (possibly compacted) token set ------
 // q[nq, H, hd], k/v[nk, Hkv, hd]; query i sees key j iff kpos[j] <= qpos[i]; both
@@ -97,6 +98,8 @@ double softmax_xent_bf16(float* logits, bf16* dlogits16, const int32_t* targets,
 // ---- AdamW on a contiguous shard ----------------------------------------------
 // Decoupled weight decay on every element; the caller passes weight_decay = 0 for excluded tensors.
 void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& p);
+void adamw_update_bf16(float* param, bf16* param16, const float* grad, float* m, float* v, int64_t n,
+                       const AdamWParams& p);
 
 // ---- Small helpers ---------------------------------------------------------------
 double sum_squares(const float* x, int64_t n);  // in double, fixed reduction order
