@@ -180,40 +180,34 @@ double softmax_xent_bf16(float* logits, bf16* dlogits16, const int32_t* targets,
 }
 
 namespace {
-// p16 null: fp32 only; else the updated parameter is also rounded to bf16 there (the same bits as
-// cast_to_bf16 afterwards, without a second pass over the parameters).
+// kCopy: the updated parameter is also rounded to bf16 into p16 (the same bits as cast_to_bf16
+// afterwards, without a second pass over the parameters). A template, not a lambda or a branch in
+// the loop: the loop must stay one plain simd loop (a lambda body there ran scalar, 5x slower).
+template <bool kCopy>
 void adamw_elems(float* param, uint16_t* p16, const float* grad, float* m, float* v, int64_t n, const AdamWParams& p) {
   const float bc1 = 1.f - (float)std::pow((double)p.beta1, (double)p.step);
   const float bc2 = 1.f - (float)std::pow((double)p.beta2, (double)p.step);
   const float decay = 1.f - p.lr * p.weight_decay;
   const float step_size = p.lr / bc1;
   const float inv_sqrt_bc2 = 1.f / std::sqrt(bc2);
-  auto one = [&](int64_t i) {
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+  for (int64_t i = 0; i < n; ++i) {
     float g = grad[i] * p.grad_scale;
     m[i] = p.beta1 * m[i] + (1.f - p.beta1) * g;
     v[i] = p.beta2 * v[i] + (1.f - p.beta2) * g * g;
     float denom = std::sqrt(v[i]) * inv_sqrt_bc2 + p.eps;  // PyTorch's AdamW formula
     param[i] = param[i] * decay - step_size * m[i] / denom;
-  };
-  if (!p16) {
-#pragma omp parallel for simd schedule(static) if (n >= 65536)
-    for (int64_t i = 0; i < n; ++i) one(i);
-    return;
-  }
-#pragma omp parallel for simd schedule(static) if (n >= 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    one(i);
-    p16[i] = round_bf16_bits(param[i]);
+    if constexpr (kCopy) p16[i] = round_bf16_bits(param[i]);
   }
 }
 }  // namespace
 
 void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& p) {
-  adamw_elems(param, nullptr, grad, m, v, n, p);
+  adamw_elems<false>(param, nullptr, grad, m, v, n, p);
 }
 void adamw_update_bf16(float* param, bf16* param16, const float* grad, float* m, float* v, int64_t n,
                        const AdamWParams& p) {
-  adamw_elems(param, reinterpret_cast<uint16_t*>(param16), grad, m, v, n, p);
+  adamw_elems<true>(param, reinterpret_cast<uint16_t*>(param16), grad, m, v, n, p);
 }
 
 double sum_squares(const float* x, int64_t n) {
