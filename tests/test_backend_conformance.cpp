@@ -647,6 +647,43 @@ TEST_P(AttentionConformance, FlashShapesHeadDims64And128GqaGappedPositions) {
     }
 }
 
+// ---- selection ------------------------------------------------------------------------------
+// topk_indices against an independent reference: a full sort by (score descending, index
+// ascending), the first k, ascending. Random scores and heavily tied ones (with -0 and +0, which
+// compare equal), k from 0 to n.
+std::vector<int32_t> topk_ref(const V& s, int k) {
+  std::vector<int32_t> idx(s.size());
+  for (size_t i = 0; i < s.size(); ++i) idx[i] = (int32_t)i;
+  std::sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return s[a] != s[b] ? s[a] > s[b] : a < b; });
+  idx.resize(k);
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+TEST_P(Conformance, TopkIndicesHighestScoresTiesToTheLowerIndex) {
+  std::mt19937 g(150);
+  std::uniform_int_distribution<int> level(0, 4);
+  const float levels[] = {-1.f, -0.f, 0.f, 0.5f, 1.f};
+  for (int n : {1, 7, 300, 2048}) {
+    V random = rand_vec(n, 151 + n), tied(n);
+    for (auto& x : tied) x = levels[level(g)];
+    for (const V* sc : {&random, &tied})
+      for (int k : {0, 1, n / 3, n / 2, n - 1, n}) {
+        Buffer<float> sb = up(*sc);
+        Buffer<int32_t> out(be(), std::max(k, 1));
+        be().topk_indices(out.data(), sb.data(), n, k);
+        std::vector<int32_t> got = down(out);
+        got.resize(k);
+        EXPECT_EQ(got, topk_ref(*sc, k)) << (sc == &tied ? "tied" : "random") << " n=" << n << " k=" << k;
+      }
+  }
+  Buffer<float> sb = up(V{1.f, 2.f});
+  Buffer<int32_t> out(be(), 3);
+  EXPECT_THROW(be().topk_indices(out.data(), sb.data(), 2, 3), std::invalid_argument);
+  EXPECT_THROW(be().topk_indices(out.data(), sb.data(), 2, -1), std::invalid_argument);
+  be().topk_indices(out.data(), sb.data(), 0, 0);  // nothing to do
+}
+
 // ---- cross-entropy --------------------------------------------------------------------------
 TEST_P(Conformance, SoftmaxCrossEntropyLossAndGradient) {
   const int n = 9, Vn = 301;
