@@ -1,6 +1,9 @@
 #include "kernels/backend.h"
 
 #include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 namespace mor::kern {
 
@@ -17,6 +20,19 @@ RopeTable::RopeTable(Backend& be, int hd, int mp, double theta)
     }
   cos.from_host(c);
   sin.from_host(s);
+}
+
+void Backend::topk_indices(int32_t* out_idx, const float* scores, int n, int k) {
+  if (n < 0 || k < 0 || k > n)
+    throw std::invalid_argument("topk_indices: need 0 <= k <= n, got n=" + std::to_string(n) +
+                                " k=" + std::to_string(k));
+  if (k == 0) return;
+  if (host_addressable()) return topk_indices_host(out_idx, scores, n, k);
+  std::vector<float> s((size_t)n);
+  std::vector<int32_t> idx((size_t)k);
+  if (n) copy_to_host(s.data(), scores, (size_t)n * sizeof(float));
+  topk_indices_host(idx.data(), s.data(), n, k);
+  if (k) copy_from_host(out_idx, idx.data(), (size_t)k * sizeof(int32_t));
 }
 
 }  // namespace mor::kern

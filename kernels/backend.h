@@ -231,7 +231,19 @@ class Backend {
   virtual void add_inplace(float* y, const float* x, int64_t n) = 0;  // y += x
   // Index of the first element of x[n] that is NaN or ±inf, or -1.
   virtual int64_t first_non_finite(const float* x, int64_t n) = 0;
+
+  // ---- selection (expert-choice routing) ------------------------------------------------
+  // out_idx[0..k) = the indices of the k highest of scores[0..n), in ascending index order.
+  // Order: higher score first; equal scores (-0 equals +0) the lower index first, so the selected
+  // set is unique and every backend selects the same one. Scores must not be NaN (the selection
+  // is then unspecified). 0 <= k <= n. The default runs kern::topk_indices_host
+  // (kernels/cpu/topk.cpp) on the host, through host copies where the buffers are not
+  // host-addressable; a device backend overrides it (CUDA: a stable radix sort, kernels/cuda/topk.cu).
+  virtual void topk_indices(int32_t* out_idx, const float* scores, int n, int k);
 };
+
+// The host form of Backend::topk_indices on host arrays (the CPU backend's implementation).
+void topk_indices_host(int32_t* out_idx, const float* scores, int n, int k);
 
 // ---- Buffer members (templates: here so every T the engine uses instantiates them) -------------
 template <class T>

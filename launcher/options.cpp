@@ -76,6 +76,10 @@ OptionTable::OptionTable(RunConfig& rc) {
     ("train.device", po::value(&t.device)->default_value(t.device),
      "backend: cpu | cuda (one GPU per process, chosen by MOR_CUDA_DEVICE, else the node-local rank; needs a build "
      "with -DMOR_CUDA=ON)")
+    ("train.attention_kernel", po::value(&t.attention_kernel)->default_value(t.attention_kernel),
+     "CUDA attention kernel: simple (one block per query and head; the default) | flash (fused "
+     "FlashAttention-2-style tiles for head_dim 64 and 128, simple for other head dims). Ignored, with a log line, "
+     "on --train.device cpu")
     ("train.gemm", po::value(&t.gemm)->default_value(t.gemm),
      "GEMM library: mixed (oneDNN for forward and input-gradient GEMMs, OpenBLAS for weight gradients; fastest measured) | openblas")
     ("train.recompute", po::value(&t.recompute)->default_value(t.recompute),
@@ -160,6 +164,8 @@ static void finish(OptionTable& tab, RunConfig& rc) {
   if (t.threads < 0) throw ConfigError("train.threads", "must be >= 0");
   if (t.device != "cpu" && t.device != "cuda")
     throw ConfigError("train.device", "unknown value '" + t.device + "' (cpu | cuda)");
+  if (t.attention_kernel != "simple" && t.attention_kernel != "flash")
+    throw ConfigError("train.attention_kernel", "unknown value '" + t.attention_kernel + "' (simple | flash)");
   if (t.gemm != "mixed" && t.gemm != "openblas")
     throw ConfigError("train.gemm", "unknown value '" + t.gemm + "' (mixed | openblas)");
   if (t.recompute != "none" && t.recompute != "layer")
@@ -381,7 +387,8 @@ std::optional<std::string> default_text(const po::option_description& o) {
 bool eval_uses(const std::string& name) {
   static const std::set<std::string> names = {
       "help",          "config",     "train.init_params", "data.val",     "train.eval_samples", "train.micro_batch",
-      "train.threads", "train.gemm", "train.precision",   "router-stats", "train.device"};
+      "train.threads", "train.gemm", "train.precision",   "router-stats", "train.device",
+      "train.attention_kernel"};
   return names.count(name) || name.rfind("model.", 0) == 0 || name.rfind("mor.", 0) == 0;
 }
 

@@ -30,6 +30,9 @@ struct TrainConfig {
   std::string init_params;         // start from these parameters (.mort) instead of random init
   std::string nonfinite = "stop";  // a non-finite loss or gradient norm: stop | skip (the update)
   int nonfinite_max = 3;           // skip: stop after this many consecutive skipped steps
+  // --train.device cuda's attention kernel: simple | flash (fused tiles for head_dim 64 and 128);
+  // the CPU ignores it.
+  std::string attention_kernel = "simple";
 };
 
 struct DataConfig {

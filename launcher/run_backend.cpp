@@ -18,8 +18,9 @@ namespace mor {
 
 namespace {
 
-// --train.device cuda: one GPU per process, picked from MOR_CUDA_DEVICE or the node-local rank.
-std::unique_ptr<kern::Backend> make_cuda_run_backend(int world, bool lead) {
+// --train.device cuda: one GPU per process, picked from MOR_CUDA_DEVICE or the node-local rank;
+// --train.attention_kernel picks the attention kernel.
+std::unique_ptr<kern::Backend> make_cuda_run_backend(const TrainConfig& t, int world, bool lead) {
 #ifdef MOR_HAVE_CUDA
   (void)world;  // several ranks: one GPU each, collectives over NCCL (make_run_comm)
   std::string why;
@@ -32,12 +33,19 @@ std::unique_ptr<kern::Backend> make_cuda_run_backend(int world, bool lead) {
     throw std::runtime_error("--train.device cuda: " + info.name + " has compute capability " +
                              std::to_string(info.cc_major) + "." + std::to_string(info.cc_minor) +
                              "; the CUDA backend is built for 8.0 (Ampere) and newer");
-  std::unique_ptr<kern::Backend> be = kern::make_cuda_backend(dev);
+  kern::CudaOptions opt;
+  const bool flash = t.attention_kernel == "flash";
+  if (flash) opt.attention = kern::CudaOptions::Attention::Flash;
+  std::unique_ptr<kern::Backend> be = kern::make_cuda_backend(dev, opt);
   if (lead)
-    logf("device: cuda:%d %s, %.1f GiB, compute capability %d.%d (of %d visible; chosen by %s)\n", dev,
-         info.name.c_str(), info.total_bytes / 1073741824.0, info.cc_major, info.cc_minor, n, source.c_str());
+    logf(
+        "device: cuda:%d %s, %.1f GiB, compute capability %d.%d (of %d visible; chosen by %s); attention kernel: "
+        "%s\n",
+        dev, info.name.c_str(), info.total_bytes / 1073741824.0, info.cc_major, info.cc_minor, n, source.c_str(),
+        flash ? "flash (fused tiles for head_dim 64 and 128, simple otherwise)" : "simple");
   return be;
 #else
+  (void)t;
   (void)world;
   (void)lead;
   throw ConfigError("train.device",
@@ -49,7 +57,10 @@ std::unique_ptr<kern::Backend> make_cuda_run_backend(int world, bool lead) {
 }  // namespace
 
 std::unique_ptr<kern::Backend> make_run_backend(const TrainConfig& t, int threads, int world, bool lead) {
-  if (t.device == "cuda") return make_cuda_run_backend(world, lead);
+  if (t.device == "cuda") return make_cuda_run_backend(t, world, lead);
+  if (t.attention_kernel != "simple" && lead)
+    logf("train.attention_kernel %s: ignored on --train.device cpu (the CPU backend has one attention kernel)\n",
+         t.attention_kernel.c_str());
   kern::cpu::set_num_threads(threads);
   // Values checked by the option parser.
   kern::cpu::set_gemm_lib(t.gemm == "openblas" ? kern::cpu::GemmLib::OpenBLAS : kern::cpu::GemmLib::Mixed);

@@ -1,6 +1,7 @@
 // The backend a run computes on, made from its options (train.device): the CPU, with its thread
 // count and GEMM library (train.threads, train.gemm), or a CUDA GPU (a -DMOR_CUDA=ON build; the
-// lead rank prints the device chosen). cuda without that build is a ConfigError naming the option;
+// lead rank prints the device chosen) with the attention kernel of train.attention_kernel (the CPU
+// ignores that option, with a log line). cuda without that build is a ConfigError naming the option;
 // without a GPU, a runtime error saying why.
 #pragma once
 #include <memory>

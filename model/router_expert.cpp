@@ -6,7 +6,6 @@
 // (z-loss: mean squared score).
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 #include "model/router.h"
 
@@ -19,7 +18,8 @@ inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
 class ExpertRouter final : public Router {
  public:
   ExpertRouter(const ModelConfig& c, Backend& be)
-      : aux_coeff_(c.aux_coeff), ec_z_coeff_(c.ec_z_coeff), be_(be), xin_(be), dy_(be), dx_(be), dg_(be), ds_(be) {
+      : aux_coeff_(c.aux_coeff), ec_z_coeff_(c.ec_z_coeff), be_(be), xin_(be), dy_(be), dx_(be), dg_(be), ds_(be),
+        topk_(be) {
     for (int r = 0; r < c.n_recursions; ++r) rec_.emplace_back(be);
   }
   std::vector<LossTerm> loss_terms() const override { return {{"aux", aux_coeff_}, {"ec_z", ec_z_coeff_}}; }
@@ -48,15 +48,29 @@ class ExpertRouter final : public Router {
   Backend& be_;
   std::vector<Rec> rec_;
   Buffer<float> xin_, dy_, dx_, dg_, ds_;
+  Buffer<int32_t> topk_;            // every sequence's top-k candidate indices (Backend::topk_indices)
+  std::vector<int32_t> topk_host_;  //   read back
 };
 
-// Per-sequence top-k by score (sigmoid is monotonic), ties to the lower position; the auxiliary
-// BCE (target 1 iff selected) and the z-loss over the candidates.
+// Per-sequence top-k by score (sigmoid is monotonic), ties to the lower position, on the backend
+// (Backend::topk_indices, one call per sequence, read back once); the auxiliary BCE (target 1 iff
+// selected) and the z-loss over the candidates.
 void ExpertRouter::select(Section& s, Rec& E, int r, std::vector<LossTerm>& terms) {
   const int k = s.cfg.expert_k(r);
   E.sel.off.assign(1, 0);
   E.sel.pos.clear();
   E.sel_idx.clear();
+  std::vector<int> first(s.n_seq + 1, 0);  // sequence b's top-k at topk_host_[first[b], first[b + 1])
+  if (!s.forced_depth) {
+    for (int b = 0; b < s.n_seq; ++b) first[b + 1] = first[b] + std::min(k, E.cand.off[b + 1] - E.cand.off[b]);
+    topk_.resize(first[s.n_seq]);
+    for (int b = 0; b < s.n_seq; ++b) {
+      const int c0 = E.cand.off[b];
+      be_.topk_indices(topk_.data() + first[b], E.s.data() + c0, E.cand.off[b + 1] - c0, first[b + 1] - first[b]);
+    }
+    topk_host_.resize(first[s.n_seq]);
+    topk_.to_host(topk_host_.data(), first[s.n_seq]);
+  }
   std::vector<int> order;
   for (int b = 0; b < s.n_seq; ++b) {
     const int c0 = E.cand.off[b], c1 = E.cand.off[b + 1];
@@ -67,13 +81,10 @@ void ExpertRouter::select(Section& s, Rec& E, int r, std::vector<LossTerm>& term
       for (int i = c0; i < c1; ++i)
         if (s.forced_depth[b * s.cfg.seq_len + E.cand.pos[i]] > r) order.push_back(i);
       kk = (int)order.size();
-    } else {
-      order.resize(c1 - c0);
-      std::iota(order.begin(), order.end(), c0);
-      kk = std::min(k, c1 - c0);
-      std::partial_sort(order.begin(), order.begin() + kk, order.end(),
-                        [&](int a, int c) { return sc[a] > sc[c] || (sc[a] == sc[c] && a < c); });
-      std::sort(order.begin(), order.begin() + kk);
+    } else {  // ascending candidate indices
+      kk = first[b + 1] - first[b];
+      order.resize(kk);
+      for (int t = 0; t < kk; ++t) order[t] = c0 + topk_host_[first[b] + t];
     }
     for (int t = 0; t < kk; ++t) {
       E.sel_idx.push_back(order[t]);

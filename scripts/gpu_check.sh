@@ -6,9 +6,13 @@
 #   2. build the gpu test binaries (cuda_targets) and run them: the backend-conformance suite on the
 #      GPU (gpu_conformance) and the model against the CPU (gpu_model);
 #   3. build mor-dist and run the end-to-end GPU test (gpu_e2e: training vs the CPU, bf16, GPU<->CPU
-#      resume), with whatever time is left.
+#      resume), with whatever time is left;
+#   4. with what is still left (at least 60 s), bench/gpu_throughput (SmolLM-360M shapes, bf16,
+#      seq 2048: tokens/s and MFU, the flash attention kernel first, then the simple one), whose
+#      summary line joins this one's.
 # Then it prints a summary. Exit status 0 only when every gpu test ran and passed: a Skipped test
-# (no GPU) is a failure here. A rerun reuses the build (incremental).
+# (no GPU) is a failure here; the benchmark's figures do not change it. A rerun reuses the build
+# (incremental).
 #   scripts/gpu_check.sh                     # build-gpu/
 #   GPU_BUILD_DIR=/tmp/b MOR_GPU_CHECK_BUDGET=900 scripts/gpu_check.sh
 set -uo pipefail
@@ -85,6 +89,19 @@ t=$(date +%s)
 if timeout "$(limit 400)" cmake --build "$BUILD" -j "$JOBS" --target mor-dist > "$BUILD/build_mor_dist.log" 2>&1; then
   note "build mor-dist: $(( $(date +%s) - t )) s"
   run_gpu_tests e2e '^gpu_e2e$'
+  # The throughput benchmark, a few steps per run, in what is left of the budget.
+  l=$(left)
+  if [ "$l" -ge 60 ]; then
+    data=()
+    [ -d "$BUILD/data/fortunes" ] && data=(BENCH_DATA="$BUILD/data/fortunes")
+    env "${data[@]}" MORDIST="$BUILD/mor-dist" BUDGET=$((l - 5)) RUN_MIN=45 WARMUP=1 STEPS=3 \
+      timeout "$l" bench/gpu_throughput > "$BUILD/gpu_throughput.log" 2>&1
+    grep -vE '^(gpu_throughput summary:|   )' "$BUILD/gpu_throughput.log" | tail -25
+    line=$(grep '^gpu_throughput summary:' "$BUILD/gpu_throughput.log" | tail -1)
+    note "${line:-gpu_throughput: no summary line, out of time? (log: $BUILD/gpu_throughput.log)}"
+  else
+    note "gpu_throughput: not run, $l s of the budget left (run bench/gpu_throughput by itself)"
+  fi
 else
   grep -E 'error|Error' "$BUILD/build_mor_dist.log" | head -30
   note "FAILED: build of mor-dist in $(( $(date +%s) - t )) s, $(left) s of the budget left (log: $BUILD/build_mor_dist.log; a rerun goes on from there)"

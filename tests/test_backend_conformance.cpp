@@ -9,9 +9,11 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -47,8 +49,22 @@ std::vector<Factory> backends() {
              return mor::kern::make_cuda_backend(d ? std::atoi(d) : 0);
            }}};
 }
+// The attention tests run on each CUDA attention kernel: the simple one (backends()) and the
+// fused one (CudaOptions::Attention::Flash: tiles for head_dim 64 and 128, the simple kernel for
+// the other head dims).
+std::vector<Factory> attention_backends() {
+  std::vector<Factory> v = backends();
+  v.push_back({"cuda_flash", [] {
+                 const char* d = std::getenv("MOR_CUDA_DEVICE");
+                 mor::kern::CudaOptions o;
+                 o.attention = mor::kern::CudaOptions::Attention::Flash;
+                 return mor::kern::make_cuda_backend(d ? std::atoi(d) : 0, o);
+               }});
+  return v;
+}
 #else
 std::vector<Factory> backends() { return {{"cpu", mor::kern::make_cpu_backend}}; }
+std::vector<Factory> attention_backends() { return backends(); }
 #endif
 
 V rand_vec(size_t n, unsigned seed, float scale = 1.f) {
@@ -399,6 +415,10 @@ TEST_P(Conformance, SwigluForwardAndBackward) {
 }
 
 // ---- attention ------------------------------------------------------------------------------
+// The attention tests: the Conformance fixture over attention_backends() (on the CUDA build, both
+// attention kernels).
+class AttentionConformance : public Conformance {};
+
 // Reference in double: causal by position, GQA, with the analytic backward.
 struct AttnRef {
   D o, lse, dq, dk, dv;
@@ -449,7 +469,7 @@ AttnRef attention_ref(const V& q, const V& k, const V& v, const V& dout, const s
   return r;
 }
 
-TEST_P(Conformance, AttentionCompactedGqaForwardAndBackward) {
+TEST_P(AttentionConformance, AttentionCompactedGqaForwardAndBackward) {
   // Queries: a compacted subset of positions; keys: every position (a kv-share source) or the
   // same subset. Head dims 16 (tiled on AVX-512 CPUs) and 12 (the general path).
   for (int hd : {16, 12})
@@ -487,7 +507,7 @@ TEST_P(Conformance, AttentionCompactedGqaForwardAndBackward) {
 // AVX512-BF16): each output within 1 % of the exact one in relative L2 norm and 4 % of its largest
 // magnitude elementwise (bf16's unit roundoff is 0.4 %; an operand packed wrongly is off by ~100 %).
 // Odd query/key counts (a pair with a zero partner) and several 64-query blocks.
-TEST_P(Conformance, AttentionBf16ProductsWithinBf16Tolerance) {
+TEST_P(AttentionConformance, AttentionBf16ProductsWithinBf16Tolerance) {
   for (int hd : {16, 64})
     for (bool share : {false, true}) {
       std::vector<int32_t> qp;
@@ -529,6 +549,143 @@ TEST_P(Conformance, AttentionBf16ProductsWithinBf16Tolerance) {
         expect_close(want, got, 0, 0.04 * mx, what + " " + names[t]);
       }
     }
+}
+
+// The shapes the fused CUDA kernel takes (head_dim 64 and 128), several query and key tiles (64)
+// with partial last tiles, GQA 4:1 and 3:1, and MoR's position sets: queries a gapped subset of
+// the keys (kv-share: keys at every position), both the same gapped subset (recursion-wise
+// caches), and keys that start after the first queries (those see no key: zero output, zero dq,
+// lse -inf). Tolerance, against the double reference and (on a GPU) against the CPU backend:
+// |got - want| <= 1e-4 |want| + 1e-5 max|want| per output (fp32 sums over up to 400 keys and
+// 128 dims; the CPU backend's largest error is 5 % of it). lse exactly -inf where it must be.
+// Two backward runs give the same bits (no atomics).
+struct AttnCase {
+  std::string name;
+  std::vector<int32_t> qp, kp;
+  int H, Hkv;
+};
+std::vector<AttnCase> attention_cases() {
+  std::mt19937 g(7);
+  auto subset = [&](int from, int to, double keep) {
+    std::bernoulli_distribution b(keep);
+    std::vector<int32_t> v;
+    for (int p = from; p < to; ++p)
+      if (b(g)) v.push_back(p);
+    return v;
+  };
+  std::vector<int32_t> all(400);
+  for (int p = 0; p < 400; ++p) all[p] = p;
+  std::vector<AttnCase> cases;
+  cases.push_back({"kv-share gqa4", subset(0, 400, 0.5), all, 4, 1});
+  const std::vector<int32_t> sel = subset(0, 400, 0.35);
+  cases.push_back({"recursion gqa3", sel, sel, 6, 2});
+  cases.push_back({"late keys", subset(0, 300, 0.6), subset(37, 300, 0.5), 2, 2});
+  cases.push_back({"one query", {5}, std::vector<int32_t>(all.begin(), all.begin() + 90), 2, 1});
+  return cases;
+}
+
+void expect_attention_close(const D& want, const V& got, const std::string& what) {
+  ASSERT_EQ(want.size(), got.size()) << what;
+  double mx = 0;
+  for (double w : want)
+    if (std::isfinite(w)) mx = std::max(mx, std::fabs(w));
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (std::isinf(want[i])) {
+      ASSERT_EQ(got[i], want[i]) << what << "[" << i << "]";
+      continue;
+    }
+    ASSERT_LE(std::fabs(got[i] - want[i]), 1e-4 * std::fabs(want[i]) + 1e-5 * mx)
+        << what << "[" << i << "] = " << got[i] << ", want " << want[i];
+  }
+}
+
+TEST_P(AttentionConformance, FlashShapesHeadDims64And128GqaGappedPositions) {
+  const bool vs_cpu = !be().host_addressable();  // a device backend: also against the CPU backend
+  std::unique_ptr<Backend> cpu = vs_cpu ? mor::kern::make_cpu_backend() : nullptr;
+  for (int hd : {64, 128})
+    for (const AttnCase& c : attention_cases()) {
+      const AttnShape s{(int)c.qp.size(), (int)c.kp.size(), c.H, c.Hkv, hd};
+      const size_t nqe = (size_t)s.nq * c.H * hd, nke = (size_t)s.nk * c.Hkv * hd;
+      const V Q = rand_vec(nqe, 90 + hd), K = rand_vec(nke, 91 + hd), Vv = rand_vec(nke, 92 + hd),
+              G = rand_vec(nqe, 93 + hd), DK0 = rand_vec(nke, 94), DV0 = rand_vec(nke, 95);
+      const AttnRef ref = attention_ref(Q, K, Vv, G, c.qp, c.kp, s);
+      D dkw = ref.dk, dvw = ref.dv;
+      for (size_t i = 0; i < dkw.size(); ++i) dkw[i] += DK0[i], dvw[i] += DV0[i];
+      // Forward and backward on `b`; outputs o, lse, dq, dk, dv (dk, dv accumulated onto DK0, DV0).
+      auto run = [&](Backend& b) {
+        auto put = [&](const auto& v) {
+          Buffer<typename std::decay_t<decltype(v)>::value_type> x(b);
+          x.from_host(v);
+          return x;
+        };
+        Buffer<float> q = put(Q), k = put(K), v = put(Vv), g = put(G), dk = put(DK0), dv = put(DV0);
+        Buffer<float> o(b, (int64_t)nqe), lse(b, (int64_t)c.H * s.nq), dq(b, (int64_t)nqe);
+        Buffer<int32_t> qpos = put(c.qp), kpos = put(c.kp);
+        b.attention_forward(o.data(), lse.data(), q.data(), k.data(), v.data(), qpos.data(), kpos.data(), s);
+        b.attention_backward(dq.data(), dk.data(), dv.data(), g.data(), o.data(), lse.data(), q.data(), k.data(),
+                             v.data(), qpos.data(), kpos.data(), s);
+        b.synchronize();
+        return std::vector<V>{o.to_host_vector(), lse.to_host_vector(), dq.to_host_vector(), dk.to_host_vector(),
+                              dv.to_host_vector()};
+      };
+      const std::vector<V> got = run(be());
+      const std::string what = "attention hd=" + std::to_string(hd) + " " + c.name + " (nq " + std::to_string(s.nq) +
+                               ", nk " + std::to_string(s.nk) + ")";
+      const D* want[] = {&ref.o, &ref.lse, &ref.dq, &dkw, &dvw};
+      const char* names[] = {" o", " lse", " dq", " dk", " dv"};
+      for (int t = 0; t < 5; ++t) expect_attention_close(*want[t], got[t], what + names[t]);
+      if (c.name == "late keys") {  // the first queries see nothing: exactly zero and -inf
+        ASSERT_LT(c.qp[0], c.kp[0]);
+        for (int h = 0; h < c.H; ++h) EXPECT_EQ(got[1][(size_t)h * s.nq], -std::numeric_limits<float>::infinity());
+        for (int e = 0; e < c.H * hd; ++e) EXPECT_EQ(got[0][e], 0.f) << what << " o of query 0";
+        for (int e = 0; e < c.H * hd; ++e) EXPECT_EQ(got[2][e], 0.f) << what << " dq of query 0";
+      }
+      const std::vector<V> again = run(be());
+      for (int t = 0; t < 5; ++t)
+        EXPECT_EQ(std::memcmp(got[t].data(), again[t].data(), got[t].size() * 4), 0)
+            << what << names[t] << ": not deterministic";
+      if (vs_cpu) {
+        const std::vector<V> c_out = run(*cpu);
+        for (int t = 0; t < 5; ++t) expect_attention_close(to_d(c_out[t]), got[t], what + names[t] + " vs the CPU");
+      }
+    }
+}
+
+// ---- selection ------------------------------------------------------------------------------
+// topk_indices against an independent reference: a full sort by (score descending, index
+// ascending), the first k, ascending. Random scores and heavily tied ones (with -0 and +0, which
+// compare equal), k from 0 to n.
+std::vector<int32_t> topk_ref(const V& s, int k) {
+  std::vector<int32_t> idx(s.size());
+  for (size_t i = 0; i < s.size(); ++i) idx[i] = (int32_t)i;
+  std::sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return s[a] != s[b] ? s[a] > s[b] : a < b; });
+  idx.resize(k);
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+TEST_P(Conformance, TopkIndicesHighestScoresTiesToTheLowerIndex) {
+  std::mt19937 g(150);
+  std::uniform_int_distribution<int> level(0, 4);
+  const float levels[] = {-1.f, -0.f, 0.f, 0.5f, 1.f};
+  for (int n : {1, 7, 300, 2048}) {
+    V random = rand_vec(n, 151 + n), tied(n);
+    for (auto& x : tied) x = levels[level(g)];
+    for (const V* sc : {&random, &tied})
+      for (int k : {0, 1, n / 3, n / 2, n - 1, n}) {
+        Buffer<float> sb = up(*sc);
+        Buffer<int32_t> out(be(), std::max(k, 1));
+        be().topk_indices(out.data(), sb.data(), n, k);
+        std::vector<int32_t> got = down(out);
+        got.resize(k);
+        EXPECT_EQ(got, topk_ref(*sc, k)) << (sc == &tied ? "tied" : "random") << " n=" << n << " k=" << k;
+      }
+  }
+  Buffer<float> sb = up(V{1.f, 2.f});
+  Buffer<int32_t> out(be(), 3);
+  EXPECT_THROW(be().topk_indices(out.data(), sb.data(), 2, 3), std::invalid_argument);
+  EXPECT_THROW(be().topk_indices(out.data(), sb.data(), 2, -1), std::invalid_argument);
+  be().topk_indices(out.data(), sb.data(), 0, 0);  // nothing to do
 }
 
 // ---- cross-entropy --------------------------------------------------------------------------
@@ -683,6 +840,8 @@ TEST_P(Conformance, ContextAndSynchronize) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::ValuesIn(backends()),
+                         [](const ::testing::TestParamInfo<Factory>& i) { return i.param.name; });
+INSTANTIATE_TEST_SUITE_P(Backends, AttentionConformance, ::testing::ValuesIn(attention_backends()),
                          [](const ::testing::TestParamInfo<Factory>& i) { return i.param.name; });
 
 }  // namespace

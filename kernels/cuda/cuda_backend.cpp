@@ -11,6 +11,7 @@
 #include <string>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/host_helpers.h"
 #include "kernels/cuda/kernels.h"
 
 namespace mor::kern {
@@ -68,7 +69,8 @@ class DeviceWorkspace final : public Workspace {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device) {
+  CudaBackend(int device, const CudaOptions& options)
+      : flash_attention_(options.attention == CudaOptions::Attention::Flash) {
     try {
       init(device);
     } catch (...) {
@@ -195,14 +197,23 @@ class CudaBackend final : public Backend {
     check_nonneg("swiglu_backward", {n});
     if (n) cuda::swiglu_backward(stream_, dg, du, dh, g, u, n);
   }
+  // The fused kernel where it was asked for and has the head_dim (64, 128); the simple one otherwise.
+  // Either ignores AttnShape::bf16 (fp32 products, which the contract allows).
+  bool use_flash(const AttnShape& s) const { return flash_attention_ && cuda::flash_supports(s.head_dim); }
   void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v, const int* qpos,
                          const int* kpos, const AttnShape& s) override {
-    cuda::attention_forward(stream_, o, lse, q, k, v, qpos, kpos, s);
+    if (use_flash(s))
+      cuda::attention_forward_flash(stream_, o, lse, q, k, v, qpos, kpos, s);
+    else
+      cuda::attention_forward(stream_, o, lse, q, k, v, qpos, kpos, s);
   }
   void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* o, const float* lse,
                           const float* q, const float* k, const float* v, const int* qpos, const int* kpos,
                           const AttnShape& s) override {
-    cuda::attention_backward(stream_, *ws_, dq, dk, dv, dout, o, lse, q, k, v, qpos, kpos, s);
+    if (use_flash(s))
+      cuda::attention_backward_flash(stream_, *ws_, dq, dk, dv, dout, o, lse, q, k, v, qpos, kpos, s);
+    else
+      cuda::attention_backward(stream_, *ws_, dq, dk, dv, dout, o, lse, q, k, v, qpos, kpos, s);
   }
   double softmax_xent(float* logits, const int32_t* targets, int n, int V, float scale) override {
     check_nonneg("softmax_xent", {n, V});
@@ -255,6 +266,12 @@ class CudaBackend final : public Backend {
     check_nonneg("first_non_finite", {n});
     return cuda::first_non_finite(stream_, *ws_, x, n);
   }
+  void topk_indices(int32_t* out_idx, const float* scores, int n, int k) override {
+    if (n < 0 || k < 0 || k > n)
+      throw std::invalid_argument("topk_indices: need 0 <= k <= n, got n=" + std::to_string(n) +
+                                  " k=" + std::to_string(k));
+    cuda::topk_indices(stream_, *ws_, out_idx, scores, n, k);
+  }
 
  private:
   void init(int device) {
@@ -294,6 +311,7 @@ class CudaBackend final : public Backend {
     if (n && n_heads) cuda::rope_apply(stream_, x, pos, n, n_heads, t.head_dim, t.cos.data(), t.sin.data(), sign);
   }
 
+  const bool flash_attention_;
   cudaDeviceProp prop_{};
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
@@ -330,14 +348,14 @@ void CudaBackend::gemm_bf16(bool ta, bool tb, int M, int N, int K, const bf16* A
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend(int device) {
+std::unique_ptr<Backend> make_cuda_backend(int device, const CudaOptions& options) {
   std::string why;
   const int n = cuda_device_count(&why);
   if (n == 0) throw std::runtime_error("no CUDA device: " + why);
   if (device < 0 || device >= n)
     throw std::runtime_error("CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(n) +
                              " visible)");
-  return std::make_unique<CudaBackend>(device);
+  return std::make_unique<CudaBackend>(device, options);
 }
 
 }  // namespace mor::kern

@@ -21,9 +21,17 @@ struct CudaDeviceInfo {
 };
 CudaDeviceInfo cuda_device_info(int device);  // throws std::runtime_error
 
+// Choices of the CUDA backend made at construction (the launcher's --train.attention_kernel).
+struct CudaOptions {
+  // Attention: Simple (kernels/cuda/attention.cu: one block per query, any head_dim up to 512) or
+  // Flash (kernels/cuda/attention_flash.cu: fused FlashAttention-2-style tiles; used for head_dim
+  // 64 and 128, Simple for every other head_dim). Same contract and outputs within fp32 rounding.
+  enum class Attention { Simple, Flash } attention = Attention::Simple;
+};
+
 // A backend on `device`: made current (cudaSetDevice) for the calling thread, which is the thread
 // that must call the backend (the engine drives it from one thread). Throws std::runtime_error
 // when the device cannot be used.
-std::unique_ptr<Backend> make_cuda_backend(int device);
+std::unique_ptr<Backend> make_cuda_backend(int device, const CudaOptions& options = {});
 
 }  // namespace mor::kern

@@ -32,6 +32,21 @@ ReducePlan reduce_plan(int64_t n) {
   return {kReduceChunk, std::max<int64_t>(1, n / kReduceChunk + (n % kReduceChunk != 0))};
 }
 
+FlashGrid flash_grid(FlashPass pass, int head_dim, int nq, int nk, int n_heads, int n_kv_heads) {
+  if (!flash_supports(head_dim))
+    throw std::invalid_argument("flash attention: head_dim " + std::to_string(head_dim) + " (64 or 128 only)");
+  if (nq < 0 || nk < 0 || n_heads < 1 || n_kv_heads < 1 || n_heads % n_kv_heads)
+    throw std::invalid_argument("flash attention: invalid shape");
+  const FlashTile t = flash_tile(pass, head_dim);
+  const bool by_keys = pass == FlashPass::DkDv;
+  const int64_t x = by_keys ? ceil_div(nk, t.bk) : ceil_div(nq, t.bq);
+  const int y = by_keys ? n_kv_heads : n_heads;
+  if (y > 65535) throw std::invalid_argument("flash attention: more than 65535 heads");
+  // Keys without queries have no gradient to add (dk, dv accumulate): no DkDv launch either.
+  if (nq == 0) return {0, (unsigned)y};
+  return {(unsigned)x, (unsigned)y};  // x <= 2^31 / 32: within the grid's x limit
+}
+
 namespace {
 // A non-negative int from the whole of `text`, or -1.
 int parse_index(const char* text) {

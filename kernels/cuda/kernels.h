@@ -1,7 +1,7 @@
 // The CUDA kernels' host-side launchers (internal to kernels/cuda): CudaBackend (cuda_backend.cpp)
 // validates sizes and calls these; each enqueues its kernels on `s` and checks the launch. The
 // contracts are kern::Backend's (kernels/backend.h). Files by concept: elementwise.cu, norm.cu,
-// rows.cu, attention.cu, reduce.cu.
+// rows.cu, attention.cu, attention_flash.cu, topk.cu, reduce.cu.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -58,6 +58,17 @@ void attention_forward(cudaStream_t s, float* o, float* lse, const float* q, con
 void attention_backward(cudaStream_t s, Workspace& ws, float* dq, float* dk, float* dv, const float* dout,
                         const float* o, const float* lse, const float* q, const float* k, const float* v,
                         const int* qpos, const int* kpos, const AttnShape& sh);
+
+// attention_flash.cu: the same contract, fused FlashAttention-2-style tiles, head_dim 64 and 128 only
+// (flash_supports; throws std::invalid_argument otherwise).
+void attention_forward_flash(cudaStream_t s, float* o, float* lse, const float* q, const float* k, const float* v,
+                             const int* qpos, const int* kpos, const AttnShape& sh);
+void attention_backward_flash(cudaStream_t s, Workspace& ws, float* dq, float* dk, float* dv, const float* dout,
+                              const float* o, const float* lse, const float* q, const float* k, const float* v,
+                              const int* qpos, const int* kpos, const AttnShape& sh);
+
+// topk.cu: Backend::topk_indices (0 <= k <= n checked by the caller).
+void topk_indices(cudaStream_t s, Workspace& ws, int32_t* out_idx, const float* scores, int n, int k);
 
 // reduce.cu: these return host values, so they wait for the stream.
 double softmax_xent(cudaStream_t s, Workspace& ws, float* logits, const int32_t* targets, int n, int V, float scale);

@@ -20,6 +20,13 @@ expect_error "--train.micro_batch: global_batch 16 is not divisible" train --con
 expect_error "--optim.schedule: unknown value 'linear'" train --config "$cfg" --optim.schedule linear
 expect_error "--train.gemm: unknown value 'mkl'" train --config "$cfg" --train.gemm mkl
 expect_error "--train.device: unknown value 'tpu'" train --config "$cfg" --train.device tpu
+expect_error "--train.attention_kernel: unknown value 'fast'" train --config "$cfg" --train.attention_kernel fast
+# On the CPU the attention kernel choice is accepted and ignored, with one log line saying so.
+out=$("$MOR_BIN" train --config "$cfg" --train.steps 1 --train.attention_kernel flash \
+  --data.train "$MOR_DATA/edu_fineweb_train_*.bin" --data.val "" 2>&1) || fail "flash on the CPU: $out"
+grep -qx "train.attention_kernel flash: ignored on --train.device cpu (the CPU backend has one attention kernel)" \
+  <<<"$out" || fail "no 'ignored' line for --train.attention_kernel flash on the CPU: $out"
+echo "ok: --train.attention_kernel flash on the CPU is ignored with a log line"
 # cuda in a build without the CUDA backend: a ConfigError naming the option, for train and eval.
 if [ "${MOR_CUDA_BUILT:-OFF}" != ON ]; then
   expect_error "--train.device: cuda needs a mor-dist built with the CUDA backend (cmake -DMOR_CUDA=ON)" \

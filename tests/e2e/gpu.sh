@@ -3,7 +3,8 @@
 # of the tiny MoR configs with the expert and the token router on --train.device cuda against the
 # CPU, fp32 (each step's loss within 1e-3 relative) and bf16 on the GPU (2e-2); a checkpoint saved
 # on the GPU resumed on the CPU and one saved on the CPU resumed on the GPU (the resumed steps
-# within 1e-3 of a straight CPU run). Exits 77 (Skipped) with the reason when mor-dist is not built
+# within 1e-3 of a straight CPU run); the fused attention kernel (--train.attention_kernel flash, at
+# head_dim 64: the tiny model with 2 heads) against the CPU, 1e-3. Exits 77 (Skipped) with the reason when mor-dist is not built
 # (scripts/test.sh's cuda stage builds only the gpu test binaries) or no GPU is usable.
 source "$(dirname "$0")/common.sh"
 [ -x "$MOR_BIN" ] || { echo "Skipped: $MOR_BIN is not built (scripts/gpu_check.sh builds it)"; exit 77; }
@@ -56,4 +57,10 @@ close "$WORK/cpu_tiny_mor.jsonl" "$WORK/g2c.jsonl" 1e-3 "saved on the GPU, resum
   --train.metrics "$WORK/c2g.jsonl" > "$WORK/c2g.log"
 grep -q "resumed from $WORK/ck_cpu/step_00000010: step 10" "$WORK/c2g.log" || fail "CPU->GPU: did not resume"
 close "$WORK/cpu_tiny_mor.jsonl" "$WORK/c2g.jsonl" 1e-3 "saved on the CPU, resumed on the GPU"
-echo "ok: GPU training, bf16 and GPU<->CPU resume"
+run=("${base[@]}" --config "$MOR_SRC/configs/tiny_mor.ini" --model.n_heads 2 --model.n_kv_heads 1)
+"$MOR_BIN" "${run[@]}" --train.steps 20 --train.metrics "$WORK/cpu_hd64.jsonl" > /dev/null
+"$MOR_BIN" "${run[@]}" --train.steps 20 --train.device cuda --train.attention_kernel flash \
+  --train.metrics "$WORK/gpu_flash.jsonl" > "$WORK/gpu_flash.log" 2>&1
+grep -q "attention kernel: flash" "$WORK/gpu_flash.log" || fail "the run did not name the flash kernel"
+close "$WORK/cpu_hd64.jsonl" "$WORK/gpu_flash.jsonl" 1e-3 "tiny_mor at head_dim 64, flash attention: GPU vs CPU"
+echo "ok: GPU training, bf16, GPU<->CPU resume and the flash attention kernel"

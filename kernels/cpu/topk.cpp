@@ -1,0 +1,27 @@
+// Backend::topk_indices on the host: the selection expert-choice routing made inline until it
+// became a backend operation (model/router_expert.cpp), kept exactly: a partial sort of the
+// indices by (score descending, index ascending), then the k chosen indices sorted ascending.
+#include <algorithm>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+
+namespace mor::kern {
+
+void topk_indices_host(int32_t* out_idx, const float* scores, int n, int k) {
+  if (n < 0 || k < 0 || k > n)
+    throw std::invalid_argument("topk_indices: need 0 <= k <= n, got n=" + std::to_string(n) +
+                                " k=" + std::to_string(k));
+  if (k == 0) return;
+  std::vector<int32_t> order((size_t)n);
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                    [&](int32_t a, int32_t c) { return scores[a] > scores[c] || (scores[a] == scores[c] && a < c); });
+  std::sort(order.begin(), order.begin() + k);
+  std::copy(order.begin(), order.begin() + k, out_idx);
+}
+
+}  // namespace mor::kern
