@@ -4,7 +4,8 @@
 # an overall budget of 470 s (8 minutes on one H100 with room to spare), in order:
 #   1. configure the CUDA variant for the GPU it finds (one architecture);
 #   2. build the gpu test binaries (cuda_targets) and run them: the backend-conformance suite on the
-#      GPU (gpu_conformance) and the model against the CPU (gpu_model);
+#      GPU (gpu_conformance), the model against the CPU (gpu_model) and the NCCL communicator under
+#      mpirun (gpu_nccl_np1; gpu_nccl_np2 where 2 GPUs are present);
 #   3. build mor-dist and run the end-to-end GPU test (gpu_e2e: training vs the CPU, bf16, GPU<->CPU
 #      resume), with whatever time is left;
 #   4. with what is still left (at least 60 s), bench/gpu_throughput (SmolLM-360M shapes, bf16,
@@ -84,6 +85,9 @@ if ! timeout "$(limit 200)" cmake --build "$BUILD" -j "$JOBS" --target cuda_targ
 fi
 note "build cuda_targets (-j $JOBS): $(( $(date +%s) - t )) s"
 run_gpu_tests kernels+model '^gpu_(conformance|model)$'
+run_gpu_tests nccl '^gpu_nccl_np1$'
+ngpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | grep -c . || true)
+if [ "${ngpu:-0}" -ge 2 ]; then run_gpu_tests nccl-2gpu '^gpu_nccl_np2$'; else note "nccl-2gpu: not run (${ngpu:-0} GPU here)"; fi
 
 t=$(date +%s)
 if timeout "$(limit 400)" cmake --build "$BUILD" -j "$JOBS" --target mor-dist > "$BUILD/build_mor_dist.log" 2>&1; then
