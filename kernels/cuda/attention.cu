@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "kernels/cuda/device_common.cuh"
+#include "kernels/cuda/host_helpers.h"  // pos_upper_bound, pos_lower_bound (shared with the host tests)
 #include "kernels/cuda/kernels.h"
 
 namespace mor::kern::cuda {
@@ -16,30 +17,6 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int kMaxDimsPerThread = 4;  // head_dim <= kThreads * 4 = 512
 
-// Keys with kpos[j] <= p: the first j with kpos[j] > p.
-__device__ inline int upper_bound(const int* a, int n, int p) {
-  int lo = 0, hi = n;
-  while (lo < hi) {
-    const int m = (lo + hi) / 2;
-    if (a[m] <= p)
-      lo = m + 1;
-    else
-      hi = m;
-  }
-  return lo;
-}
-// Queries with qpos[i] >= p: the first i with qpos[i] >= p.
-__device__ inline int lower_bound(const int* a, int n, int p) {
-  int lo = 0, hi = n;
-  while (lo < hi) {
-    const int m = (lo + hi) / 2;
-    if (a[m] < p)
-      lo = m + 1;
-    else
-      hi = m;
-  }
-  return lo;
-}
 __device__ inline float dot(const float* a, const float* b, int n) {
   float s = 0.f;
   for (int e = 0; e < n; ++e) s += a[e] * b[e];
@@ -55,7 +32,7 @@ __global__ void k_attn_forward(float* o, float* lse, const float* q, const float
   const int i = blockIdx.x, h = blockIdx.y, g = h / (H / Hkv), t = threadIdx.x;
   const int64_t row = ((int64_t)i * H + h) * hd;
   for (int e = t; e < hd; e += kThreads) qs[e] = q[row + e];
-  const int nvis = upper_bound(kpos, nk, qpos[i]);
+  const int nvis = pos_upper_bound(kpos, nk, qpos[i]);
   __syncthreads();
   if (nvis == 0) {  // no visible key: zero output, lse -inf (as the CPU backend)
     for (int e = t; e < hd; e += kThreads) o[row + e] = 0.f;
@@ -120,7 +97,7 @@ __global__ void k_attn_dq(float* dq, const float* dout, const float* lse, const 
   const int i = blockIdx.x, h = blockIdx.y, g = h / (H / Hkv), t = threadIdx.x;
   const int64_t row = ((int64_t)i * H + h) * hd;
   for (int e = t; e < hd; e += kThreads) qs[e] = q[row + e], gs[e] = dout[row + e];
-  const int nvis = upper_bound(kpos, nk, qpos[i]);
+  const int nvis = pos_upper_bound(kpos, nk, qpos[i]);
   const float lse_i = lse[(int64_t)h * nq + i], d_i = delta[(int64_t)h * nq + i];
   __syncthreads();
   float acc[kMaxDimsPerThread] = {};
@@ -161,7 +138,7 @@ __global__ void k_attn_dkdv(float* dk, float* dv, const float* dout, const float
   const int j = blockIdx.x, g = blockIdx.y, group = H / Hkv, t = threadIdx.x;
   const int64_t kv = ((int64_t)j * Hkv + g) * hd;
   for (int e = t; e < hd; e += kThreads) ks[e] = k[kv + e], vs[e] = v[kv + e];
-  const int i0 = lower_bound(qpos, nq, kpos[j]);
+  const int i0 = pos_lower_bound(qpos, nq, kpos[j]);
   __syncthreads();
   float acck[kMaxDimsPerThread] = {}, accv[kMaxDimsPerThread] = {};
   for (int h = g * group; h < (g + 1) * group; ++h)
