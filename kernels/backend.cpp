@@ -22,10 +22,14 @@ RopeTable::RopeTable(Backend& be, int hd, int mp, double theta)
   sin.from_host(s);
 }
 
-void Backend::topk_indices(int32_t* out_idx, const float* scores, int n, int k) {
+void check_topk_args(int n, int k) {
   if (n < 0 || k < 0 || k > n)
     throw std::invalid_argument("topk_indices: need 0 <= k <= n, got n=" + std::to_string(n) +
                                 " k=" + std::to_string(k));
+}
+
+void Backend::topk_indices(int32_t* out_idx, const float* scores, int n, int k) {
+  check_topk_args(n, k);
   if (k == 0) return;
   if (host_addressable()) return topk_indices_host(out_idx, scores, n, k);
   std::vector<float> s((size_t)n);

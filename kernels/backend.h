@@ -244,6 +244,8 @@ class Backend {
 
 // The host form of Backend::topk_indices on host arrays (the CPU backend's implementation).
 void topk_indices_host(int32_t* out_idx, const float* scores, int n, int k);
+// Throws std::invalid_argument unless 0 <= k <= n: every topk_indices checks this first.
+void check_topk_args(int n, int k);
 
 // ---- Buffer members (templates: here so every T the engine uses instantiates them) -------------
 template <class T>

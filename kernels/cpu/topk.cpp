@@ -3,8 +3,6 @@
 // indices by (score descending, index ascending), then the k chosen indices sorted ascending.
 #include <algorithm>
 #include <numeric>
-#include <stdexcept>
-#include <string>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -12,9 +10,7 @@
 namespace mor::kern {
 
 void topk_indices_host(int32_t* out_idx, const float* scores, int n, int k) {
-  if (n < 0 || k < 0 || k > n)
-    throw std::invalid_argument("topk_indices: need 0 <= k <= n, got n=" + std::to_string(n) +
-                                " k=" + std::to_string(k));
+  check_topk_args(n, k);
   if (k == 0) return;
   std::vector<int32_t> order((size_t)n);
   std::iota(order.begin(), order.end(), 0);

@@ -267,9 +267,7 @@ class CudaBackend final : public Backend {
     return cuda::first_non_finite(stream_, *ws_, x, n);
   }
   void topk_indices(int32_t* out_idx, const float* scores, int n, int k) override {
-    if (n < 0 || k < 0 || k > n)
-      throw std::invalid_argument("topk_indices: need 0 <= k <= n, got n=" + std::to_string(n) +
-                                  " k=" + std::to_string(k));
+    check_topk_args(n, k);
     cuda::topk_indices(stream_, *ws_, out_idx, scores, n, k);
   }
 
